@@ -1,0 +1,17 @@
+"""twa_jax: the dissipative truncated Wigner approximation in JAX.
+
+Write a model as plain JAX functions (Hamiltonian, jump operators, dissipation matrix), pick an
+initial state, and call :func:`simulate`. See README.md and ``../shared/PHYSICS.md``.
+"""
+
+from . import states as states
+from ._brackets import effective_hamiltonian as effective_hamiltonian
+from ._model import Model as Model
+from ._noise import NoiseBasis as NoiseBasis, decompose as decompose_gamma
+from ._observables import boson_number as boson_number
+from ._result import Result as Result
+from ._solve import simulate as simulate
+from ._solvers import RotationHeun as RotationHeun, StochasticHeun as StochasticHeun, TWATerm as TWATerm
+from ._brackets import drift as drift, noise_increment as noise_increment, velocity as velocity
+
+__version__ = "0.1.0"

@@ -1,0 +1,158 @@
+"""``Model``: a Lindblad problem written as classical JAX functions.
+
+The user supplies the Weyl symbols of the Hamiltonian and of the jump operators as functions of
+the classical variables, and the dissipation matrix Gamma of
+
+    d rho/dt = -i[H, rho] + sum_ij Gamma_ji (L_i rho L_j^dag - 1/2 {L_j^dag L_i, rho})
+
+Spins are ``(n_spins, 3)`` real arrays (Pauli normalization, ``s -> sigma``, unless ``spin_S`` is
+set, in which case ``S -> S`` operators of length ``S``); bosons are ``(n_bosons,)`` complex
+amplitudes ``a``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+import equinox as eqx
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from ._checks import check_finite_tree, check_gamma_matrix
+
+
+class Model(eqx.Module):
+    """A driven-dissipative spin/boson model for the truncated Wigner approximation.
+
+    Args:
+        hamiltonian: ``H(spins, bosons, params) -> real scalar``; ``spins`` is ``(n_spins, 3)``
+            real, ``bosons`` is ``(n_bosons,)`` complex. Write the classical (Weyl) symbol,
+            e.g. ``Omega * spins[:, 0].sum()`` for ``Omega sum_i sigma_i^x``.
+        jumps: ``L(spins, bosons, params) -> (n_jumps,)`` complex jump-operator symbols, e.g.
+            ``(spins[:, 0] - 1j * spins[:, 1]) / 2`` for ``sigma^-`` on every site. ``None`` for
+            a closed system.
+        gamma: the dissipation matrix: ``(n_jumps,)`` non-negative rates (diagonal Gamma, fast
+            path), a ``(n_jumps, n_jumps)`` Hermitian positive-semidefinite matrix, or a
+            function ``gamma(params)`` returning either.
+        n_spins: number of spins ``N``.
+        n_bosons: number of boson modes ``M``.
+        spin_S: ``None`` (default) for spin-1/2 in the Pauli normalization
+            (``{s^a, s^b} = 2 eps_abc s^c``); a number ``S`` for spins of length ``S`` in the
+            ``S``-operator normalization (``{S^a, S^b} = eps_abc S^c``).
+
+    Raises:
+        TypeError, ValueError: on inconsistent sizes, non-callable functions, or a Gamma that is
+            not square / Hermitian / positive semidefinite, or has negative or NaN rates.
+
+    Example:
+        >>> import jax.numpy as jnp, twa_jax as tw
+        >>> model = tw.Model(
+        ...     lambda s, a, p: p["Omega"] * s[:, 0].sum(),
+        ...     jumps=lambda s, a, p: (s[:, 0] - 1j * s[:, 1]) / 2,
+        ...     gamma=lambda p: jnp.full(1, p["gamma"]),
+        ...     n_spins=1,
+        ... )
+    """
+
+    hamiltonian: Callable = eqx.field(static=True)
+    jumps: Callable | None = eqx.field(static=True, default=None)
+    gamma: Any = None
+    n_spins: int = eqx.field(static=True, default=0)
+    n_bosons: int = eqx.field(static=True, default=0)
+    spin_S: float | None = eqx.field(static=True, default=None)
+
+    def __check_init__(self):
+        if not callable(self.hamiltonian):
+            raise TypeError(f"hamiltonian must be a function H(spins, bosons, params), got {self.hamiltonian!r}")
+        for name in ("n_spins", "n_bosons"):
+            v = getattr(self, name)
+            if isinstance(v, bool) or not isinstance(v, (int, np.integer)):
+                raise TypeError(f"{name} must be an int, got {type(v).__name__} {v!r}")
+            if v < 0:
+                raise ValueError(f"{name} must be >= 0, got {v}")
+        if self.n_spins == 0 and self.n_bosons == 0:
+            raise ValueError("the model has no degrees of freedom: set n_spins and/or n_bosons")
+        if self.spin_S is not None:
+            if not isinstance(self.spin_S, (int, float, np.floating, np.integer)) or not (
+                self.spin_S > 0 and np.isfinite(self.spin_S)
+            ):
+                raise ValueError(f"spin_S must be a positive number or None, got {self.spin_S!r}")
+        if (self.jumps is None) != (self.gamma is None):
+            raise ValueError(
+                "jumps and gamma go together: give both (dissipative model) or neither (closed)"
+            )
+        if self.jumps is not None and not callable(self.jumps):
+            raise TypeError(f"jumps must be a function L(spins, bosons, params), got {self.jumps!r}")
+        if self.gamma is not None and not callable(self.gamma):
+            check_gamma_matrix(self.gamma, "gamma")
+
+    # ------------------------------------------------------------------ helpers
+    @property
+    def spin_factor(self) -> float:
+        """Factor ``c`` in ``ds/dt = c (grad_s H~) x s``: 2 for Pauli, 1 for S-normalization."""
+        return 2.0 if self.spin_S is None else 1.0
+
+    @property
+    def is_dissipative(self) -> bool:
+        return self.jumps is not None
+
+    def gamma_of(self, params):
+        """Gamma for these parameters, as a ``(K,)`` rate vector or a ``(K, K)`` matrix."""
+        if self.gamma is None:
+            return None
+        g = self.gamma(params) if callable(self.gamma) else self.gamma
+        return jnp.asarray(g)
+
+    def check(self, params, dtype=None) -> int:
+        """Validate the model's functions against ``params`` by abstract evaluation.
+
+        Nothing is compiled: shapes and dtypes come from ``jax.eval_shape``.
+
+        Returns:
+            The number of jump operators ``K`` (0 for a closed system).
+        """
+        check_finite_tree(params, "params")
+        dtype = dtype or jnp.zeros(()).dtype
+        cdtype = jnp.result_type(dtype, jnp.complex64)
+        s = jax.ShapeDtypeStruct((self.n_spins, 3), dtype)
+        a = jax.ShapeDtypeStruct((self.n_bosons,), cdtype)
+        try:
+            h = jax.eval_shape(self.hamiltonian, s, a, params)
+        except Exception as e:  # user code failed on abstract inputs: say where
+            raise TypeError(
+                f"calling hamiltonian(spins[{self.n_spins}, 3], bosons[{self.n_bosons}], params) "
+                f"failed: {type(e).__name__}: {e}"
+            ) from e
+        if not hasattr(h, "shape") or h.shape != ():
+            raise TypeError(f"hamiltonian must return a real scalar, got shape {getattr(h, 'shape', h)}")
+        if not jnp.issubdtype(h.dtype, jnp.floating):
+            raise TypeError(
+                f"hamiltonian must return a real floating scalar, got dtype {h.dtype} "
+                "(take the real part of a Hermitian expression, e.g. 2*Re(a s^+))"
+            )
+        if self.jumps is None:
+            return 0
+        try:
+            L = jax.eval_shape(self.jumps, s, a, params)
+        except Exception as e:
+            raise TypeError(
+                f"calling jumps(spins[{self.n_spins}, 3], bosons[{self.n_bosons}], params) "
+                f"failed: {type(e).__name__}: {e}"
+            ) from e
+        if not hasattr(L, "shape") or len(L.shape) != 1:
+            raise ValueError(
+                f"jumps must return a 1-D (n_jumps,) array, got shape {getattr(L, 'shape', L)}"
+            )
+        if not (jnp.issubdtype(L.dtype, jnp.complexfloating) or jnp.issubdtype(L.dtype, jnp.floating)):
+            raise TypeError(f"jumps must return a complex (or real) floating array, got dtype {L.dtype}")
+        K = L.shape[0]
+        g = self.gamma_of(params)
+        check_gamma_matrix(g, "gamma")
+        if g.shape[0] != K:
+            raise ValueError(
+                f"gamma has shape {tuple(g.shape)} but jumps returns {K} jump operators; "
+                f"expected ({K},) or ({K}, {K})"
+            )
+        return K

@@ -1,0 +1,170 @@
+"""The TWA stochastic differential equation as a diffrax term, and two Stratonovich solvers.
+
+``TWATerm`` is one diffrax term whose control over a step ``[t0, t1]`` is ``(dt, dW)``: the time
+step and ``K'`` circular complex Brownian increments. Its increment is one evaluation of the
+bracket of ``H~ = dt H + 2 Im(conj(L) . Phi)`` with ``Phi = (Gamma L dt + B dW) / 2``
+(PHYSICS.md sections 2 and 5), so drift and noise cost a single gradient.
+
+Solvers (both Stratonovich, strong order 1/2, one bracket evaluation per stage, two stages):
+
+* :class:`RotationHeun` (default): the Heun predictor/corrector applied to the rotation
+  generator ``omega`` (``ds = omega x s``): ``s' = R(omega(s)) s``,
+  ``s1 = R((omega(s) + omega(s')) / 2) s``, with ``R`` the exact rotation. ``|s_k|`` is conserved
+  to rounding (PHYSICS.md section 10). Bosons take the ordinary Heun average.
+* :class:`StochasticHeun`: the plain Cartesian stochastic Heun scheme, for comparison. It does
+  not conserve ``|s_k|`` and can blow up for strong dissipation.
+
+Noise increments come from a key inside the loop (:class:`GridNoise`): step ``j`` of the time
+grid draws from ``fold_in(key, j)``, so a trajectory is a pure function of its key.
+"""
+
+from __future__ import annotations
+
+from typing import ClassVar
+
+import diffrax as dfx
+import equinox as eqx
+import jax
+import jax.numpy as jnp
+
+from ._brackets import apply_cartesian, generator_and_jumps, rotate
+from ._model import Model
+from ._noise import NoiseBasis
+
+
+class GridNoise(dfx.AbstractPath):
+    """Brownian increments on a fixed time grid, drawn from ``fold_in(key, step_index)``.
+
+    Only increments over one grid step ``[grid[j], grid[j+1]]`` are meaningful (fixed-step
+    solvers). Returns ``(K',)`` circular complex increments with ``<dW dW^*> = 2 dt``.
+    """
+
+    key: jax.Array
+    grid: jax.Array
+    n_channels: int = eqx.field(static=True)
+
+    @property
+    def t0(self):
+        return self.grid[0]
+
+    @property
+    def t1(self):
+        return self.grid[-1]
+
+    def evaluate(self, t0, t1=None, left=True):
+        del left
+        if t1 is None:
+            raise ValueError("GridNoise only provides increments over one grid step")
+        j = jnp.searchsorted(self.grid, t0, side="right") - 1
+        dt = jax.lax.stop_gradient(t1 - t0)
+        z = jax.random.normal(jax.random.fold_in(self.key, j), (self.n_channels, 2), self.grid.dtype)
+        z = z * jnp.sqrt(dt)
+        return jax.lax.complex(z[:, 0], z[:, 1])
+
+
+class TWATerm(dfx.AbstractTerm):
+    """The whole TWA right-hand side as one diffrax term.
+
+    Attributes:
+        model: the :class:`~twa_jax.Model`.
+        noise: the factorized Gamma, or ``None`` for a closed system.
+        path: the noise increments, or ``None`` for noise-free dynamics (``method="no_noise"``).
+    The model parameters travel as diffrax ``args``.
+    """
+
+    model: Model
+    noise: NoiseBasis | None
+    path: GridNoise | None
+
+    def contr(self, t0, t1, **kwargs):
+        dW = None if self.path is None else self.path.evaluate(t0, t1)
+        return t1 - t0, dW
+
+    def generator(self, t, y, args, control):
+        """Rotation generator ``(omega (N, 3), vb (M, 2))`` of the increment over ``control``."""
+        dt, dW = control
+        noise = self.noise
+
+        def phi(L):
+            out = noise.apply_gamma(L) * dt
+            if dW is not None:
+                out = out + noise.xi(dW)
+            return 0.5 * out
+
+        return generator_and_jumps(self.model, y, phi if noise is not None else None, args, dt)
+
+    def vf(self, t, y, args):
+        """Deterministic drift ``dy/dt`` (no noise)."""
+        one = jnp.ones((), y[0].dtype)
+        return apply_cartesian(y, self.generator(t, y, args, (one, None)))
+
+    def vf_prod(self, t, y, args, control):
+        return apply_cartesian(y, self.generator(t, y, args, control))
+
+    def prod(self, vf, control):
+        raise NotImplementedError("TWATerm increments come from vf_prod (drift and noise together)")
+
+    def is_vf_expensive(self, t0, t1, y, args):
+        return True
+
+
+def _unwrap(terms) -> TWATerm:
+    """diffrax wraps terms (``WrapTerm``, for the integration direction); we integrate forward
+    only, so the inner ``TWATerm`` is used as it is."""
+    while not isinstance(terms, TWATerm):
+        terms = terms.term
+    return terms
+
+
+def _half_sum(a, b):
+    return jax.tree_util.tree_map(lambda u, v: 0.5 * (u + v), a, b)
+
+
+class _AbstractTWAHeun(dfx.AbstractStratonovichSolver):
+    term_structure: ClassVar = TWATerm
+    interpolation_cls: ClassVar = dfx.LocalLinearInterpolation
+
+    def order(self, terms):
+        return 2
+
+    def strong_order(self, terms):
+        return 0.5
+
+    def init(self, terms, t0, t1, y0, args):
+        return None
+
+    def func(self, terms, t0, y0, args):
+        return terms.vf(t0, y0, args)
+
+
+class RotationHeun(_AbstractTWAHeun):
+    """Norm-preserving Heun scheme: Heun on the rotation generator, exact rotations of spins."""
+
+    def step(self, terms, t0, t1, y0, args, solver_state, made_jump):
+        del solver_state, made_jump
+        terms = _unwrap(terms)
+        control = terms.contr(t0, t1)
+        s0, b0 = y0
+        g0 = terms.generator(t0, y0, args, control)
+        y_pred = (rotate(s0, g0[0]), b0 + g0[1])
+        g1 = terms.generator(t1, y_pred, args, control)
+        om, vb = _half_sum(g0, g1)
+        y1 = (rotate(s0, om), b0 + vb)
+        return y1, None, dict(y0=y0, y1=y1), None, dfx.RESULTS.successful
+
+
+class StochasticHeun(_AbstractTWAHeun):
+    """Plain Cartesian stochastic Heun (Stratonovich); does not conserve ``|s_k|``."""
+
+    def step(self, terms, t0, t1, y0, args, solver_state, made_jump):
+        del solver_state, made_jump
+        terms = _unwrap(terms)
+        control = terms.contr(t0, t1)
+        k0 = apply_cartesian(y0, terms.generator(t0, y0, args, control))
+        y_pred = jax.tree_util.tree_map(jnp.add, y0, k0)
+        k1 = apply_cartesian(y_pred, terms.generator(t1, y_pred, args, control))
+        y1 = jax.tree_util.tree_map(lambda y, a, b: y + 0.5 * (a + b), y0, k0, k1)
+        return y1, None, dict(y0=y0, y1=y1), None, dfx.RESULTS.successful
+
+
+SOLVERS = {"rotation_heun": RotationHeun, "heun": StochasticHeun}
