@@ -18,12 +18,26 @@ def default_observables(n_spins: int, n_bosons: int) -> dict:
     """Site-averaged ``sx, sy, sz`` (if any spins) and per-mode ``n = <a^dag a>`` (if any bosons)."""
     obs = {}
     if n_spins:
-        obs["sx"] = lambda s, a: jnp.mean(s[:, 0])
-        obs["sy"] = lambda s, a: jnp.mean(s[:, 1])
-        obs["sz"] = lambda s, a: jnp.mean(s[:, 2])
+        obs.update(sx=spin_x, sy=spin_y, sz=spin_z)
     if n_bosons:
         obs["n"] = boson_number
     return obs
+
+
+# module-level functions (not lambdas made per call) so that repeated calls hit the jit cache
+def spin_x(s, a):
+    """Site-averaged ``<sigma^x>``."""
+    return jnp.mean(s[:, 0])
+
+
+def spin_y(s, a):
+    """Site-averaged ``<sigma^y>``."""
+    return jnp.mean(s[:, 1])
+
+
+def spin_z(s, a):
+    """Site-averaged ``<sigma^z>``."""
+    return jnp.mean(s[:, 2])
 
 
 def boson_number(s, a):

@@ -296,6 +296,11 @@ def simulate(
     if params is None:
         params = {}
     check_finite_tree(params, "params")
+    # numbers become arrays, so new parameter values reuse the compiled program
+    params = jax.tree_util.tree_map(
+        lambda x: jnp.asarray(x) if isinstance(x, (int, float, complex, np.number, np.ndarray)) and not isinstance(x, bool) else x,
+        params,
+    )
     if dt is not None:
         if isinstance(dt, bool) or not isinstance(dt, (int, float, np.floating, np.integer)) or not (
             np.isfinite(dt) and dt > 0
