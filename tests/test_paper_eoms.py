@@ -407,8 +407,8 @@ def _rydberg_paper(s, n, p, printed_eq48=False):
     -g/2 ((s^x)^2 + (s^y)^2) - (xi^x s^x + xi^y s^y) = -(g/2 s^x + xi^x) s^x - (g/2 s^y + xi^y) s^y;
     the Ising term (a function of the s^z only) and the dephasing (rotation about z) do not
     contribute to ds^z; the drive gives +2 Omega s^y (Eq. 20).  Equivalently, |s|^2 is conserved
-    (Eq. 13) only with the corrected form: the printed one has s . ds/dt containing
-    -g s^x s^y s^z + g s^z (s^x^2 + s^y^2)/2 ..., nonzero in general.
+    (Eq. 13) only with the corrected form: with the printed one,
+    s . ds/dt = s^z (s^x - s^y) (g (s^x - s^y) / 2 + xi^x - xi^y), nonzero in general.
     """
     Om, J, gd = p["Omega"], p["J"], p["gd"]
     N = s.shape[0]
