@@ -143,3 +143,16 @@ def test_bad_key_dt_method_solver_options():
         _sim(observables={"x": lambda s, a: s @ jnp.ones(4)})
     with pytest.raises(TypeError, match="model must be"):
         tw.simulate("model", tw.states.spins_down(1), TS, n_traj=1, key=0)
+
+
+def test_float32_rounding_of_a_psd_gamma_is_accepted_but_negative_eigenvalues_are_not():
+    """Rounding a PSD matrix to float32 moves its null eigenvalues by ~eps * max eigenvalue; that
+    is not an error, a genuinely negative eigenvalue is."""
+    x = np.arange(30) * 0.2 * 2 * np.pi
+    u = np.abs(x[:, None] - x[None, :]) + np.eye(30)
+    G = 1.5 * (np.sin(u) / u + np.cos(u) / u**2 - np.sin(u) / u**3)  # dipoles perpendicular to a chain
+    np.fill_diagonal(G, 1.0)
+    assert np.linalg.eigvalsh(G).min() > -1e-12
+    _model(gamma=G.astype(np.float32), jumps=lambda s, a, p: jnp.ones(30, complex))
+    with pytest.raises(ValueError, match="positive semidefinite"):
+        _model(gamma=(G - 1e-3 * np.eye(30)).astype(np.float32), jumps=lambda s, a, p: jnp.ones(30, complex))

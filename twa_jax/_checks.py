@@ -44,6 +44,8 @@ def check_gamma_matrix(gamma, name: str = "gamma", rtol: float = 1e-10) -> None:
     Args:
         gamma: ``(K,)`` non-negative rates or a ``(K, K)`` Hermitian positive-semidefinite matrix.
         rtol: eigenvalues below ``-rtol * max|eigenvalue|`` are an error (PHYSICS.md section 5).
+            For single precision input the bound is at least ``100 eps`` of its dtype, since
+            rounding the entries alone moves eigenvalues by about ``eps * max|eigenvalue|``.
     """
     g = jnp.asarray(gamma)
     if g.ndim not in (1, 2):
@@ -74,6 +76,8 @@ def check_gamma_matrix(gamma, name: str = "gamma", rtol: float = 1e-10) -> None:
             f"{name} must be Hermitian: max |Gamma - Gamma^dag| = {asym:.3g} "
             f"(max |Gamma| = {scale:.3g})"
         )
+    if a.dtype in (np.float16, np.float32, np.complex64):
+        rtol = max(rtol, 100 * float(np.finfo(a.dtype).eps))
     w = np.linalg.eigvalsh(0.5 * (a + a.conj().T))
     wmax = max(np.max(np.abs(w)), np.finfo(float).tiny)
     if w.min() < -rtol * wmax:

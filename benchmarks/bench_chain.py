@@ -1,0 +1,226 @@
+"""Throughput of `tw.simulate` on the correlated-decay chain of the paper's Eq. 56, against two
+baselines of the same equations and the same algorithm (rotation Heun, dense Gamma and J):
+
+* a hand-written fused `lax.scan` over steps, all trajectories as one batch with matmuls;
+* a vectorized NumPy implementation.
+
+    python benchmarks/bench_chain.py --n-spins 100 --n-traj 500 --n-steps 200 [--x64] [--out FILE]
+
+Prints spin-steps/s for each, the ratios, compile time and the machine; writes JSON.
+Chain along x with spacing a = lambda/5, dipoles along z (perpendicular), all spins up,
+discrete sampling, Omega = Gamma0, omega_z = 0, dt = 0.01/Gamma0.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import time
+
+import jax
+import numpy as np
+
+
+def chain_couplings(n, a_over_lambda=0.2, gamma0=1.0):
+    """Gamma_ij = Gamma0 Im f(u), J_ij = -(Gamma0/2) Re f(u), f = (3/2) e^{iu}(u^2 + iu - 1)/u^3
+    (PHYSICS.md section 8, dipoles perpendicular to the chain); Gamma_ii = Gamma0, J_ii = 0."""
+    x = np.arange(n) * a_over_lambda * 2 * np.pi  # k r
+    u = np.abs(x[:, None] - x[None, :])
+    np.fill_diagonal(u, 1.0)
+    f = 1.5 * np.exp(1j * u) * (u**2 + 1j * u - 1) / u**3
+    G = gamma0 * f.imag
+    J = -0.5 * gamma0 * f.real
+    np.fill_diagonal(G, gamma0)
+    np.fill_diagonal(J, 0.0)
+    return G, J
+
+
+def _rotate_np(s, th):
+    th2 = np.sum(th * th, -1, keepdims=True)
+    t = np.sqrt(np.maximum(th2, 1e-300))
+    c1 = np.where(th2 < 1e-6, 1 - th2 / 6, np.sin(t) / t)
+    c2 = np.where(th2 < 1e-6, 0.5 - th2 / 24, (1 - np.cos(t)) / np.maximum(th2, 1e-300))
+    txs = np.cross(th, s)
+    return s + c1 * txs + c2 * np.cross(th, txs)
+
+
+def numpy_run(G, J, B, Omega, n_traj, n_steps, dt, dtype, seed=0):
+    rng = np.random.default_rng(seed)
+    n = G.shape[0]
+    G, J, B = (x.astype(dtype) for x in (G, J, B))
+    s = np.empty((n_traj, n, 3), dtype)
+    s[..., :2] = rng.choice(np.array([-1.0, 1.0], dtype), size=(n_traj, n, 2))
+    s[..., 2] = 1.0
+
+    def theta(s, dW):
+        L = (s[..., 0] - 1j * s[..., 1]) / 2
+        GL = (L.real @ G) + 1j * (L.imag @ G)  # G symmetric
+        xi = (dW.real @ B.T) + 1j * (dW.imag @ B.T)
+        Phi = 0.5 * (GL * dt + xi)
+        th = np.zeros_like(s)
+        th[..., 0] = 2 * (dt * Omega + 0.5 * dt * (s[..., 0] @ J) + Phi.imag)
+        th[..., 1] = 2 * (0.5 * dt * (s[..., 1] @ J) + Phi.real)
+        return th
+
+    kp = B.shape[1]
+    sz = []
+    for _ in range(n_steps):
+        z = rng.standard_normal((n_traj, kp, 2)).astype(dtype) * np.sqrt(dt)
+        dW = z[..., 0] + 1j * z[..., 1]
+        t0 = theta(s, dW)
+        sp = _rotate_np(s, t0)
+        t1 = theta(sp, dW)
+        s = _rotate_np(s, 0.5 * (t0 + t1))
+        sz.append(s[..., 2].mean())
+    return np.array(sz)
+
+
+def scan_run(G, J, B, Omega, n_traj, n_steps, dt, key):
+    """Hand-written fused rotation Heun in lax.scan, batch of all trajectories."""
+    import jax.numpy as jnp
+
+    from twa_jax._brackets import rotate
+
+    n, kp = G.shape[0], B.shape[1]
+    dtype = jnp.zeros(()).dtype
+    G, J, B = (jnp.asarray(x, dtype) for x in (G, J, B))
+
+    def theta(s, dWr, dWi):
+        Lr, Li = s[..., 0] / 2, -s[..., 1] / 2
+        Phr = 0.5 * (Lr @ G * dt + dWr @ B.T)
+        Phi_ = 0.5 * (Li @ G * dt + dWi @ B.T)
+        tx = 2 * (dt * Omega + 0.5 * dt * (s[..., 0] @ J) + Phi_)
+        ty = 2 * (0.5 * dt * (s[..., 1] @ J) + Phr)
+        return jnp.stack([tx, ty, jnp.zeros_like(tx)], -1)
+
+    @jax.jit
+    def run(key):
+        k0, kn = jax.random.split(key)
+        r = jax.random.rademacher(k0, (n_traj, n, 2), dtype)
+        s = jnp.concatenate([r, jnp.ones((n_traj, n, 1), dtype)], -1)
+
+        def step(s, k):
+            z = jax.random.normal(k, (2, n_traj, kp), dtype) * jnp.sqrt(dt)
+            t0 = theta(s, z[0], z[1])
+            sp = rotate(s, t0)
+            t1 = theta(sp, z[0], z[1])
+            s = rotate(s, 0.5 * (t0 + t1))
+            return s, s[..., 2].mean()
+
+        return jax.lax.scan(step, s, jax.random.split(kn, n_steps))[1]
+
+    return run
+
+
+def simulate_fn(G, J, Omega, n, n_traj, n_steps, dt):
+    import jax.numpy as jnp
+
+    import twa_jax as tw
+
+    dtype = jnp.zeros(()).dtype
+    Gj, Jj = jnp.asarray(G, dtype), jnp.asarray(J, dtype)
+    model = tw.Model(
+        lambda s, a, p: p["Omega"] * jnp.sum(s[:, 0]) + 0.25 * (s[:, 0] @ Jj @ s[:, 0] + s[:, 1] @ Jj @ s[:, 1]),
+        jumps=lambda s, a, p: (s[:, 0] - 1j * s[:, 1]) / 2,
+        gamma=Gj,
+        n_spins=n,
+    )
+    ts = np.array([0.0, n_steps * dt])
+    obs = {"sz": lambda s, a: jnp.mean(s[:, 2])}
+
+    def run(key):
+        return tw.simulate(model, tw.states.spins_up(n), ts, n_traj=n_traj, key=key, params={"Omega": Omega},
+                           dt=dt, observables=obs)
+
+    return run
+
+
+def _cpu_name():
+    try:
+        with open("/proc/cpuinfo") as f:
+            for line in f:
+                if line.startswith("model name"):
+                    return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
+
+
+def _time(f, repeats):
+    ts = []
+    for _ in range(repeats):
+        t = time.perf_counter()
+        out = f()
+        jax.block_until_ready(out)
+        ts.append(time.perf_counter() - t)
+    return min(ts), float(np.median(ts))
+
+
+def main(argv=None):
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--n-spins", type=int, default=100)
+    ap.add_argument("--n-traj", type=int, default=500)
+    ap.add_argument("--n-steps", type=int, default=200)
+    ap.add_argument("--repeats", type=int, default=3)
+    ap.add_argument("--x64", action="store_true")
+    ap.add_argument("--skip-numpy", action="store_true")
+    ap.add_argument("--out", default=None)
+    args = ap.parse_args(argv)
+    if args.x64:
+        jax.config.update("jax_enable_x64", True)
+    from twa_jax._noise import decompose
+
+    n, nt, ns, dt, Omega = args.n_spins, args.n_traj, args.n_steps, 0.01, 1.0
+    G, J = chain_couplings(n)
+    B = np.asarray(decompose(G).factor)
+    work = nt * n * ns
+    dev = jax.devices()[0]
+    machine = f"{dev.platform}:{dev.device_kind}; host {_cpu_name()}, {os.cpu_count()} cores"
+    print(f"Eq. 56 chain N={n}, {nt} trajectories, {ns} steps, {'float64' if args.x64 else 'float32'}, "
+          f"{B.shape[1]} noise channels; {machine}")
+    res = {"n_spins": n, "n_traj": nt, "n_steps": ns, "dtype": "float64" if args.x64 else "float32",
+           "machine": machine, "jax": jax.__version__}
+
+    sim = simulate_fn(G, J, Omega, n, nt, ns, dt)
+    t = time.perf_counter()
+    r = sim(0)
+    res["simulate_first_call_s"] = time.perf_counter() - t
+    t_sim = _time(lambda: sim(0).mean["sz"], args.repeats)
+    res["simulate_s"] = t_sim
+    print(f"simulate      : {work / t_sim[0]:.3e} spin-steps/s (min {t_sim[0]:.3f} s, median {t_sim[1]:.3f} s, "
+          f"first call incl. compile {res['simulate_first_call_s']:.1f} s), final sz {float(r.mean['sz'][-1]):.4f}")
+
+    scan = scan_run(G, J, B, Omega, nt, ns, dt, None)
+    t = time.perf_counter()
+    out = scan(jax.random.key(0)).block_until_ready()
+    res["scan_first_call_s"] = time.perf_counter() - t
+    t_scan = _time(lambda: scan(jax.random.key(0)), args.repeats)
+    res["scan_s"] = t_scan
+    print(f"lax.scan      : {work / t_scan[0]:.3e} spin-steps/s (min {t_scan[0]:.3f} s), final sz {float(out[-1]):.4f}")
+    print(f"ratio simulate / lax.scan throughput: {t_scan[0] / t_sim[0]:.2f}")
+    res["ratio_vs_scan"] = t_scan[0] / t_sim[0]
+
+    if not args.skip_numpy:
+        dtype = np.float64 if args.x64 else np.float32
+        t = time.perf_counter()
+        out = numpy_run(G, J, B, Omega, nt, ns, dt, dtype)
+        t_np = time.perf_counter() - t
+        res["numpy_s"] = t_np
+        res["ratio_vs_numpy"] = t_np / t_sim[0]
+        print(f"NumPy         : {work / t_np:.3e} spin-steps/s ({t_np:.3f} s), final sz {out[-1]:.4f}")
+        print(f"ratio simulate / NumPy throughput: {t_np / t_sim[0]:.2f}")
+    for k in ("simulate", "scan", "numpy"):
+        if f"{k}_s" in res:
+            v = res[f"{k}_s"]
+            res[f"{k}_spin_steps_per_s"] = work / (v[0] if isinstance(v, tuple) else v)
+    if args.out:
+        os.makedirs(os.path.dirname(args.out) or ".", exist_ok=True)
+        with open(args.out, "w") as f:
+            json.dump(res, f, indent=1)
+        print(f"wrote {args.out}")
+
+
+if __name__ == "__main__":
+    main()
