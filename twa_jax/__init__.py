@@ -4,7 +4,7 @@ Write a model as plain JAX functions (Hamiltonian, jump operators, dissipation m
 initial state, and call :func:`simulate`. See README.md and ``../shared/PHYSICS.md``.
 """
 
-from . import states as states
+from . import models as models, states as states
 from ._brackets import effective_hamiltonian as effective_hamiltonian
 from ._model import Model as Model
 from ._noise import NoiseBasis as NoiseBasis, decompose as decompose_gamma
