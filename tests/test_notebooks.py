@@ -1,6 +1,5 @@
 """Execute the notebooks top to bottom (small sizes) so they never rot."""
 
-import os
 from pathlib import Path
 
 import pytest

@@ -1,7 +1,6 @@
 """Initial-state samplers have the moments of PHYSICS.md section 6 (tolerances from the sem)."""
 
 import jax
-import jax.numpy as jnp
 import numpy as np
 import pytest
 

@@ -22,7 +22,7 @@ import numpy as np
 from ._brackets import generator, to_complex, to_real
 from ._checks import all_concrete, check_finite_tree, is_concrete
 from ._model import Model
-from ._noise import NoiseBasis, decompose
+from ._noise import decompose
 from ._observables import all_finite_per_row, chunk_moments, default_observables, finalize, merge_moments
 from ._result import Result
 from ._solvers import SOLVERS, GridNoise, RotationHeun, StochasticHeun, TWATerm
@@ -129,7 +129,7 @@ def _default_dt(model, noise, initial, params, dtype):
         y = (jnp.asarray(s, dtype), to_real(a).astype(dtype))
         Phi = None
         if noise is not None:
-            _, L = (None, jnp.asarray(model.jumps(y[0], to_complex(y[1]), params)))
+            L = jnp.asarray(model.jumps(y[0], to_complex(y[1]), params))
             Phi = 0.5 * noise.apply_gamma(L)
         om, vb = generator(model, y, Phi, params, 1.0)
         if om.size:
