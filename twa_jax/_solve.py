@@ -10,6 +10,7 @@ the fly. Memory is bounded by the chunk, never by ``n_traj``.
 from __future__ import annotations
 
 import math
+import os
 import time
 import warnings
 
@@ -18,6 +19,8 @@ import equinox as eqx
 import jax
 import jax.numpy as jnp
 import numpy as np
+from jax.sharding import Mesh, NamedSharding
+from jax.sharding import PartitionSpec as P
 
 from ._brackets import generator, to_complex, to_real
 from ._checks import all_concrete, check_finite_tree, is_concrete
@@ -31,8 +34,6 @@ from ._states import STATE_TYPES
 METHODS = ("twa", "no_noise", "mean_field")
 #: default time step is ``DT_SAFETY / (fastest frequency or rate of the model)``
 DT_SAFETY = 0.02
-#: default bound on the number of floats one chunk of trajectories holds at once
-CHUNK_FLOATS = 2**24
 
 
 # --------------------------------------------------------------------------- validation
@@ -118,6 +119,86 @@ def _check_initial(initial, model):
         )
 
 
+def _check_devices(devices, method):
+    if devices is None:
+        return jax.devices()[:1] if method == "mean_field" else jax.devices()
+    if isinstance(devices, jax.Device):
+        devices = [devices]
+    try:
+        devices = list(devices)
+    except TypeError:
+        raise TypeError(f"devices must be a sequence of jax devices (e.g. jax.devices()), got {devices!r}") from None
+    if not devices:
+        raise ValueError("devices is empty; leave it out to use jax.devices()")
+    bad = [d for d in devices if not isinstance(d, jax.Device)]
+    if bad:
+        raise TypeError(f"devices must be jax devices (e.g. jax.devices()), got {bad[0]!r}")
+    if len(set(devices)) != len(devices):
+        raise ValueError(f"devices contains a device twice: {devices}")
+    return devices
+
+
+# --------------------------------------------------------------------------- chunk size
+#: fraction of a device's free memory one chunk may use (the rest: compiler temporaries, other work)
+MEMORY_FRACTION = 0.25
+#: live copies of the state per trajectory while stepping (solver stages, brackets, rotations,
+#: diffrax's carry and interpolation); measured to bound the peak, see benchmarks/README.md
+STATE_COPIES = 24
+#: fallback when a device reports no memory figure
+FALLBACK_FREE_BYTES = 2**30
+
+
+def _bytes_per_trajectory(model, noise, n_save, obs_shapes, dtype):
+    """Bytes one trajectory of a chunk needs: ``STATE_COPIES`` states, the noise increment and
+    its image in jump space (``K'`` and ``K`` complex numbers), and the observables at every save
+    time (kept until the chunk is reduced)."""
+    item = jnp.dtype(dtype).itemsize
+    state = 3 * model.n_spins + 2 * model.n_bosons
+    noise_floats = 0 if noise is None else 2 * (noise.n_channels + noise.n_jumps) * 3
+    obs = sum(int(np.prod(sh)) for sh in obs_shapes.values()) * 2  # complex at most
+    return item * (STATE_COPIES * state + noise_floats + n_save * max(obs, 1))
+
+
+def free_memory(device) -> int:
+    """Free memory of ``device`` in bytes: ``bytes_limit - bytes_in_use`` from
+    ``device.memory_stats()`` (GPU, TPU); for CPU devices, which report nothing, the host's
+    available memory (``MemAvailable`` of ``/proc/meminfo``) divided by the number of CPU devices
+    sharing it; ``FALLBACK_FREE_BYTES`` when neither is known."""
+    try:
+        stats = device.memory_stats()
+    except Exception:
+        stats = None
+    if stats and "bytes_limit" in stats:
+        return max(0, int(stats["bytes_limit"]) - int(stats.get("bytes_in_use", 0)))
+    if getattr(device, "platform", None) == "cpu":
+        avail = _host_available_bytes()
+        if avail is not None:
+            n_cpu = max(1, len(jax.local_devices(backend="cpu")))
+            return avail // n_cpu
+    return FALLBACK_FREE_BYTES
+
+
+def _host_available_bytes():
+    try:
+        with open("/proc/meminfo") as f:
+            for line in f:
+                if line.startswith("MemAvailable:"):
+                    return int(line.split()[1]) * 1024
+    except (OSError, ValueError, IndexError):
+        pass
+    try:
+        return os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
+    except (ValueError, OSError, AttributeError):
+        return None
+
+
+def auto_chunk_size(bytes_per_trajectory: int, devices, n_per_device: int) -> int:
+    """Trajectories per device per compiled batch: ``MEMORY_FRACTION`` of the smallest free
+    memory among ``devices`` over ``bytes_per_trajectory``, at least 1, at most ``n_per_device``."""
+    free = min(free_memory(d) for d in devices)
+    return int(max(1, min(n_per_device, (MEMORY_FRACTION * free) // max(bytes_per_trajectory, 1))))
+
+
 # --------------------------------------------------------------------------- time grid
 def _default_dt(model, noise, initial, params, dtype):
     """``DT_SAFETY / scale`` with ``scale`` the largest of: spin rotation rates of the drift,
@@ -156,12 +237,25 @@ def _time_grid(ts_np, dt):
     return np.concatenate(pieces), np.asarray(save_idx)
 
 
-# --------------------------------------------------------------------------- one trajectory
-def _trajectory(model, noise, params, initial, observables, grid, save_ts, solver, method, key):
-    """Observables at the save times for one trajectory: a pure function of ``key``."""
+# --------------------------------------------------------------------------- a batch of trajectories
+def _solve_batch(model, noise, params, initial, observables, grid, save_ts, solver, method, keys):
+    """Observables at the save times for the trajectories with keys ``keys (n_batch,)``.
+
+    Trajectory ``b`` is a pure function of ``keys[b]``: its initial point comes from the first
+    half of ``split(keys[b])``, its noise from the second (:class:`GridNoise`). The batch is
+    solved as one diffrax solve of the stacked state (one loop, the bracket ``vmap``-ed inside the
+    term), not as a ``vmap`` of per-trajectory solves: a vmapped while loop turns every step's
+    bookkeeping into per-trajectory selects, and its matrix-vector products stay separate.
+
+    Returns:
+        ``{name: (n_batch, n_save, ...)}``.
+    """
     dtype = grid.dtype
-    k_init, k_noise = jax.random.split(key)
-    s, a = initial.mean() if method == "mean_field" else initial.sample(k_init)
+    k_init, k_noise = jax.vmap(jax.random.split, out_axes=1)(keys)
+    if method == "mean_field":
+        s, a = jax.vmap(lambda _: initial.mean())(keys)
+    else:
+        s, a = jax.vmap(initial.sample)(k_init)
     y0 = (jnp.asarray(s, dtype), to_real(a).astype(dtype))
     path = None
     if method == "twa" and noise is not None and noise.n_channels > 0:
@@ -171,7 +265,7 @@ def _trajectory(model, noise, params, initial, observables, grid, save_ts, solve
     def fn(t, y, args):
         s_, b_ = y
         a_ = to_complex(b_)
-        return {name: f(s_, a_) for name, f in observables.items()}
+        return {name: jax.vmap(f)(s_, a_) for name, f in observables.items()}
 
     sol = dfx.diffeqsolve(
         term,
@@ -186,22 +280,39 @@ def _trajectory(model, noise, params, initial, observables, grid, save_ts, solve
         max_steps=grid.shape[0] - 1,
         throw=False,
     )
-    return sol.ys
+    return {name: jnp.moveaxis(v, 0, 1) for name, v in sol.ys.items()}
 
 
 @eqx.filter_jit
-def _chunk(model, noise, params, initial, observables, grid, save_ts, solver, method, key, start, n_traj, chunk_size):
-    """Moments of every observable over trajectories ``start .. start + chunk_size - 1``."""
-    idx = start + jnp.arange(chunk_size)
+def _chunk(model, noise, params, initial, observables, grid, save_ts, solver, method, key, start, n_traj,
+           chunk_size, mesh):
+    """Moments of every observable over trajectories ``start .. start + n_dev * chunk_size - 1``.
+
+    The batch axis is sharded over ``mesh`` (one axis, ``"traj"``): device ``d`` holds
+    trajectories ``start + d * chunk_size + (0 .. chunk_size - 1)``. The solve has one loop for
+    the whole batch with a scalar trip count, so XLA partitions it without communication inside
+    the loop (unlike a ``vmap`` of while loops, jax issue 20968); only the final reduction to
+    moments crosses devices. Which device runs a trajectory does not change it: trajectory ``i``
+    always uses ``fold_in(key, i)``. (``shard_map`` was tried and rejected: diffrax's checkpointed
+    while loop fails to differentiate under it with ``check_vma=False``, diffrax issue 735.)
+    """
+    batch = NamedSharding(mesh, P("traj"))
+    idx = jax.lax.with_sharding_constraint(start + jnp.arange(mesh.size * chunk_size), batch)
     keys = jax.vmap(lambda i: jax.random.fold_in(key, i))(idx)
-    ys = jax.vmap(
-        lambda k: _trajectory(model, noise, params, initial, observables, grid, save_ts, solver, method, k)
-    )(keys)
+    ys = _solve_batch(model, noise, params, initial, observables, grid, save_ts, solver, method, keys)
+    ys = jax.lax.with_sharding_constraint(ys, batch)
     valid = idx < n_traj
     finite = all_finite_per_row(ys)
     weight = valid & finite
     moments = {name: chunk_moments(v, weight) for name, v in ys.items()}
-    return moments, jnp.sum(valid & ~finite)
+    out = moments, jnp.sum(valid & ~finite)
+    return jax.lax.with_sharding_constraint(out, NamedSharding(mesh, P()))
+
+
+def _local_copy(x):
+    if isinstance(x, jax.Array) and is_concrete(x) and len(x.sharding.device_set) > 1:
+        return x.addressable_data(0)
+    return x
 
 
 # --------------------------------------------------------------------------- public entry point
@@ -218,6 +329,7 @@ def simulate(
     solver="rotation_heun",
     method: str = "twa",
     chunk_size: int | None = None,
+    devices=None,
     throw: bool = False,
 ) -> Result:
     r"""Simulate a driven-dissipative model with the truncated Wigner approximation.
@@ -234,7 +346,7 @@ def simulate(
         ts: ``(n_times,)`` strictly increasing save times; the initial state is at ``ts[0]``.
         n_traj: number of trajectories (``method="mean_field"``: leave out or 1).
         key: int seed or ``jax.random.key``. Trajectory ``i`` uses ``fold_in(key, i)``, so results
-            do not depend on ``chunk_size``.
+            do not depend on ``chunk_size`` or ``devices``.
         params: pytree of parameters passed to the model's functions.
         observables: ``{name: f(spins, bosons)}``; default site-averaged ``sx, sy, sz`` and the
             per-mode occupation ``n = <a^dag a>``.
@@ -244,8 +356,11 @@ def simulate(
             Heun), or an instance of :class:`~twa_jax.RotationHeun` / :class:`~twa_jax.StochasticHeun`.
         method: ``"twa"`` (sampled initial states and dissipative noise), ``"no_noise"`` (sampled
             initial states, no noise), ``"mean_field"`` (one unsampled noise-free trajectory).
-        chunk_size: trajectories per compiled batch (default: all of them, capped so that one
-            chunk holds about 2**24 floats).
+        chunk_size: trajectories per device in one compiled batch (default: from the device's
+            free memory, see :func:`auto_chunk_size`; at most ``n_traj / len(devices)``).
+        devices: the devices the trajectories are spread over (default: ``jax.devices()``, all
+            devices of the default backend, of every process after ``jax.distributed.initialize()``).
+            Results do not depend on the devices (trajectory ``i`` always uses ``fold_in(key, i)``).
         throw: raise ``RuntimeError`` if any trajectory turns non-finite (default: warn, count
             them in ``Result.n_failed`` and leave them out of the statistics).
 
@@ -285,6 +400,8 @@ def simulate(
             raise ValueError("method='mean_field' ignores chunk_size; leave it out")
         if key is not None:
             raise ValueError("method='mean_field' is deterministic and takes no key")
+        if devices is not None:
+            raise ValueError("method='mean_field' runs one trajectory on one device; leave devices out")
         n_traj, key_obj, key_meta = 1, jax.random.key(0), None
     else:
         if n_traj is None:
@@ -293,6 +410,7 @@ def simulate(
         key_obj, key_meta = _as_key(key)
     if chunk_size is not None:
         chunk_size = _check_int(chunk_size, "chunk_size")
+    devices = _check_devices(devices, method)
     if params is None:
         params = {}
     check_finite_tree(params, "params")
@@ -324,20 +442,27 @@ def simulate(
     n_steps = len(grid_np) - 1
     dt_used = float(np.max(np.diff(grid_np)))
 
+    mesh = Mesh(np.asarray(devices), ("traj",))
+    n_dev = len(devices)
+    per_device = -(-n_traj // n_dev)
     if chunk_size is None:
-        obs_size = sum(int(np.prod(shape)) for shape in _observable_shapes(observables, model, dtype).values())
-        per_traj = 8 * (3 * model.n_spins + 2 * model.n_bosons) + len(ts_np) * max(obs_size, 1)
-        chunk_size = max(1, CHUNK_FLOATS // per_traj)
-    chunk_size = min(chunk_size, n_traj)
+        obs_shapes = _observable_shapes(observables, model, dtype)
+        chunk_size = auto_chunk_size(
+            _bytes_per_trajectory(model, noise, len(ts_np), obs_shapes, dtype), devices, per_device
+        )
+    chunk_size = min(chunk_size, per_device)
 
     moments, n_failed = None, 0
-    for start in range(0, n_traj, chunk_size):
+    for start in range(0, n_traj, n_dev * chunk_size):
         m, bad = _chunk(
             model, noise, params, initial, observables, grid, save_ts, solver, method,
-            key_obj, jnp.asarray(start), jnp.asarray(n_traj), chunk_size,
+            key_obj, jnp.asarray(start), jnp.asarray(n_traj), chunk_size, mesh,
         )
         moments = m if moments is None else {k: merge_moments(moments[k], m[k]) for k in m}
         n_failed = n_failed + bad
+    # the merged moments are replicated over the mesh; keep one local copy, so results of runs on
+    # different devices (or processes) combine freely
+    moments, n_failed = jax.tree_util.tree_map(_local_copy, (moments, n_failed))
 
     mean, sem = {}, {}
     for name, mom in moments.items():

@@ -15,7 +15,8 @@ Solvers (both Stratonovich, strong order 1/2, one bracket evaluation per stage, 
   not conserve ``|s_k|`` and can blow up for strong dissipation.
 
 Noise increments come from a key inside the loop (:class:`GridNoise`): step ``j`` of the time
-grid draws from ``fold_in(key, j)``, so a trajectory is a pure function of its key.
+grid draws from ``fold_in(key, j)``, so a trajectory is a pure function of its key. A chunk of
+trajectories is one solve of the stacked state (see :class:`TWATerm`).
 """
 
 from __future__ import annotations
@@ -33,13 +34,15 @@ from ._noise import NoiseBasis
 
 
 class GridNoise(dfx.AbstractPath):
-    """Brownian increments on a fixed time grid, drawn from ``fold_in(key, step_index)``.
+    """Brownian increments on a fixed time grid for a batch of trajectories.
 
-    Only increments over one grid step ``[grid[j], grid[j+1]]`` are meaningful (fixed-step
-    solvers). Returns ``(K',)`` circular complex increments with ``<dW dW^*> = 2 dt``.
+    Trajectory ``b`` draws the increment of grid step ``j`` (``[grid[j], grid[j+1]]``) from
+    ``fold_in(keys[b], j)``, so its noise depends on its own key only, never on the batch it is
+    solved in. Only increments over one grid step are meaningful (fixed-step solvers). Returns
+    ``(n_batch, K')`` circular complex increments with ``<dW dW^*> = 2 dt``.
     """
 
-    key: jax.Array
+    keys: jax.Array  # (n_batch,) noise keys, one per trajectory
     grid: jax.Array
     n_channels: int = eqx.field(static=True)
 
@@ -55,15 +58,24 @@ class GridNoise(dfx.AbstractPath):
         del left
         if t1 is None:
             raise ValueError("GridNoise only provides increments over one grid step")
+        # one scalar search per step for the whole batch (t0 is a grid point: StepTo)
         j = jnp.searchsorted(self.grid, t0, side="right") - 1
         dt = jax.lax.stop_gradient(t1 - t0)
-        z = jax.random.normal(jax.random.fold_in(self.key, j), (self.n_channels, 2), self.grid.dtype)
-        z = z * jnp.sqrt(dt)
-        return jax.lax.complex(z[:, 0], z[:, 1])
+
+        def one(key):
+            return jax.random.normal(jax.random.fold_in(key, j), (self.n_channels, 2), self.grid.dtype)
+
+        z = jax.vmap(one)(self.keys) * jnp.sqrt(dt)
+        return jax.lax.complex(z[..., 0], z[..., 1])
 
 
 class TWATerm(dfx.AbstractTerm):
-    """The whole TWA right-hand side as one diffrax term.
+    """The whole TWA right-hand side as one diffrax term, for a batch of trajectories.
+
+    The state is a batch ``(spins (n_batch, N, 3), bosons (n_batch, M, 2))`` solved as one
+    diffrax solve: one loop over the time grid for all trajectories, the bracket ``vmap``-ed over
+    the batch (so matrix-vector work becomes matrix-matrix work). Every trajectory still evolves
+    independently of the others.
 
     Attributes:
         model: the :class:`~twa_jax.Model`.
@@ -81,17 +93,20 @@ class TWATerm(dfx.AbstractTerm):
         return t1 - t0, dW
 
     def generator(self, t, y, args, control):
-        """Rotation generator ``(omega (N, 3), vb (M, 2))`` of the increment over ``control``."""
+        """Rotation generator ``(omega (n_batch, N, 3), vb (n_batch, M, 2))`` of the increment."""
         dt, dW = control
         noise = self.noise
 
-        def phi(L):
-            out = noise.apply_gamma(L) * dt
-            if dW is not None:
-                out = out + noise.xi(dW)
-            return 0.5 * out
+        def one(y1, dW1):
+            def phi(L):
+                out = noise.apply_gamma(L) * dt
+                if dW1 is not None:
+                    out = out + noise.xi(dW1)
+                return 0.5 * out
 
-        return generator_and_jumps(self.model, y, phi if noise is not None else None, args, dt)
+            return generator_and_jumps(self.model, y1, phi if noise is not None else None, args, dt)
+
+        return jax.vmap(one, in_axes=(0, None if dW is None else 0))(y, dW)
 
     def vf(self, t, y, args):
         """Deterministic drift ``dy/dt`` (no noise)."""
