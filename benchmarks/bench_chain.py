@@ -17,6 +17,7 @@ import argparse
 import json
 import os
 import platform
+import resource
 import time
 
 import jax
@@ -148,14 +149,80 @@ def _cpu_name():
     return platform.processor() or platform.machine()
 
 
-def _time(f, repeats):
-    ts = []
+def _peak_memory():
+    """Peak memory so far: device peak from memory_stats (GPU), else the process's peak RSS."""
+    dev = jax.devices()[0]
+    try:
+        stats = dev.memory_stats() or {}
+    except Exception:
+        stats = {}
+    if "peak_bytes_in_use" in stats:
+        return "device peak", int(stats["peak_bytes_in_use"])
+    return "process peak RSS", resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+
+
+def measure(fns, repeats):
+    """Time each ``fns[name]()`` ``repeats`` times, interleaved (round-robin), so that load from
+    other processes hits every contender alike. Returns ``{name: dict(wall_min, wall_median,
+    cpu_min)}``; cpu is this process's CPU time (all threads), less sensitive to contention."""
+    out = {k: ([], []) for k in fns}
     for _ in range(repeats):
+        for k, f in fns.items():
+            t, c = time.perf_counter(), time.process_time()
+            jax.block_until_ready(f())
+            out[k][0].append(time.perf_counter() - t)
+            out[k][1].append(time.process_time() - c)
+    return {k: dict(wall_min=min(w), wall_median=float(np.median(w)), cpu_min=min(c)) for k, (w, c) in out.items()}
+
+
+def machine_name():
+    dev = jax.devices()[0]
+    return (f"{dev.platform}:{dev.device_kind} x{len(jax.devices())}; host {_cpu_name()}, {os.cpu_count()} cores; "
+            f"OPENBLAS_NUM_THREADS={os.environ.get('OPENBLAS_NUM_THREADS', 'unset')}")
+
+
+def run_benchmark(title, res, work, contenders, finals, repeats, out=None):
+    """Shared driver: first call of each contender (compile time, final <sz> as a check that they
+    integrate the same equations), interleaved timing, ratios, peak memory; writes JSON.
+
+    ``contenders``: ``{name: (first_call, timed_call)}`` with names among simulate, scan, numpy;
+    ``finals``: ``{name: f(first_call_output) -> final <sz>}``.
+    """
+    print(title)
+    res.update(machine=res.get("machine", machine_name()), jax=jax.__version__, platform=platform.platform())
+    timed = {}
+    for name, (first, again) in contenders.items():
         t = time.perf_counter()
-        out = f()
-        jax.block_until_ready(out)
-        ts.append(time.perf_counter() - t)
-    return min(ts), float(np.median(ts))
+        o = first()
+        jax.block_until_ready(o)
+        res[f"{name}_first_call_s"] = time.perf_counter() - t
+        res[f"{name}_final_sz"] = float(finals[name](o))
+        kind, peak = _peak_memory()
+        res[f"{name}_peak_memory_bytes"] = peak
+        res["peak_memory_kind"] = kind
+        timed[name] = again
+    stats = measure(timed, repeats)
+    for name, st in stats.items():
+        res[f"{name}_s"] = [st["wall_min"], st["wall_median"]]
+        res[f"{name}_cpu_s"] = st["cpu_min"]
+        res[f"{name}_spin_steps_per_s"] = work / st["wall_min"]
+        print(f"{name:9s}: {work / st['wall_min']:.3e} spin-steps/s (wall min {st['wall_min']:.3f} s, median "
+              f"{st['wall_median']:.3f} s, cpu {st['cpu_min']:.3f} s; first call {res[f'{name}_first_call_s']:.1f} s; "
+              f"peak mem after it {res[f'{name}_peak_memory_bytes'] / 2**20:.0f} MiB), final sz {res[f'{name}_final_sz']:.4f}")
+    for other in ("scan", "numpy"):
+        if other in stats and "simulate" in stats:
+            r = stats[other]["wall_min"] / stats["simulate"]["wall_min"]
+            rc = stats[other]["cpu_min"] / stats["simulate"]["cpu_min"]
+            res[f"ratio_vs_{other}"] = r
+            res[f"ratio_vs_{other}_cpu"] = rc
+            print(f"simulate / {other} throughput: {r:.2f} (wall), {rc:.2f} (cpu time)")
+    print(res["machine"])
+    if out:
+        os.makedirs(os.path.dirname(out) or ".", exist_ok=True)
+        with open(out, "w") as f:
+            json.dump(res, f, indent=1)
+        print(f"wrote {out}")
+    return res
 
 
 def main(argv=None):
@@ -175,51 +242,22 @@ def main(argv=None):
     n, nt, ns, dt, Omega = args.n_spins, args.n_traj, args.n_steps, 0.01, 1.0
     G, J = chain_couplings(n)
     B = np.asarray(decompose(G).factor)
-    work = nt * n * ns
-    dev = jax.devices()[0]
-    machine = f"{dev.platform}:{dev.device_kind}; host {_cpu_name()}, {os.cpu_count()} cores"
-    print(f"Eq. 56 chain N={n}, {nt} trajectories, {ns} steps, {'float64' if args.x64 else 'float32'}, "
-          f"{B.shape[1]} noise channels; {machine}")
-    res = {"n_spins": n, "n_traj": nt, "n_steps": ns, "dtype": "float64" if args.x64 else "float32",
-           "machine": machine, "jax": jax.__version__}
-
+    dtype = "float64" if args.x64 else "float32"
+    res = {"model": "eq56_chain", "n_spins": n, "n_traj": nt, "n_steps": ns, "dtype": dtype,
+           "noise_channels": int(B.shape[1])}
     sim = simulate_fn(G, J, Omega, n, nt, ns, dt)
-    t = time.perf_counter()
-    r = sim(0)
-    res["simulate_first_call_s"] = time.perf_counter() - t
-    t_sim = _time(lambda: sim(0).mean["sz"], args.repeats)
-    res["simulate_s"] = t_sim
-    print(f"simulate      : {work / t_sim[0]:.3e} spin-steps/s (min {t_sim[0]:.3f} s, median {t_sim[1]:.3f} s, "
-          f"first call incl. compile {res['simulate_first_call_s']:.1f} s), final sz {float(r.mean['sz'][-1]):.4f}")
-
     scan = scan_run(G, J, B, Omega, nt, ns, dt, None)
-    t = time.perf_counter()
-    out = scan(jax.random.key(0)).block_until_ready()
-    res["scan_first_call_s"] = time.perf_counter() - t
-    t_scan = _time(lambda: scan(jax.random.key(0)), args.repeats)
-    res["scan_s"] = t_scan
-    print(f"lax.scan      : {work / t_scan[0]:.3e} spin-steps/s (min {t_scan[0]:.3f} s), final sz {float(out[-1]):.4f}")
-    print(f"ratio simulate / lax.scan throughput: {t_scan[0] / t_sim[0]:.2f}")
-    res["ratio_vs_scan"] = t_scan[0] / t_sim[0]
-
+    contenders = {
+        "simulate": (lambda: sim(0), lambda: sim(0).mean["sz"]),
+        "scan": (lambda: scan(jax.random.key(0)), lambda: scan(jax.random.key(0))),
+    }
+    finals = {"simulate": lambda r: r.mean["sz"][-1], "scan": lambda o: o[-1], "numpy": lambda o: o[-1]}
     if not args.skip_numpy:
-        dtype = np.float64 if args.x64 else np.float32
-        t = time.perf_counter()
-        out = numpy_run(G, J, B, Omega, nt, ns, dt, dtype)
-        t_np = time.perf_counter() - t
-        res["numpy_s"] = t_np
-        res["ratio_vs_numpy"] = t_np / t_sim[0]
-        print(f"NumPy         : {work / t_np:.3e} spin-steps/s ({t_np:.3f} s), final sz {out[-1]:.4f}")
-        print(f"ratio simulate / NumPy throughput: {t_np / t_sim[0]:.2f}")
-    for k in ("simulate", "scan", "numpy"):
-        if f"{k}_s" in res:
-            v = res[f"{k}_s"]
-            res[f"{k}_spin_steps_per_s"] = work / (v[0] if isinstance(v, tuple) else v)
-    if args.out:
-        os.makedirs(os.path.dirname(args.out) or ".", exist_ok=True)
-        with open(args.out, "w") as f:
-            json.dump(res, f, indent=1)
-        print(f"wrote {args.out}")
+        npd = np.float64 if args.x64 else np.float32
+        contenders["numpy"] = (lambda: numpy_run(G, J, B, Omega, nt, ns, dt, npd),) * 2
+    title = (f"Eq. 56 chain N={n}, {nt} trajectories, {ns} steps, {dtype}, {B.shape[1]} noise channels; "
+             f"{machine_name()}")
+    run_benchmark(title, res, nt * n * ns, contenders, finals, args.repeats, args.out)
 
 
 if __name__ == "__main__":
