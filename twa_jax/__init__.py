@@ -15,3 +15,12 @@ from ._solvers import RotationHeun as RotationHeun, StochasticHeun as Stochastic
 from ._brackets import drift as drift, noise_increment as noise_increment, velocity as velocity
 
 __version__ = "0.1.0"
+
+
+def __getattr__(name):
+    # `tw.exact` needs QuTiP (an optional dependency): import it on first use only
+    if name == "exact":
+        import importlib
+
+        return importlib.import_module(".exact", __name__)
+    raise AttributeError(f"module 'twa_jax' has no attribute {name!r}")
