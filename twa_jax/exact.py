@@ -28,6 +28,7 @@ QuTiP is imported when this module is, so ``import twa_jax`` does not need it.
 from __future__ import annotations
 
 import time
+import warnings
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
@@ -36,6 +37,7 @@ import numpy as np
 import qutip as qt
 import scipy.sparse as sp
 from scipy.integrate import solve_ivp
+from scipy.sparse import SparseEfficiencyWarning
 from scipy.sparse.csgraph import breadth_first_order
 
 from ._result import Result
@@ -74,7 +76,9 @@ class QuantumModel:
 
     def liouvillian(self) -> qt.Qobj:
         """The full Liouvillian superoperator (QuTiP column-stacking convention)."""
-        L = qt.liouvillian(self.H, list(self.c_ops))
+        with warnings.catch_warnings():  # QuTiP's sparse-format efficiency notes
+            warnings.simplefilter("ignore", SparseEfficiencyWarning)
+            L = qt.liouvillian(self.H, list(self.c_ops))
         if self.dicke_liouvillian is not None:
             rest = self.H.dims[0][1:]
             if rest:
