@@ -205,6 +205,17 @@ def _reachable(A: sp.csr_matrix, support: np.ndarray) -> np.ndarray:
     return np.flatnonzero(mask)
 
 
+def _flatten_observables(qm: QuantumModel):
+    """``(names, operators)``: ``names`` lists ``(name, count, is_vector)`` in order; the
+    operators end with the projectors on each boson mode's top Fock level (cutoff check)."""
+    names, flat = [], []
+    for name, op in qm.observables.items():
+        ops = op if isinstance(op, (list, tuple)) else [op]
+        names.append((name, len(ops), isinstance(op, (list, tuple))))
+        flat.extend(ops)
+    return names, flat + list(qm.boson_top)
+
+
 def _observable_rows(ops, idx):
     """Rows ``w`` with ``Tr(O rho) = w . vec(rho)`` on the reachable components ``idx``."""
     return np.asarray([qt.operator_to_vector(op.trans()).full().ravel()[idx] for op in ops])
@@ -217,12 +228,7 @@ def _solve_liouvillian(qm: QuantumModel, rho0: qt.Qobj, ts, rtol, atol):
     v0 = qt.operator_to_vector(rho0).full().ravel()
     idx = _reachable(A, np.flatnonzero(np.abs(v0) > 0))
     Ar = A[idx][:, idx].tocsr()
-    names, flat = [], []
-    for name, op in qm.observables.items():
-        ops = op if isinstance(op, (list, tuple)) else [op]
-        names.append((name, len(ops), isinstance(op, (list, tuple))))
-        flat.extend(ops)
-    flat.extend(qm.boson_top)
+    names, flat = _flatten_observables(qm)
     W = _observable_rows(flat, idx)
     sol = solve_ivp(
         lambda t, y: Ar @ y, (ts[0], ts[-1]), v0[idx].astype(complex), t_eval=ts,
@@ -237,12 +243,7 @@ def _solve_liouvillian(qm: QuantumModel, rho0: qt.Qobj, ts, rtol, atol):
 def _mcsolve(qm: QuantumModel, psi0: qt.Qobj, ts, n_traj, seed):
     if not psi0.isket:
         raise ValueError("method='mcsolve' needs a pure initial state (no thermal bosons)")
-    names, flat = [], []
-    for name, op in qm.observables.items():
-        ops = op if isinstance(op, (list, tuple)) else [op]
-        names.append((name, len(ops), isinstance(op, (list, tuple))))
-        flat.extend(ops)
-    flat.extend(qm.boson_top)
+    names, flat = _flatten_observables(qm)
     res = qt.mcsolve(
         qm.H, psi0, ts, list(qm.c_ops), e_ops=flat, ntraj=n_traj, seeds=seed,
         options={"progress_bar": False, "keep_runs_results": True, "store_states": False},

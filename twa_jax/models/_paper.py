@@ -189,6 +189,21 @@ def _ensemble_piqs(n, other, init_other, emission, pumping, collective=0.0):
     return J, wrap, Ld, initial
 
 
+def _ensemble_params(n, omega, eps, g, kappa, gamma_down, gamma_up):
+    """Parameters shared by the Tavis-Cummings and central-spin models."""
+    return _check_params(
+        dict(omega=omega, eps=eps, g=g, kappa=kappa, gamma_down=gamma_down, gamma_up=gamma_up),
+        n, per_site=("eps", "g", "gamma_down", "gamma_up"), rates=("kappa", "gamma_down", "gamma_up"),
+    )
+
+
+def _ensemble_rates(p, n):
+    """Diagonal Gamma of ``L = (mode or central spin, sigma_i^-, sigma_i^+)``."""
+    return jnp.concatenate(
+        [jnp.atleast_1d(p["kappa"]), _per_site(p["gamma_down"], n), _per_site(p["gamma_up"], n)]
+    ).astype(float)
+
+
 # ----------------------------------------------------------------------------- the models
 def driven_spin(Omega=1.0, gamma_down=0.0, gamma_up=0.0, kappa=0.0) -> Model:
     r"""One driven spin-1/2 with decay, pumping and dephasing (paper Sec. III B, Eqs. 17-21).
@@ -244,10 +259,7 @@ def tavis_cummings(n: int, omega=1.0, eps=1.0, g=1.0, kappa=1.0, gamma_down=0.0,
         (site-averaged) and ``n`` (``<a^dag a>``, shape ``(1,)``).
     """
     n = _check_n(n)
-    params = _check_params(
-        dict(omega=omega, eps=eps, g=g, kappa=kappa, gamma_down=gamma_down, gamma_up=gamma_up),
-        n, per_site=("eps", "g", "gamma_down", "gamma_up"), rates=("kappa", "gamma_down", "gamma_up"),
-    )
+    params = _ensemble_params(n, omega, eps, g, kappa, gamma_down, gamma_up)
 
     def H(s, a, p):
         eps_, g_ = _per_site(p["eps"], n), _per_site(p["g"], n)
@@ -261,9 +273,7 @@ def tavis_cummings(n: int, omega=1.0, eps=1.0, g=1.0, kappa=1.0, gamma_down=0.0,
         return jnp.concatenate([a[:1], _sm(s), _sp(s)])
 
     def gamma(p):
-        return jnp.concatenate(
-            [jnp.atleast_1d(p["kappa"]), _per_site(p["gamma_down"], n), _per_site(p["gamma_up"], n)]
-        ).astype(float)
+        return _ensemble_rates(p, n)
 
     def quantum(p, basis="full", cutoff=20):
         ex, qt = _exact(), _qt()
@@ -314,10 +324,7 @@ def central_spin(n: int, omega=1.0, eps=1.0, g=1.0, kappa=1.0, gamma_down=0.0, g
         (central spin) and ``sx, sy, sz`` (satellite averages).
     """
     n = _check_n(n)
-    params = _check_params(
-        dict(omega=omega, eps=eps, g=g, kappa=kappa, gamma_down=gamma_down, gamma_up=gamma_up),
-        n, per_site=("eps", "g", "gamma_down", "gamma_up"), rates=("kappa", "gamma_down", "gamma_up"),
-    )
+    params = _ensemble_params(n, omega, eps, g, kappa, gamma_down, gamma_up)
 
     def H(s, a, p):
         eps_, g_ = _per_site(p["eps"], n), _per_site(p["g"], n)
@@ -332,9 +339,7 @@ def central_spin(n: int, omega=1.0, eps=1.0, g=1.0, kappa=1.0, gamma_down=0.0, g
         return jnp.concatenate([_sm(s[:1]), _sm(s[1:]), _sp(s[1:])])
 
     def gamma(p):
-        return jnp.concatenate(
-            [jnp.atleast_1d(p["kappa"]), _per_site(p["gamma_down"], n), _per_site(p["gamma_up"], n)]
-        ).astype(float)
+        return _ensemble_rates(p, n)
 
     obs = {"tau_x": central(0), "tau_y": central(1), "tau_z": central(2)}
     obs.update({"sx": site_average(0), "sy": site_average(1), "sz": site_average(2)})
