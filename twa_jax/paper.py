@@ -62,9 +62,12 @@ def deviation(twa, ex, name, scale=1.0) -> dict:
         "max_sem": float(s.max()), "n_traj": int(twa.n_traj), "twa_wall_s": round(float(twa.wall_time), 2),
         "exact_method": ex.method, "exact_wall_s": round(float(ex.wall_time), 2), "dt": twa.dt,
     }
+    series = {"t": np.asarray(twa.ts), "twa": m, "twa_sem": s, "exact": e}
     if ex.method == "mcsolve":
         out["exact_max_sem"] = float(np.asarray(ex.sem[name]).max() / scale)
         out["exact_n_traj"] = int(ex.n_traj)
+        series["exact_sem"] = np.asarray(ex.sem[name]).squeeze() / scale
+    out["series"] = {k: np.round(np.asarray(v, float), 6).tolist() for k, v in series.items()}
     return out
 
 
@@ -149,13 +152,13 @@ def fig3(args):
     _plot_pair(ax, twa, ex, "n", f"N={n_main}", "C0", scale=n_main)
     curves = {f"N={n_main}": deviation(twa, ex, "n", scale=n_main)}
     ax.set(xlabel=r"$\omega t$", ylabel=r"$\langle a^\dagger a\rangle/N$", title="Fig. 3: Tavis-Cummings (circles: exact, PIQS)")
-    ins = ax.inset_axes([0.55, 0.5, 0.42, 0.42])
+    ins = ax.inset_axes([0.52, 0.08, 0.45, 0.36])
     ts2 = np.linspace(0, 10, 51 if not args.quick else 21)
     twa2, ex2 = _tc(n_inset, inset, ts2, args, n, cutoff=30 if not args.quick else 12)
     _plot_pair(ins, twa2, ex2, "n", f"N={n_inset}", "C1", scale=n_inset)
     ins.tick_params(labelsize=6)
     curves[f"inset N={n_inset}"] = deviation(twa2, ex2, "n", scale=n_inset)
-    ax.legend(fontsize=7, loc="lower left")
+    ax.legend(fontsize=7, loc="upper left")
     return _save(fig, {"observable": "n/N", "params": {"main": main, "inset": inset}, "curves": curves}, args, "fig3")
 
 
