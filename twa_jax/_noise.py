@@ -191,3 +191,36 @@ def decompose(gamma, rtol: float = KEEP_RTOL) -> NoiseBasis:
             factor = V[:, keep] * jnp.sqrt(w[keep])
             return NoiseBasis(g, factor, None, False, 2 * len(keep) <= K)
     return NoiseBasis(g, psd_sqrt(g), None, False, False)
+
+
+def decompose_like(gamma, reference: NoiseBasis) -> NoiseBasis:
+    """Factor a (possibly traced) ``gamma`` with the channels of a concrete ``reference``.
+
+    ``reference`` is :func:`decompose` of the same Gamma at concrete parameter values. The result
+    has the same channels (so a differentiated run draws the same increments as an eager
+    ``simulate`` with the same key and gives the same numbers), and a derivative that is correct
+    at the reference point:
+
+    * diagonal: ``sqrt(rates)`` on the reference's kept channels;
+    * dense, every channel kept: the principal square root :func:`psd_sqrt`;
+    * dense, rank ``K' < K``: ``B = Gamma^{1/2} V_r`` with ``V_r`` the reference's kept eigenvectors
+      (held constant). At the reference ``B = V_r sqrt(gamma_r)`` (the eager factor) and
+      ``d(B B^dag) = dGamma^{1/2} Gamma^{1/2} + Gamma^{1/2} dGamma^{1/2} = dGamma``, so the pathwise
+      derivative has the right mean. (Away from the reference point ``B B^dag = Gamma`` only to first
+      order; callers re-take the reference at each new parameter value.)
+    """
+    g = jnp.asarray(gamma)
+    if reference.diagonal:
+        g = jnp.real(g)
+        if reference.channels is None:
+            return NoiseBasis(g, jnp.sqrt(g), None, True, False)
+        keep = np.asarray(reference.channels, int)
+        return NoiseBasis(g, jnp.sqrt(g[keep]), reference.channels, True, False)
+    g = 0.5 * (g + jnp.conj(g).T)
+    if not jnp.iscomplexobj(reference.gamma):
+        g = jnp.real(g)
+    if reference.n_channels == reference.n_jumps:
+        return NoiseBasis(g, psd_sqrt(g), None, False, False)
+    F = jax.lax.stop_gradient(reference.factor)
+    V_r = F / jnp.linalg.norm(F, axis=0)
+    return NoiseBasis(g, psd_sqrt(g) @ V_r.astype(jnp.result_type(g, V_r)), None, False, reference.low_rank)
