@@ -54,3 +54,66 @@ def test_bad_input():
         tw.models.dipole_couplings(_chain(2, 0.1), 1.0, [0, 0, 0.0])
     with pytest.raises(ValueError, match="wavelength"):
         tw.models.dipole_couplings(_chain(2, 0.1), -1.0, [0, 0, 1.0])
+
+
+# ----------------------------------------------------------------------------- built-in models
+def test_dicke_collective_decay_runs_with_one_noise_channel():
+    model = tw.models.dicke(6, gamma=0.7)
+    noise = tw.decompose_gamma(model.gamma_of(model.params))
+    assert noise.n_channels == 1
+    # and the low-rank factor reproduces Gamma
+    G = np.asarray(model.gamma_of(model.params))
+    np.testing.assert_allclose(G, 0.7 * np.ones((6, 6)))
+
+
+def test_model_defaults_and_overrides():
+    model = tw.models.driven_spin(Omega=2.0, gamma_down=0.5)
+    assert set(model.params) == {"Omega", "gamma_down", "gamma_up", "kappa"}
+    p = model.with_params({"Omega": 3.0})
+    assert float(p["Omega"]) == 3.0 and float(p["gamma_down"]) == 0.5
+    with pytest.raises(ValueError, match="unknown parameter"):
+        model.with_params({"omega": 1.0})
+    ts = np.linspace(0, 0.5, 3)
+    # a model's own observables are the default; explicit observables replace them
+    res = tw.simulate(tw.models.central_spin(2), tw.states.product(spins=[tw.states.spins_down(1), tw.states.spins_up(2)]),
+                      ts, n_traj=8, key=0)
+    assert set(res.mean) == {"tau_x", "tau_y", "tau_z", "sx", "sy", "sz"}
+    np.testing.assert_allclose(res.mean["tau_z"][0], -1.0)
+    np.testing.assert_allclose(res.mean["sz"][0], 1.0)
+    res = tw.simulate(model, tw.states.spins_down(1), ts, n_traj=8, key=0, observables={"z": lambda s, a: s[0, 2]})
+    assert set(res.mean) == {"z"}
+    with pytest.raises(ValueError, match="unknown parameter"):
+        tw.simulate(model, tw.states.spins_down(1), ts, n_traj=8, key=0, params={"Omgea": 1.0})
+
+
+@pytest.mark.parametrize(
+    "build, match",
+    [
+        (lambda: tw.models.driven_spin(gamma_down=-0.1), "rate 'gamma_down' must be >= 0"),
+        (lambda: tw.models.driven_spin(Omega=float("nan")), "finite"),
+        (lambda: tw.models.tavis_cummings(3, eps=[1.0, 2.0]), r"shape \(3,\)"),
+        (lambda: tw.models.tavis_cummings(3, omega=[1.0, 2.0, 3.0]), "must be a scalar"),
+        (lambda: tw.models.tavis_cummings(0), "n must be an int >= 1"),
+        (lambda: tw.models.rydberg_chain(2), "n must be an int >= 3"),
+        (lambda: tw.models.rydberg_chain(4, boundary="twisted"), "boundary"),
+        (lambda: tw.models.dicke(3, gamma=-1.0), "rate 'gamma'"),
+        (lambda: tw.models.dipole_array(np.zeros((2, 3))), "same position"),
+    ],
+)
+def test_model_builders_reject_bad_input(build, match):
+    with pytest.raises(ValueError, match=match):
+        build()
+
+
+def test_negative_rate_override_is_rejected_by_simulate():
+    model = tw.models.driven_spin(gamma_down=0.5)
+    with pytest.raises(ValueError, match="negative"):
+        tw.simulate(model, tw.states.spins_down(1), np.linspace(0, 1, 3), n_traj=4, key=0, params={"gamma_down": -1.0})
+
+
+def test_rydberg_open_chain_has_one_bond_fewer():
+    s = jnp.asarray(np.tile([0.0, 0.0, 1.0], (4, 1)))  # all up: each bond contributes J/4 * 4 = J
+    a = jnp.zeros(0, complex)
+    for boundary, bonds in (("periodic", 4), ("open", 3)):
+        m = tw.models.rydberg_chain(4, Omega=0.0, J=1.0, boundary=boundary)
+        assert float(m.hamiltonian(s, a, m.params)) == pytest.approx(bonds)

@@ -10,9 +10,10 @@ nbclient = pytest.importorskip("nbclient")
 NB_DIR = Path(__file__).resolve().parents[1] / "notebooks"
 
 
-@pytest.mark.parametrize("name", ["quickstart.ipynb"])
+@pytest.mark.parametrize("name", ["quickstart.ipynb", "superradiance.ipynb", "fitting.ipynb"])
 def test_notebook_runs(name, monkeypatch):
     monkeypatch.setenv("TWA_NB_NTRAJ", "200")
+    monkeypatch.setenv("TWA_NB_SIZE", "ci")
     monkeypatch.setenv("MPLBACKEND", "Agg")
     nb = nbformat.read(NB_DIR / name, as_version=4)
     client = nbclient.NotebookClient(nb, timeout=600, kernel_name="python3", resources={"metadata": {"path": str(NB_DIR)}})

@@ -142,6 +142,8 @@ def _check_model(model, params, paper_rhs, noise_map, noise_cov, n_spins, n_boso
         s = _random_spins(rng, n_spins)
         a = _random_bosons(rng, n_bosons)
         xi = jnp.asarray(_random_xi(rng, K))
+        if np.ndim(gamma) == 1:  # a zero-rate channel has no noise (built-in models keep them)
+            xi = xi * (np.asarray(gamma) > 0)
         drift, noise, paper0, paper_xi, M_pkg, M_paper = (np.asarray(x) for x in evaluate(s, a, xi))
         _close(drift, paper0)
         # direct: the same xi in both
@@ -259,13 +261,17 @@ def _eqs_18_20(s, n, Omega, g):
     ])
 
 
-@pytest.mark.parametrize("absorbed", [True, False], ids=["absorbed", "rate_in_Gamma"])
+@pytest.mark.parametrize("absorbed", [True, False, "builtin"], ids=["absorbed", "rate_in_Gamma", "builtin"])
 def test_driven_spin_eqs_18_20(absorbed):
-    rng = np.random.default_rng(300 + absorbed)
+    rng = np.random.default_rng(300 + (absorbed is True))
     Omega, g = rng.uniform(0.2, 3.0, size=2)
     params = {"Omega": Omega, "g": g}
     H = lambda s, a, p: p["Omega"] * s[:, 0].sum()  # noqa: E731
-    if absorbed:
+    if absorbed == "builtin":  # tw.models.driven_spin: L = (sigma^-, sigma^+, sigma^z), rates (g, 0, 0)
+        absorbed = False
+        model = tw.models.driven_spin(Omega=Omega, gamma_down=g)
+        params = model.with_params()
+    elif absorbed:
         model = tw.Model(H, jumps=lambda s, a, p: jnp.sqrt(p["g"]) * _sm(s), gamma=jnp.ones(1),
                          n_spins=1)
     else:
@@ -308,7 +314,8 @@ def _tc_paper(s, a, n, p):
     return _flat(jnp.stack([dsx, dsy, dsz], axis=-1), jnp.stack([da]))
 
 
-def test_tavis_cummings_eqs_29_32():
+@pytest.mark.parametrize("builtin", [False, True], ids=["by_hand", "builtin"])
+def test_tavis_cummings_eqs_29_32(builtin):
     N = 3
     rng = np.random.default_rng(400)
     vals = rng.uniform(0.2, 2.0, size=6)
@@ -320,6 +327,10 @@ def test_tavis_cummings_eqs_29_32():
                                          jnp.full(N, p["gu"])]),
         n_spins=N, n_bosons=1,
     )
+    model_params = params
+    if builtin:
+        model = tw.models.tavis_cummings(N, *vals[:4], gamma_down=vals[4], gamma_up=vals[5])
+        model_params = model.with_params()
 
     def noise_map(xi):
         # xi_kappa is the package's complex noise itself (Eq. 33: <xi_k conj xi_k> = 2 kappa)
@@ -331,7 +342,7 @@ def test_tavis_cummings_eqs_29_32():
     cov = np.diag(np.concatenate([np.full(2, params["kappa"]), np.full(2 * N, params["gd"]),
                                   np.full(2 * N, params["gu"])]))
     paper = lambda s, a, n: _tc_paper(s, a, n, params)  # noqa: E731
-    _check_model(model, params, paper, noise_map, cov, n_spins=N, n_bosons=1, seed=401)
+    _check_model(model, model_params, paper, noise_map, cov, n_spins=N, n_bosons=1, seed=401)
 
 
 # -------------------------------------------------------------- 4. central spin Eqs. 38-43
@@ -367,7 +378,8 @@ def _cs_paper(s, n, p):
     return jnp.concatenate([ds_tau, ds_bath], axis=0)
 
 
-def test_central_spin_eqs_38_43():
+@pytest.mark.parametrize("builtin", [False, True], ids=["by_hand", "builtin"])
+def test_central_spin_eqs_38_43(builtin):
     N = 3
     rng = np.random.default_rng(500)
     vals = rng.uniform(0.2, 2.0, size=6)
@@ -379,6 +391,10 @@ def test_central_spin_eqs_38_43():
                                          jnp.full(N, p["gu"])]),
         n_spins=N + 1,
     )
+    model_params = params
+    if builtin:
+        model = tw.models.central_spin(N, *vals[:4], gamma_down=vals[4], gamma_up=vals[5])
+        model_params = model.with_params()
 
     def noise_map(xi):
         return jnp.concatenate([jnp.real(xi[:1]), -jnp.imag(xi[:1]),
@@ -389,7 +405,7 @@ def test_central_spin_eqs_38_43():
     cov = np.diag(np.concatenate([np.full(2, params["kappa"]), np.full(2 * N, params["gd"]),
                                   np.full(2 * N, params["gu"])]))
     paper = lambda s, a, n: _flat(_cs_paper(s, n, params), a)  # noqa: E731
-    _check_model(model, params, paper, noise_map, cov, n_spins=N + 1, n_bosons=0, seed=501)
+    _check_model(model, model_params, paper, noise_map, cov, n_spins=N + 1, n_bosons=0, seed=501)
 
 
 # -------------------------------------------------------------- 5. Rydberg chain Eqs. 46-48
@@ -424,7 +440,8 @@ def _rydberg_paper(s, n, p, printed_eq48=False):
     return jnp.stack([dsx, dsy, dsz], axis=-1)
 
 
-def test_rydberg_chain_eqs_46_48():
+@pytest.mark.parametrize("builtin", [False, True], ids=["by_hand", "builtin"])
+def test_rydberg_chain_eqs_46_48(builtin):
     N = 5
     rng = np.random.default_rng(600)
     vals = rng.uniform(0.2, 2.0, size=4)
@@ -435,6 +452,10 @@ def test_rydberg_chain_eqs_46_48():
         gamma=lambda p: jnp.concatenate([jnp.full(N, p["gd"]), jnp.full(N, p["kappa"])]),
         n_spins=N,
     )
+    model_params = params
+    if builtin:
+        model = tw.models.rydberg_chain(N, Omega=vals[0], J=vals[1], gamma_down=vals[2], kappa=vals[3])
+        model_params = model.with_params()
 
     def noise_map(xi):
         d, z = xi[:N], xi[N:]
@@ -442,14 +463,14 @@ def test_rydberg_chain_eqs_46_48():
 
     cov = np.diag(np.concatenate([np.full(2 * N, params["gd"]), np.full(N, params["kappa"])]))
     paper = lambda s, a, n: _flat(_rydberg_paper(s, n, params), a)  # noqa: E731
-    _check_model(model, params, paper, noise_map, cov, n_spins=N, n_bosons=0, seed=601)
+    _check_model(model, model_params, paper, noise_map, cov, n_spins=N, n_bosons=0, seed=601)
 
     # Document the misprint: the printed Eq. 48 disagrees with autodiff and breaks |s| conservation
     @jax.jit
     def misprint(s):
         zero = jnp.zeros(3 * N)
         with jax.ensure_compile_time_eval():
-            ds_pkg = tw.drift(model, s, jnp.zeros(0, complex), params)[0]
+            ds_pkg = tw.drift(model, s, jnp.zeros(0, complex), model_params)[0]
         return (_rydberg_paper(s, zero, params, printed_eq48=True),
                 _rydberg_paper(s, zero, params), ds_pkg)
 
@@ -499,6 +520,27 @@ def test_correlated_decay_eq_56(rank):
     cov = np.kron(np.eye(2), Gamma)  # Eq. 57
     paper = lambda s, a, n: _flat(_eq_56(s, n, params), a)  # noqa: E731
     _check_model(model, params, paper, noise_map, cov, n_spins=N, n_bosons=0, seed=710 + rank)
+
+
+@pytest.mark.parametrize("builtin", ["dipole_array", "dicke"])
+def test_builtin_correlated_decay_eq_56(builtin):
+    """tw.models.dipole_array (a 2x2 sub-wavelength square, circular dipoles) and tw.models.dicke
+    (Gamma_ij = gamma, rank one) against Eq. 56 with their Gamma and J."""
+    rng = np.random.default_rng(720)
+    wz, Om, g0 = rng.uniform(0.2, 2.0, size=3)
+    if builtin == "dipole_array":
+        pos = np.array([[0, 0, 0], [0.15, 0, 0], [0, 0.15, 0], [0.15, 0.15, 0.0]])
+        dip = np.array([1, 1j, 0]) / np.sqrt(2)
+        model = tw.models.dipole_array(pos, 1.0, dip, Gamma0=g0, Omega=Om, omega_z=wz)
+        Gamma, J = tw.models.dipole_couplings(pos, 1.0, dip, g0)
+    else:
+        model = tw.models.dicke(4, gamma=g0, Omega=Om, omega_z=wz)
+        Gamma, J = g0 * jnp.ones((4, 4)), jnp.zeros((4, 4))
+    params = {"wz": wz, "Omega": Om, "J": jnp.asarray(J), "Gamma": jnp.asarray(Gamma)}
+    noise_map = lambda xi: jnp.concatenate([jnp.real(xi), -jnp.imag(xi)])  # noqa: E731
+    cov = np.kron(np.eye(2), np.asarray(Gamma))
+    paper = lambda s, a, n: _flat(_eq_56(s, n, params), a)  # noqa: E731
+    _check_model(model, model.with_params(), paper, noise_map, cov, n_spins=4, n_bosons=0, seed=721)
 
 
 # ------------------------------------------------------------------------------ 7. bosons

@@ -6,6 +6,7 @@ initial state, and call :func:`simulate`. See README.md and ``../shared/PHYSICS.
 
 from . import models as models, states as states
 from ._brackets import effective_hamiltonian as effective_hamiltonian
+from ._fit import FitResult as FitResult, fit as fit, value_and_grad as value_and_grad
 from ._model import Model as Model
 from ._noise import NoiseBasis as NoiseBasis, decompose as decompose_gamma
 from ._observables import boson_number as boson_number
@@ -15,3 +16,12 @@ from ._solvers import RotationHeun as RotationHeun, StochasticHeun as Stochastic
 from ._brackets import drift as drift, noise_increment as noise_increment, velocity as velocity
 
 __version__ = "0.1.0"
+
+
+def __getattr__(name):
+    # `tw.exact` needs QuTiP (an optional dependency): import it on first use only
+    if name == "exact":
+        import importlib
+
+        return importlib.import_module(".exact", __name__)
+    raise AttributeError(f"module 'twa_jax' has no attribute {name!r}")

@@ -41,6 +41,13 @@ class Model(eqx.Module):
         spin_S: ``None`` (default) for spin-1/2 in the Pauli normalization
             (``{s^a, s^b} = 2 eps_abc s^c``); a number ``S`` for spins of length ``S`` in the
             ``S``-operator normalization (``{S^a, S^b} = eps_abc S^c``).
+        params: default parameter values (a dict); :func:`~twa_jax.simulate` uses them for every
+            key the caller's ``params`` does not give. The built-in models set them.
+        observables: the model's own observables ``{name: f(spins, bosons)}``, recorded by
+            :func:`~twa_jax.simulate` when it is called without ``observables``.
+        quantum: ``quantum(params, basis) -> twa_jax.exact.QuantumModel``, the exact quantum
+            counterpart (QuTiP operators) built from the same parameters; the built-in models set
+            it, :mod:`twa_jax.exact` uses it.
 
     Raises:
         TypeError, ValueError: on inconsistent sizes, non-callable functions, or a Gamma that is
@@ -62,6 +69,31 @@ class Model(eqx.Module):
     n_spins: int = eqx.field(static=True, default=0)
     n_bosons: int = eqx.field(static=True, default=0)
     spin_S: float | None = eqx.field(static=True, default=None)
+    params: dict | None = None
+    observable_items: tuple | None = eqx.field(static=True, default=None)
+    quantum: Callable | None = eqx.field(static=True, default=None)
+
+    def __init__(
+        self, hamiltonian, jumps=None, gamma=None, n_spins=0, n_bosons=0, spin_S=None,
+        *, params=None, observables=None, quantum=None,
+    ):
+        self.hamiltonian = hamiltonian
+        self.jumps = jumps
+        self.gamma = gamma
+        self.n_spins = n_spins
+        self.n_bosons = n_bosons
+        self.spin_S = spin_S
+        if params is not None and not isinstance(params, dict):
+            raise TypeError(f"params must be a dict of default parameter values, got {type(params).__name__}")
+        self.params = params
+        if observables is not None:
+            if not isinstance(observables, dict) or not all(callable(f) for f in observables.values()):
+                raise TypeError("observables must be a dict {name: f(spins, bosons)}")
+            observables = tuple(observables.items())  # hashable: part of the compiled program
+        self.observable_items = observables
+        if quantum is not None and not callable(quantum):
+            raise TypeError(f"quantum must be a function quantum(params, basis), got {quantum!r}")
+        self.quantum = quantum
 
     def __check_init__(self):
         if not callable(self.hamiltonian):
@@ -89,6 +121,27 @@ class Model(eqx.Module):
             check_gamma_matrix(self.gamma, "gamma")
 
     # ------------------------------------------------------------------ helpers
+    @property
+    def observables(self) -> dict | None:
+        """The model's own observables ``{name: f(spins, bosons)}``, or ``None``."""
+        return None if self.observable_items is None else dict(self.observable_items)
+
+    def with_params(self, params=None) -> dict:
+        """The model's default parameters updated by ``params`` (the caller's values win)."""
+        if params is None:
+            return dict(self.params) if self.params is not None else {}
+        if self.params is None:
+            return params
+        if not isinstance(params, dict):
+            raise TypeError(
+                f"this model has default parameters {sorted(self.params)}; pass params as a dict "
+                f"that overrides some of them, got {type(params).__name__}"
+            )
+        unknown = sorted(set(params) - set(self.params))
+        if unknown:
+            raise ValueError(f"unknown parameter(s) {unknown}; this model's parameters are {sorted(self.params)}")
+        return {**self.params, **params}
+
     @property
     def spin_factor(self) -> float:
         """Factor ``c`` in ``ds/dt = c (grad_s H~) x s``: 2 for Pauli, 1 for S-normalization."""

@@ -5,6 +5,24 @@ factor ``Gamma = B B^dag`` with ``B = V_r sqrt(gamma_r)`` keeping only the ``K'`
 with a significant rate, and draw ``K'`` independent circular complex increments ``dW`` with
 ``<dW dW^*> = 2 dt``; then ``xi = B dW``. A rank-one (fully collective) Gamma costs one channel.
 A diagonal Gamma needs no eigendecomposition: ``B`` is ``sqrt(rates)`` on the non-zero channels.
+
+Derivatives with respect to Gamma (pathwise, common random numbers). Only ``B B^dag = Gamma`` fixes
+the law of the noise, so any factor gives the same statistics; but a pathwise derivative is the
+derivative of one particular *function* ``theta -> B(theta)`` evaluated with the increments ``dW``
+held fixed. It is correct (its mean is ``d<O>/d theta``, and it equals the central finite
+difference with the same key) when ``B(theta) B(theta)^dag = Gamma(theta)`` for every ``theta``
+near the point and ``B`` is differentiable there. The eigenvector factor ``V sqrt(gamma)`` fails
+both: eigenvectors carry an arbitrary sign/phase and are not differentiable at degenerate
+eigenvalues (every rank-deficient Gamma has a degenerate null space), and ``sqrt`` is singular at
+the zero eigenvalues. When every channel is kept (full rank, or under tracing) we therefore use the
+principal square root ``B = Gamma^{1/2} = V sqrt(gamma) V^dag``: it is unique (no gauge), and its
+derivative is the Daleckii-Krein formula ``(V^dag dB V)_ij = (V^dag dGamma V)_ij / (s_i + s_j)``,
+``s = sqrt(gamma)``, finite also at degenerate eigenvalues (:func:`psd_sqrt`). For a
+rank-deficient Gamma whose rank does not change with ``theta`` (collective decay ``gamma0 * ones``,
+any ``Gamma = A A^dag`` with fixed column count) the null-null block of ``V^dag dGamma V``
+vanishes and the formula is the exact derivative. A direction that switches a channel on from zero
+rate has no pathwise derivative (``d sqrt(r)/dr`` is infinite at ``r = 0``, for any factor); it
+comes out huge rather than silently small (parametrize such rates to stay positive).
 """
 
 from __future__ import annotations
@@ -55,10 +73,12 @@ class NoiseBasis(eqx.Module):
 
     @property
     def max_rate(self):
-        """Largest eigenvalue of Gamma."""
+        """Largest eigenvalue of Gamma (the squared largest singular value of any factor ``B``)."""
         if self.diagonal:
             return jnp.max(self.gamma, initial=0.0)
-        return jnp.max(jnp.sum(jnp.abs(self.factor) ** 2, axis=0), initial=0.0)
+        if self.factor.shape[-1] == 0:
+            return jnp.zeros((), jnp.real(self.factor).dtype)
+        return jnp.linalg.norm(self.factor, 2) ** 2
 
     def apply_gamma(self, L):
         """``Gamma @ L`` for a ``(K,)`` complex vector."""
@@ -84,12 +104,62 @@ class NoiseBasis(eqx.Module):
         return jax.lax.complex(z[:, 0], z[:, 1])
 
 
+def _sqrt_eigh(G):
+    w, V = jnp.linalg.eigh(G)
+    return jnp.sqrt(jnp.clip(w, 0.0)), V
+
+
+@jax.custom_jvp
+def psd_sqrt(G):
+    r"""Principal square root ``G^{1/2} = V diag(sqrt(w)) V^dag`` of a Hermitian PSD matrix.
+
+    Differentiable with the Daleckii-Krein derivative
+    :math:`(V^\dagger\, dB\, V)_{ij} = (V^\dagger\, dG\, V)_{ij} / (s_i + s_j)`, :math:`s = \sqrt{w}`,
+    which stays finite at degenerate and zero eigenvalues as long as ``dG`` does not reach into the
+    null space of ``G`` (``(V^dag dG V)_ij = 0`` for ``s_i = s_j = 0``; true whenever the rank of
+    ``G`` is locally constant). A tangent that changes the rank (a channel switched on from zero
+    rate) has no finite pathwise derivative; it comes out huge (``~|dG| / (2e-5 sqrt(max w))``),
+    not silently small. Eigenvalues below ``1e-10 * max w`` (and negative rounding) count as zero.
+
+    Args:
+        G: ``(K, K)`` Hermitian positive-semidefinite matrix (real symmetric or complex).
+
+    Returns:
+        ``(K, K)`` Hermitian ``B`` with ``B B^dag = B^2 = G``.
+    """
+    s, V = _sqrt_eigh(G)
+    return (V * s.astype(V.dtype)) @ jnp.conj(V).T
+
+
+@psd_sqrt.defjvp
+def _psd_sqrt_jvp(primals, tangents):
+    (G,), (dG,) = primals, tangents
+    s, V = _sqrt_eigh(G)
+    Vh = jnp.conj(V).T
+    B = (V * s.astype(V.dtype)) @ Vh
+    dGt = Vh @ dG @ V
+    # s_i + s_j is floored at 2 sqrt(KEEP_RTOL) max(s): eigenvalues below KEEP_RTOL * max rate
+    # (the channels decompose drops when Gamma is concrete) count as zero. On a constant-rank
+    # family the null-null block of dGt is rounding noise and this floor leaves it negligible; a
+    # rank-changing tangent (no finite pathwise derivative) comes out huge, ~|dG| / (2e-5 max s).
+    # (The rule must be linear in dG for reverse mode, so it cannot test dG and return NaN.)
+    floor = 2.0 * jnp.sqrt(KEEP_RTOL) * jnp.max(s, initial=0.0)
+    den = jnp.maximum(s[:, None] + s[None, :], jnp.maximum(floor, jnp.finfo(s.dtype).tiny))
+    dBt = dGt / den
+    dB = V @ dBt.astype(V.dtype) @ Vh
+    return B, dB.astype(B.dtype)
+
+
 def decompose(gamma, rtol: float = KEEP_RTOL) -> NoiseBasis:
     """Factor a rate vector or a Hermitian PSD matrix into independent noise channels.
 
     With concrete values, channels with rate ``<= rtol * max rate`` are dropped (a rank-one
-    Gamma gives one channel). Under tracing (differentiating with respect to Gamma) all ``K``
-    channels are kept, since their number must be static.
+    Gamma gives one channel; factor ``V_r sqrt(gamma_r)``). When no channel is dropped, and always
+    under tracing (differentiating with respect to Gamma: the number of channels must be static),
+    a dense Gamma is factored by its principal square root :func:`psd_sqrt`, whose derivative is
+    correct also at degenerate and zero eigenvalues (see the module docstring). Concrete and traced
+    calls therefore give the same numbers for a full-rank Gamma; for a rank-deficient one the
+    traced call draws ``K`` instead of ``K'`` increments per step (same statistics, other numbers).
 
     Args:
         gamma: ``(K,)`` rates or ``(K, K)`` Hermitian PSD matrix (validated by the caller).
@@ -112,12 +182,45 @@ def decompose(gamma, rtol: float = KEEP_RTOL) -> NoiseBasis:
     g = 0.5 * (g + jnp.conj(g).T)
     if not jnp.iscomplexobj(g) or (is_concrete(gamma) and not np.any(np.imag(np.asarray(g)))):
         g = jnp.real(g)
-    w, V = jnp.linalg.eigh(g)
     K = g.shape[0]
     if is_concrete(gamma):
+        w, V = jnp.linalg.eigh(g)
         wn = np.asarray(w)
         keep = np.nonzero(wn > rtol * max(np.abs(wn).max(initial=0.0), 0.0))[0]
-        factor = V[:, keep] * jnp.sqrt(w[keep])
-        return NoiseBasis(g, factor, None, False, 2 * len(keep) <= K)
-    factor = V * jnp.sqrt(jnp.clip(w, 0.0))
-    return NoiseBasis(g, factor, None, False, False)
+        if len(keep) < K:
+            factor = V[:, keep] * jnp.sqrt(w[keep])
+            return NoiseBasis(g, factor, None, False, 2 * len(keep) <= K)
+    return NoiseBasis(g, psd_sqrt(g), None, False, False)
+
+
+def decompose_like(gamma, reference: NoiseBasis) -> NoiseBasis:
+    """Factor a (possibly traced) ``gamma`` with the channels of a concrete ``reference``.
+
+    ``reference`` is :func:`decompose` of the same Gamma at concrete parameter values. The result
+    has the same channels (so a differentiated run draws the same increments as an eager
+    ``simulate`` with the same key and gives the same numbers), and a derivative that is correct
+    at the reference point:
+
+    * diagonal: ``sqrt(rates)`` on the reference's kept channels;
+    * dense, every channel kept: the principal square root :func:`psd_sqrt`;
+    * dense, rank ``K' < K``: ``B = Gamma^{1/2} V_r`` with ``V_r`` the reference's kept eigenvectors
+      (held constant). At the reference ``B = V_r sqrt(gamma_r)`` (the eager factor) and
+      ``d(B B^dag) = dGamma^{1/2} Gamma^{1/2} + Gamma^{1/2} dGamma^{1/2} = dGamma``, so the pathwise
+      derivative has the right mean. (Away from the reference point ``B B^dag = Gamma`` only to first
+      order; callers re-take the reference at each new parameter value.)
+    """
+    g = jnp.asarray(gamma)
+    if reference.diagonal:
+        g = jnp.real(g)
+        if reference.channels is None:
+            return NoiseBasis(g, jnp.sqrt(g), None, True, False)
+        keep = np.asarray(reference.channels, int)
+        return NoiseBasis(g, jnp.sqrt(g[keep]), reference.channels, True, False)
+    g = 0.5 * (g + jnp.conj(g).T)
+    if not jnp.iscomplexobj(reference.gamma):
+        g = jnp.real(g)
+    if reference.n_channels == reference.n_jumps:
+        return NoiseBasis(g, psd_sqrt(g), None, False, False)
+    F = jax.lax.stop_gradient(reference.factor)
+    V_r = F / jnp.linalg.norm(F, axis=0)
+    return NoiseBasis(g, psd_sqrt(g) @ V_r.astype(jnp.result_type(g, V_r)), None, False, reference.low_rank)

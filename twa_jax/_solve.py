@@ -75,7 +75,7 @@ def _check_int(v, name, minimum=1):
 
 def _check_observables(observables, model, dtype):
     if observables is None:
-        return default_observables(model.n_spins, model.n_bosons)
+        return model.observables or default_observables(model.n_spins, model.n_bosons)
     if not isinstance(observables, dict) or not observables:
         raise TypeError("observables must be a non-empty dict {name: f(spins, bosons)}")
     s = jax.ShapeDtypeStruct((model.n_spins, 3), dtype)
@@ -347,9 +347,10 @@ def simulate(
         n_traj: number of trajectories (``method="mean_field"``: leave out or 1).
         key: int seed or ``jax.random.key``. Trajectory ``i`` uses ``fold_in(key, i)``, so results
             do not depend on ``chunk_size`` or ``devices``.
-        params: pytree of parameters passed to the model's functions.
-        observables: ``{name: f(spins, bosons)}``; default site-averaged ``sx, sy, sz`` and the
-            per-mode occupation ``n = <a^dag a>``.
+        params: pytree of parameters passed to the model's functions. For a model with default
+            parameters (the built-in models), a dict that overrides some of them.
+        observables: ``{name: f(spins, bosons)}``; default: the model's own observables if it has
+            them, else site-averaged ``sx, sy, sz`` and the per-mode occupation ``n = <a^dag a>``.
         dt: time step; default ``0.02 / (fastest rate of the model)`` (reported as ``Result.dt``).
             Each interval between save times is split into equal steps no longer than ``dt``.
         solver: ``"rotation_heun"`` (default; norm-preserving) or ``"heun"`` (plain stochastic
@@ -411,8 +412,7 @@ def simulate(
     if chunk_size is not None:
         chunk_size = _check_int(chunk_size, "chunk_size")
     devices = _check_devices(devices, method)
-    if params is None:
-        params = {}
+    params = model.with_params(params)
     check_finite_tree(params, "params")
     # numbers become arrays, so new parameter values reuse the compiled program
     params = jax.tree_util.tree_map(
