@@ -195,13 +195,15 @@ def fig4(args):
         ss["twa"].append(float((1 + np.mean(np.asarray(t2.mean["tau_z"])[late])) / 2))
         ss["twa_sem"].append(float(np.max(np.asarray(t2.sem["tau_z"])[late]) / 2))
         ss["exact"].append(float((1 + np.asarray(e2.mean["tau_z"])[-1]) / 2))
-    ins = ax.inset_axes([0.55, 0.55, 0.4, 0.4])
+    ins = ax.inset_axes([0.5, 0.1, 0.46, 0.36])
     ins.errorbar(ss["N"], ss["twa"], ss["twa_sem"], fmt="-", color="C0")
+    ins.set_title("steady state (late-time average)", fontsize=7)
     ins.plot(ss["N"], ss["exact"], "o", mfc="none", color="k")
     ins.set_xlabel("N", fontsize=7)
     ins.tick_params(labelsize=6)
     ss["rel_err"] = [abs(a - b) / b for a, b in zip(ss["twa"], ss["exact"])]
-    ax.legend(fontsize=7, loc="lower right")
+    ss["twa_sem_note"] = "largest per-time standard error in the averaging window (the average's own is smaller)"
+    ax.legend(fontsize=7, loc="upper right")
     return _save(fig, {"observable": "(1+tau_z)/2", "params": p, "curves": curves, "steady_state": ss}, args, "fig4")
 
 
