@@ -49,18 +49,10 @@ def build(name, x64):
         )
         return model, tw.states.spins_down(1), np.linspace(0, 10, 21), {"Omega": 1.0, "gamma": 1.0}
     if name == "chain":
-        from bench_chain import chain_couplings
+        from bench_chain import chain_couplings, chain_model
 
         n = 16
-        G, J = chain_couplings(n)
-        dtype = jnp.zeros(()).dtype
-        Gj, Jj = jnp.asarray(G, dtype), jnp.asarray(J, dtype)
-        model = tw.Model(
-            lambda s, a, p: p["Omega"] * jnp.sum(s[:, 0]) + 0.25 * (s[:, 0] @ Jj @ s[:, 0] + s[:, 1] @ Jj @ s[:, 1]),
-            jumps=lambda s, a, p: (s[:, 0] - 1j * s[:, 1]) / 2,
-            gamma=Gj,
-            n_spins=n,
-        )
+        model = chain_model(*chain_couplings(n))
         return model, tw.states.spins_up(n), np.linspace(0, 5, 11), {"Omega": 1.0}
     raise ValueError(name)
 

@@ -115,19 +115,28 @@ def scan_run(G, J, B, Omega, n_traj, n_steps, dt, key):
     return run
 
 
-def simulate_fn(G, J, Omega, n, n_traj, n_steps, dt):
+def chain_model(G, J):
+    """The Eq. 56 chain as a tw.Model: H = Omega sum s^x + sum_ij J_ij s_i^+ s_j^-, L_i = sigma_i^-."""
     import jax.numpy as jnp
 
     import twa_jax as tw
 
     dtype = jnp.zeros(()).dtype
     Gj, Jj = jnp.asarray(G, dtype), jnp.asarray(J, dtype)
-    model = tw.Model(
+    return tw.Model(
         lambda s, a, p: p["Omega"] * jnp.sum(s[:, 0]) + 0.25 * (s[:, 0] @ Jj @ s[:, 0] + s[:, 1] @ Jj @ s[:, 1]),
         jumps=lambda s, a, p: (s[:, 0] - 1j * s[:, 1]) / 2,
         gamma=Gj,
-        n_spins=n,
+        n_spins=G.shape[0],
     )
+
+
+def simulate_fn(G, J, Omega, n, n_traj, n_steps, dt):
+    import jax.numpy as jnp
+
+    import twa_jax as tw
+
+    model = chain_model(G, J)
     ts = np.array([0.0, n_steps * dt])
     obs = {"sz": lambda s, a: jnp.mean(s[:, 2])}
 
