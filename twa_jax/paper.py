@@ -176,7 +176,7 @@ def fig4(args):
     p = dict(omega=1.0, eps=1.0, kappa=1.0, g=3.0, gamma_down=0.5, gamma_up=1.5)
     n_main = 30 if not args.quick else 4
     ts = np.linspace(0, 8, 81 if not args.quick else 33)
-    n = _n(args, 4000)
+    n = _n(args, 10000)
     fig, ax = plt.subplots(figsize=(6, 4))
     twa, ex = _cs(n_main, p, ts, args, n)
     for r in (twa, ex):  # population n = (1 + tau_z)/2
