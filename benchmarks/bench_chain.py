@@ -234,11 +234,27 @@ def run_benchmark(title, res, work, contenders, finals, repeats, out=None):
     return res
 
 
-def main(argv=None):
-    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--n-spins", type=int, default=100)
-    ap.add_argument("--n-traj", type=int, default=500)
-    ap.add_argument("--n-steps", type=int, default=200)
+def three_contenders(sim, scan, numpy_thunk=None):
+    """``(contenders, finals)`` for :func:`run_benchmark`: for simulate, the hand-written scan and
+    (unless ``numpy_thunk`` is None) NumPy, the timed call and the call giving the checked output,
+    and how to read each one's final ``<s^z>``."""
+    contenders = {
+        "simulate": (lambda: sim(0), lambda: sim(0).mean["sz"]),
+        "scan": (lambda: scan(jax.random.key(0)), lambda: scan(jax.random.key(0))),
+    }
+    if numpy_thunk is not None:
+        contenders["numpy"] = (numpy_thunk,) * 2
+    finals = {"simulate": lambda r: r.mean["sz"][-1], "scan": lambda o: o[-1], "numpy": lambda o: o[-1]}
+    return contenders, finals
+
+
+def parse_throughput_args(doc, argv, n_spins, n_traj, n_steps):
+    """The options every throughput benchmark takes (sizes, repeats, precision, output);
+    switches on float64 when asked."""
+    ap = argparse.ArgumentParser(description=doc, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--n-spins", type=int, default=n_spins)
+    ap.add_argument("--n-traj", type=int, default=n_traj)
+    ap.add_argument("--n-steps", type=int, default=n_steps)
     ap.add_argument("--repeats", type=int, default=3)
     ap.add_argument("--x64", action="store_true")
     ap.add_argument("--skip-numpy", action="store_true")
@@ -246,6 +262,11 @@ def main(argv=None):
     args = ap.parse_args(argv)
     if args.x64:
         jax.config.update("jax_enable_x64", True)
+    return args
+
+
+def main(argv=None):
+    args = parse_throughput_args(__doc__, argv, 100, 500, 200)
     from twa_jax._noise import decompose
 
     n, nt, ns, dt, Omega = args.n_spins, args.n_traj, args.n_steps, 0.01, 1.0
@@ -256,14 +277,8 @@ def main(argv=None):
            "noise_channels": int(B.shape[1])}
     sim = simulate_fn(G, J, Omega, n, nt, ns, dt)
     scan = scan_run(G, J, B, Omega, nt, ns, dt, None)
-    contenders = {
-        "simulate": (lambda: sim(0), lambda: sim(0).mean["sz"]),
-        "scan": (lambda: scan(jax.random.key(0)), lambda: scan(jax.random.key(0))),
-    }
-    finals = {"simulate": lambda r: r.mean["sz"][-1], "scan": lambda o: o[-1], "numpy": lambda o: o[-1]}
-    if not args.skip_numpy:
-        npd = np.float64 if args.x64 else np.float32
-        contenders["numpy"] = (lambda: numpy_run(G, J, B, Omega, nt, ns, dt, npd),) * 2
+    npd = np.float64 if args.x64 else np.float32
+    contenders, finals = three_contenders(sim, scan, None if args.skip_numpy else (lambda: numpy_run(G, J, B, Omega, nt, ns, dt, npd)))
     title = (f"Eq. 56 chain N={n}, {nt} trajectories, {ns} steps, {dtype}, {B.shape[1]} noise channels; "
              f"{machine_name()}")
     run_benchmark(title, res, nt * n * ns, contenders, finals, args.repeats, args.out)

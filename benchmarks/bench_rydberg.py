@@ -11,7 +11,6 @@ V = 2, gamma = 0.2, dt = 0.01. Same output format as bench_chain.py.
 
 from __future__ import annotations
 
-import argparse
 import os
 import sys
 
@@ -19,7 +18,7 @@ import jax
 import numpy as np
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from bench_chain import _rotate_np, machine_name, run_benchmark  # noqa: E402
+from bench_chain import _rotate_np, machine_name, parse_throughput_args, run_benchmark, three_contenders  # noqa: E402
 
 P = dict(Omega=1.0, Delta=0.5, V=2.0, gamma=0.2)
 
@@ -116,17 +115,7 @@ def simulate_fn(n, n_traj, n_steps, dt):
 
 
 def main(argv=None):
-    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--n-spins", type=int, default=10_000)
-    ap.add_argument("--n-traj", type=int, default=100)
-    ap.add_argument("--n-steps", type=int, default=100)
-    ap.add_argument("--repeats", type=int, default=3)
-    ap.add_argument("--x64", action="store_true")
-    ap.add_argument("--skip-numpy", action="store_true")
-    ap.add_argument("--out", default=None)
-    args = ap.parse_args(argv)
-    if args.x64:
-        jax.config.update("jax_enable_x64", True)
+    args = parse_throughput_args(__doc__, argv, 10_000, 100, 100)
     n, nt, ns, dt = args.n_spins, args.n_traj, args.n_steps, 0.01
     dtype = "float64" if args.x64 else "float32"
     item = 8 if args.x64 else 4
@@ -136,14 +125,8 @@ def main(argv=None):
            "roofline_note": "read + write s (3 floats each) per spin-step; the random numbers are generated"}
     sim = simulate_fn(n, nt, ns, dt)
     scan = scan_run(n, nt, ns, dt)
-    contenders = {
-        "simulate": (lambda: sim(0), lambda: sim(0).mean["sz"]),
-        "scan": (lambda: scan(jax.random.key(0)), lambda: scan(jax.random.key(0))),
-    }
-    finals = {"simulate": lambda r: r.mean["sz"][-1], "scan": lambda o: o[-1], "numpy": lambda o: o[-1]}
-    if not args.skip_numpy:
-        npd = np.float64 if args.x64 else np.float32
-        contenders["numpy"] = (lambda: numpy_run(n, nt, ns, dt, npd),) * 2
+    npd = np.float64 if args.x64 else np.float32
+    contenders, finals = three_contenders(sim, scan, None if args.skip_numpy else (lambda: numpy_run(n, nt, ns, dt, npd)))
     title = f"Rydberg chain N={n}, {nt} trajectories, {ns} steps, {dtype}; {machine_name()}"
     res = run_benchmark(title, res, nt * n * ns, contenders, finals, args.repeats, args.out)
     bw = res["simulate_spin_steps_per_s"] * res["roofline_bytes_per_spin_step"]
