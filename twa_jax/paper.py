@@ -211,7 +211,7 @@ def fig5(args):
     """Rydberg chain (Sec. III E): <sigma^z>(t), N = 10, gamma_down/J = kappa/J = 0.1, periodic,
     for Omega/J = 0.5, 1, 2; exact by quantum trajectories (mcsolve)."""
     N = 10 if not args.quick else 4
-    ts = np.linspace(0, 10, 51 if not args.quick else 21)
+    ts = np.linspace(0, 10, 101 if not args.quick else 21)
     n = _n(args, 10000)
     n_mc = 500 if not args.quick else 100
     fig, ax = plt.subplots(figsize=(6, 4))
