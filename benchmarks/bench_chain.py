@@ -4,6 +4,9 @@ baselines of the same equations and the same algorithm (rotation Heun, dense Gam
 * a hand-written fused `lax.scan` over steps, all trajectories as one batch with matmuls;
 * a vectorized NumPy implementation.
 
+`simulate` runs the built-in `tw.models.dipole_array` (its pair term uses `tw.quadratic_form`);
+`simulate_plain` runs the same model as a user would first write it in plain jnp.
+
     python benchmarks/bench_chain.py --n-spins 100 --n-traj 500 --n-steps 200 [--x64] [--out FILE]
 
 Prints spin-steps/s for each, the ratios, compile time and the machine; writes JSON.
@@ -39,47 +42,54 @@ def chain_couplings(n, a_over_lambda=0.2, gamma0=1.0):
 
 
 def _rotate_np(s, th):
-    th2 = np.sum(th * th, -1, keepdims=True)
-    t = np.sqrt(np.maximum(th2, 1e-300))
-    c1 = np.where(th2 < 1e-6, 1 - th2 / 6, np.sin(t) / t)
-    c2 = np.where(th2 < 1e-6, 0.5 - th2 / 24, (1 - np.cos(t)) / np.maximum(th2, 1e-300))
-    txs = np.cross(th, s)
-    return s + c1 * txs + c2 * np.cross(th, txs)
+    """Rodrigues rotation of ``s`` by ``th``, components on the first axis ``(3, ...)`` (NumPy's
+    fastest layout here: each component a contiguous block)."""
+    th2 = th[0] * th[0] + th[1] * th[1] + th[2] * th[2]
+    t = np.sqrt(np.maximum(th2, 1e-30))
+    small = th2 < 1e-6
+    c1 = np.where(small, 1 - th2 / 6, np.sin(t) / t)
+    c2 = np.where(small, 0.5 - th2 / 24, (1 - np.cos(t)) / np.maximum(th2, 1e-30))
+
+    def cross(u, v):
+        return np.stack([u[1] * v[2] - u[2] * v[1], u[2] * v[0] - u[0] * v[2], u[0] * v[1] - u[1] * v[0]])
+
+    txs = cross(th, s)
+    return s + c1 * txs + c2 * cross(th, txs)
 
 
 def numpy_run(G, J, B, Omega, n_traj, n_steps, dt, dtype, seed=0):
+    """Vectorized NumPy, state ``(3, n_traj, N)``; the noise image ``B dW`` is drawn once per step."""
     rng = np.random.default_rng(seed)
     n = G.shape[0]
-    G, J, B = (x.astype(dtype) for x in (G, J, B))
-    s = np.empty((n_traj, n, 3), dtype)
-    s[..., :2] = rng.choice(np.array([-1.0, 1.0], dtype), size=(n_traj, n, 2))
-    s[..., 2] = 1.0
+    G, J = G.astype(dtype), J.astype(dtype)
+    BT = np.ascontiguousarray(B.T.astype(dtype))
+    s = np.empty((3, n_traj, n), dtype)
+    s[:2] = rng.choice(np.array([-1.0, 1.0], dtype), size=(2, n_traj, n))
+    s[2] = 1.0
 
-    def theta(s, dW):
-        L = (s[..., 0] - 1j * s[..., 1]) / 2
-        GL = (L.real @ G) + 1j * (L.imag @ G)  # G symmetric
-        xi = (dW.real @ B.T) + 1j * (dW.imag @ B.T)
-        Phi = 0.5 * (GL * dt + xi)
-        th = np.zeros_like(s)
-        th[..., 0] = 2 * (dt * Omega + 0.5 * dt * (s[..., 0] @ J) + Phi.imag)
-        th[..., 1] = 2 * (0.5 * dt * (s[..., 1] @ J) + Phi.real)
+    def theta(s, xr, xi):
+        # 2 (dt grad H + Im/Re Phi) with Phi = (G L dt + xi) / 2, L = (s^x - i s^y) / 2, G and J symmetric
+        th = np.empty_like(s)
+        th[0] = dt * (2 * Omega + s[0] @ J) - 0.5 * dt * (s[1] @ G) + xi
+        th[1] = dt * (s[1] @ J) + 0.5 * dt * (s[0] @ G) + xr
+        th[2] = 0.0
         return th
 
     kp = B.shape[1]
     sz = []
     for _ in range(n_steps):
-        z = rng.standard_normal((n_traj, kp, 2)).astype(dtype) * np.sqrt(dt)
-        dW = z[..., 0] + 1j * z[..., 1]
-        t0 = theta(s, dW)
-        sp = _rotate_np(s, t0)
-        t1 = theta(sp, dW)
+        z = rng.standard_normal((2, n_traj, kp)).astype(dtype) * np.sqrt(dt).astype(dtype)
+        xr, xi = z[0] @ BT, z[1] @ BT
+        t0 = theta(s, xr, xi)
+        t1 = theta(_rotate_np(s, t0), xr, xi)
         s = _rotate_np(s, 0.5 * (t0 + t1))
-        sz.append(s[..., 2].mean())
+        sz.append(s[2].mean())
     return np.array(sz)
 
 
-def scan_run(G, J, B, Omega, n_traj, n_steps, dt, key):
-    """Hand-written fused rotation Heun in lax.scan, batch of all trajectories."""
+def scan_run(G, J, B, Omega, n_traj, n_steps, dt):
+    """Hand-written fused rotation Heun in lax.scan, all trajectories as one batch ``(n_traj, 3, N)``
+    (the package's layout, the fastest for XLA here), one key per step."""
     import jax.numpy as jnp
 
     from twa_jax._brackets import rotate
@@ -88,27 +98,25 @@ def scan_run(G, J, B, Omega, n_traj, n_steps, dt, key):
     dtype = jnp.zeros(()).dtype
     G, J, B = (jnp.asarray(x, dtype) for x in (G, J, B))
 
-    def theta(s, dWr, dWi):
-        Lr, Li = s[..., 0] / 2, -s[..., 1] / 2
-        Phr = 0.5 * (Lr @ G * dt + dWr @ B.T)
-        Phi_ = 0.5 * (Li @ G * dt + dWi @ B.T)
-        tx = 2 * (dt * Omega + 0.5 * dt * (s[..., 0] @ J) + Phi_)
-        ty = 2 * (0.5 * dt * (s[..., 1] @ J) + Phr)
-        return jnp.stack([tx, ty, jnp.zeros_like(tx)], -1)
+    def theta(s, xr, xi):
+        sx, sy = s[:, 0], s[:, 1]
+        tx = dt * (2 * Omega + sx @ J) - 0.5 * dt * (sy @ G) + xi
+        ty = dt * (sy @ J) + 0.5 * dt * (sx @ G) + xr
+        return jnp.stack([tx, ty, jnp.zeros_like(tx)], 1)
 
     @jax.jit
     def run(key):
         k0, kn = jax.random.split(key)
-        r = jax.random.rademacher(k0, (n_traj, n, 2), dtype)
-        s = jnp.concatenate([r, jnp.ones((n_traj, n, 1), dtype)], -1)
+        r = jax.random.rademacher(k0, (n_traj, 2, n), dtype)
+        s = jnp.concatenate([r, jnp.ones((n_traj, 1, n), dtype)], 1)
 
         def step(s, k):
             z = jax.random.normal(k, (2, n_traj, kp), dtype) * jnp.sqrt(dt)
-            t0 = theta(s, z[0], z[1])
-            sp = rotate(s, t0)
-            t1 = theta(sp, z[0], z[1])
+            xr, xi = z[0] @ B.T, z[1] @ B.T
+            t0 = theta(s, xr, xi)
+            t1 = theta(rotate(s, t0), xr, xi)
             s = rotate(s, 0.5 * (t0 + t1))
-            return s, s[..., 2].mean()
+            return s, s[:, 2].mean()
 
         return jax.lax.scan(step, s, jax.random.split(kn, n_steps))[1]
 
@@ -116,7 +124,8 @@ def scan_run(G, J, B, Omega, n_traj, n_steps, dt, key):
 
 
 def chain_model(G, J):
-    """The Eq. 56 chain as a tw.Model: H = Omega sum s^x + sum_ij J_ij s_i^+ s_j^-, L_i = sigma_i^-."""
+    """The Eq. 56 chain as a user would first write it, in plain jnp:
+    H = Omega sum s^x + sum_ij J_ij s_i^+ s_j^- = Omega sum s^x + (s^x J s^x + s^y J s^y) / 4, L_i = sigma_i^-."""
     import jax.numpy as jnp
 
     import twa_jax as tw
@@ -131,17 +140,24 @@ def chain_model(G, J):
     )
 
 
-def simulate_fn(G, J, Omega, n, n_traj, n_steps, dt):
+def builtin_chain_model(n, a_over_lambda=0.2):
+    """The same chain from the package: ``tw.models.dipole_array`` (pair term via ``tw.quadratic_form``)."""
+    import twa_jax as tw
+
+    return tw.models.dipole_array(tw.models.chain_positions(n, a_over_lambda), wavelength=1.0)
+
+
+def simulate_fn(model, Omega, n, n_traj, n_steps, dt):
     import jax.numpy as jnp
 
     import twa_jax as tw
 
-    model = chain_model(G, J)
     ts = np.array([0.0, n_steps * dt])
     obs = {"sz": lambda s, a: jnp.mean(s[:, 2])}
+    params = {"Omega": Omega} if model.params is None else {**model.params, "Omega": Omega}
 
     def run(key):
-        return tw.simulate(model, tw.states.spins_up(n), ts, n_traj=n_traj, key=key, params={"Omega": Omega},
+        return tw.simulate(model, tw.states.spins_up(n), ts, n_traj=n_traj, key=key, params=params,
                            dt=dt, observables=obs)
 
     return run
@@ -218,13 +234,15 @@ def run_benchmark(title, res, work, contenders, finals, repeats, out=None):
         print(f"{name:9s}: {work / st['wall_min']:.3e} spin-steps/s (wall min {st['wall_min']:.3f} s, median "
               f"{st['wall_median']:.3f} s, cpu {st['cpu_min']:.3f} s; first call {res[f'{name}_first_call_s']:.1f} s; "
               f"peak mem after it {res[f'{name}_peak_memory_bytes'] / 2**20:.0f} MiB), final sz {res[f'{name}_final_sz']:.4f}")
-    for other in ("scan", "numpy"):
-        if other in stats and "simulate" in stats:
-            r = stats[other]["wall_min"] / stats["simulate"]["wall_min"]
-            rc = stats[other]["cpu_min"] / stats["simulate"]["cpu_min"]
-            res[f"ratio_vs_{other}"] = r
-            res[f"ratio_vs_{other}_cpu"] = rc
-            print(f"simulate / {other} throughput: {r:.2f} (wall), {rc:.2f} (cpu time)")
+    for sim in [k for k in stats if k.startswith("simulate")]:
+        prefix = "" if sim == "simulate" else f"{sim}_"
+        for other in ("scan", "numpy"):
+            if other in stats:
+                r = stats[other]["wall_min"] / stats[sim]["wall_min"]
+                rc = stats[other]["cpu_min"] / stats[sim]["cpu_min"]
+                res[f"{prefix}ratio_vs_{other}"] = r
+                res[f"{prefix}ratio_vs_{other}_cpu"] = rc
+                print(f"{sim} / {other} throughput: {r:.2f} (wall), {rc:.2f} (cpu time)")
     print(res["machine"])
     if out:
         os.makedirs(os.path.dirname(out) or ".", exist_ok=True)
@@ -234,17 +252,18 @@ def run_benchmark(title, res, work, contenders, finals, repeats, out=None):
     return res
 
 
-def three_contenders(sim, scan, numpy_thunk=None):
+def three_contenders(sim, scan, numpy_thunk=None, more_sims=None):
     """``(contenders, finals)`` for :func:`run_benchmark`: for simulate, the hand-written scan and
     (unless ``numpy_thunk`` is None) NumPy, the timed call and the call giving the checked output,
-    and how to read each one's final ``<s^z>``."""
-    contenders = {
-        "simulate": (lambda: sim(0), lambda: sim(0).mean["sz"]),
-        "scan": (lambda: scan(jax.random.key(0)), lambda: scan(jax.random.key(0))),
-    }
+    and how to read each one's final ``<s^z>``. ``more_sims``: ``{name: run}`` further simulate
+    variants (names starting with ``simulate_``)."""
+    sims = {"simulate": sim, **(more_sims or {})}
+    contenders = {name: ((lambda f=f: f(0)), (lambda f=f: f(0).mean["sz"])) for name, f in sims.items()}
+    contenders["scan"] = (lambda: scan(jax.random.key(0)), lambda: scan(jax.random.key(0)))
     if numpy_thunk is not None:
         contenders["numpy"] = (numpy_thunk,) * 2
-    finals = {"simulate": lambda r: r.mean["sz"][-1], "scan": lambda o: o[-1], "numpy": lambda o: o[-1]}
+    finals = {name: (lambda r: r.mean["sz"][-1]) for name in sims}
+    finals.update(scan=lambda o: o[-1], numpy=lambda o: o[-1])
     return contenders, finals
 
 
@@ -271,14 +290,24 @@ def main(argv=None):
 
     n, nt, ns, dt, Omega = args.n_spins, args.n_traj, args.n_steps, 0.01, 1.0
     G, J = chain_couplings(n)
+    builtin = builtin_chain_model(n)
+    # the baselines integrate the built-in model's equations: same couplings (PHYSICS.md section 8)
+    np.testing.assert_allclose(np.asarray(builtin.gamma_of(builtin.params)), G, rtol=1e-4, atol=2e-5)  # float32 phases k r up to 2 pi N a/lambda
     B = np.asarray(decompose(G).factor)
     dtype = "float64" if args.x64 else "float32"
     res = {"model": "eq56_chain", "n_spins": n, "n_traj": nt, "n_steps": ns, "dtype": dtype,
-           "noise_channels": int(B.shape[1])}
-    sim = simulate_fn(G, J, Omega, n, nt, ns, dt)
-    scan = scan_run(G, J, B, Omega, nt, ns, dt, None)
+           "noise_channels": int(B.shape[1]),
+           "contenders": {"simulate": "tw.models.dipole_array (pair term via tw.quadratic_form)",
+                          "simulate_plain": "user model in plain jnp: 0.25 (sx J sx + sy J sy)",
+                          "scan": "hand-written fused rotation Heun, lax.scan, (n_traj, 3, N)",
+                          "numpy": "vectorized NumPy, (3, n_traj, N)"}}
+    sim = simulate_fn(builtin, Omega, n, nt, ns, dt)
+    plain = simulate_fn(chain_model(G, J), Omega, n, nt, ns, dt)
+    scan = scan_run(G, J, B, Omega, nt, ns, dt)
     npd = np.float64 if args.x64 else np.float32
-    contenders, finals = three_contenders(sim, scan, None if args.skip_numpy else (lambda: numpy_run(G, J, B, Omega, nt, ns, dt, npd)))
+    contenders, finals = three_contenders(
+        sim, scan, None if args.skip_numpy else (lambda: numpy_run(G, J, B, Omega, nt, ns, dt, npd)),
+        more_sims={"simulate_plain": plain})
     title = (f"Eq. 56 chain N={n}, {nt} trajectories, {ns} steps, {dtype}, {B.shape[1]} noise channels; "
              f"{machine_name()}")
     run_benchmark(title, res, nt * n * ns, contenders, finals, args.repeats, args.out)

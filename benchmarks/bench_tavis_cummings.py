@@ -24,13 +24,13 @@ from bench_chain import _rotate_np, machine_name, parse_throughput_args, run_ben
 P = dict(omega=0.0, eps=0.0, g=1.0, kappa=1.0, gamma=0.1)
 
 
-def _increments(xp, s, b, zs, zb, dt, n):
-    """Spin rotation vectors (..., N, 3) and cavity increment (..., 2) over one step.
+def _increments(xp, sx, sy, b, zs, zb, dt, n):
+    """Spin rotation vector components ``(tx, ty, tz)`` (each ``(..., N)``) and the cavity
+    increment ``(dar, dai)`` over one step.
 
-    zs: (2, ..., N) real/imag spin noise, zb: (2, ...) cavity noise, each of variance dt."""
+    b: ``(ar, ai)``; zs: (2, ..., N) real/imag spin noise, zb: (2, ...) cavity noise, each of variance dt."""
     g, k, gm = P["g"] / np.sqrt(n), P["kappa"], P["gamma"]
-    sx, sy = s[..., 0], s[..., 1]
-    ar, ai = b[..., 0], b[..., 1]
+    ar, ai = b
     # Phi = (gamma L dt + sqrt(gamma) dW) / 2 for L_i = (s^x - i s^y)/2 and L_a = a
     ph_r = 0.5 * (gm * sx / 2 * dt + np.sqrt(gm) * zs[0])
     ph_i = 0.5 * (-gm * sy / 2 * dt + np.sqrt(gm) * zs[1])
@@ -42,48 +42,59 @@ def _increments(xp, s, b, zs, zb, dt, n):
     Sx, Sy = sx.sum(-1), sy.sum(-1)
     gx = dt * (2 * P["omega"] * ar + g * Sx) + 2 * pa_i
     gy = dt * (2 * P["omega"] * ai - g * Sy) - 2 * pa_r
-    return xp.stack([tx, ty, tz], -1), xp.stack([gy / 2, -gx / 2], -1)
+    return (tx, ty, tz), (gy / 2, -gx / 2)
 
 
 def numpy_run(n, n_traj, n_steps, dt, dtype, seed=0):
+    """Vectorized NumPy, spins ``(3, n_traj, N)``, mode ``(2, n_traj)``."""
     rng = np.random.default_rng(seed)
-    s = np.empty((n_traj, n, 3), dtype)
-    s[..., :2] = rng.choice(np.array([-1.0, 1.0], dtype), size=(n_traj, n, 2))
-    s[..., 2] = 1.0
-    b = (0.5 * rng.standard_normal((n_traj, 2))).astype(dtype)
+    s = np.empty((3, n_traj, n), dtype)
+    s[:2] = rng.choice(np.array([-1.0, 1.0], dtype), size=(2, n_traj, n))
+    s[2] = 1.0
+    b = (0.5 * rng.standard_normal((2, n_traj))).astype(dtype)
+
+    def inc(s, b, zs, zb):
+        t, v = _increments(np, s[0], s[1], b, zs, zb, dt, n)
+        return np.stack(t), np.stack(v)
+
     sz = []
     for _ in range(n_steps):
         zs = rng.standard_normal((2, n_traj, n)).astype(dtype) * np.sqrt(dt).astype(dtype)
         zb = rng.standard_normal((2, n_traj)).astype(dtype) * np.sqrt(dt).astype(dtype)
-        t0, v0 = _increments(np, s, b, zs, zb, dt, n)
-        t1, v1 = _increments(np, _rotate_np(s, t0), b + v0, zs, zb, dt, n)
+        t0, v0 = inc(s, b, zs, zb)
+        t1, v1 = inc(_rotate_np(s, t0), b + v0, zs, zb)
         s, b = _rotate_np(s, 0.5 * (t0 + t1)), b + 0.5 * (v0 + v1)
-        sz.append(s[..., 2].mean())
+        sz.append(s[2].mean())
     return np.array(sz)
 
 
 def scan_run(n, n_traj, n_steps, dt):
+    """Hand-written fused scan, spins ``(n_traj, 3, N)``, mode ``(n_traj, 2)``, one key per step."""
     import jax.numpy as jnp
 
     from twa_jax._brackets import rotate
 
     dtype = jnp.zeros(()).dtype
 
+    def inc(s, b, zs, zb):
+        t, v = _increments(jnp, s[:, 0], s[:, 1], (b[:, 0], b[:, 1]), zs, zb, dt, n)
+        return jnp.stack(t, 1), jnp.stack(v, 1)
+
     @jax.jit
     def run(key):
         k0, k1, kn = jax.random.split(key, 3)
-        r = jax.random.rademacher(k0, (n_traj, n, 2), dtype)
-        s = jnp.concatenate([r, jnp.ones((n_traj, n, 1), dtype)], -1)
+        r = jax.random.rademacher(k0, (n_traj, 2, n), dtype)
+        s = jnp.concatenate([r, jnp.ones((n_traj, 1, n), dtype)], 1)
         b = 0.5 * jax.random.normal(k1, (n_traj, 2), dtype)
 
         def step(c, k):
             s, b = c
             z = jax.random.normal(k, (2, n_traj, n + 1), dtype) * jnp.sqrt(dt)
             zs, zb = z[..., :n], z[..., n]
-            t0, v0 = _increments(jnp, s, b, zs, zb, dt, n)
-            t1, v1 = _increments(jnp, rotate(s, t0), b + v0, zs, zb, dt, n)
+            t0, v0 = inc(s, b, zs, zb)
+            t1, v1 = inc(rotate(s, t0), b + v0, zs, zb)
             s, b = rotate(s, 0.5 * (t0 + t1)), b + 0.5 * (v0 + v1)
-            return (s, b), s[..., 2].mean()
+            return (s, b), s[:, 2].mean()
 
         return jax.lax.scan(step, (s, b), jax.random.split(kn, n_steps))[1]
 

@@ -6,7 +6,7 @@ import numpy as np
 
 import twa_jax as tw
 from twa_jax import _solve
-from twa_jax._brackets import generator, generator_and_jumps, rotate
+from twa_jax._brackets import generator, generator_and_jumps, rotate, to_internal
 from twa_jax._noise import decompose
 
 
@@ -39,13 +39,13 @@ def test_one_pass_generator_equals_explicit_phi():
     model = _model()
     p = {"Omega": 1.0, "g": 0.2, "gamma": 0.3, "kappa": 0.4}
     rng = np.random.default_rng(0)
-    y = (jnp.asarray(rng.normal(size=(2, 3))), jnp.asarray(rng.normal(size=(1, 2))))
+    s, a = rng.normal(size=(2, 3)), rng.normal(size=1) + 1j * rng.normal(size=1)
+    y = to_internal(s, a)
     nb = decompose(model.gamma_of(p))
     dW = jnp.asarray(rng.normal(size=3) + 1j * rng.normal(size=3))
     dt = 0.01
     phi_fn = lambda L: 0.5 * (nb.apply_gamma(L) * dt + nb.xi(dW))  # noqa: E731
-    a = y[1][:, 0] + 1j * y[1][:, 1]
-    Phi = phi_fn(model.jumps(y[0], a, p))
+    Phi = phi_fn(model.jumps(jnp.asarray(s), jnp.asarray(a), p))
     ref = generator(model, y, Phi, p, dt)
     got = generator_and_jumps(model, y, phi_fn, p, dt)
     for r, g in zip(ref, got):
@@ -58,14 +58,14 @@ def test_rotation_is_exact_and_norm_preserving():
     rng = np.random.default_rng(1)
     s = rng.normal(size=(5, 3))
     theta = rng.normal(size=(5, 3)) * np.array([[1.0], [1e-3], [1e-5], [0.0], [3.0]])
-    out = np.asarray(rotate(jnp.asarray(s), jnp.asarray(theta)))
+    out = np.asarray(rotate(jnp.asarray(s.T), jnp.asarray(theta.T))).T  # internal layout (3, N)
     for k in range(5):
         t = theta[k]
         K = np.array([[0, -t[2], t[1]], [t[2], 0, -t[0]], [-t[1], t[0], 0]])  # K v = t x v
         np.testing.assert_allclose(out[k], expm(K) @ s[k], rtol=1e-12, atol=1e-14)
     np.testing.assert_allclose(np.linalg.norm(out, axis=1), np.linalg.norm(s, axis=1), rtol=1e-14)
     # differentiable at theta = 0 (no NaN from |theta|)
-    g = jax.grad(lambda th: jnp.sum(rotate(jnp.asarray(s[:1]), th)))(jnp.zeros((1, 3)))
+    g = jax.grad(lambda th: jnp.sum(rotate(jnp.asarray(s[:1].T), th)))(jnp.zeros((3, 1)))
     assert np.all(np.isfinite(np.asarray(g)))
 
 

@@ -6,6 +6,7 @@ initial state, and call :func:`simulate`. See README.md and ``../shared/PHYSICS.
 
 from . import models as models, states as states
 from ._brackets import effective_hamiltonian as effective_hamiltonian
+from ._forms import quadratic_form as quadratic_form
 from ._fit import FitResult as FitResult, fit as fit, value_and_grad as value_and_grad
 from ._model import Model as Model
 from ._noise import NoiseBasis as NoiseBasis, decompose as decompose_gamma

@@ -8,8 +8,13 @@ Because H~ is linear in ``(h, Phi)``, one function gives the drift (``h = dt``,
 ``Phi = Gamma L dt / 2``), the noise (``h = 0``, ``Phi = xi / 2``) or one whole SDE increment
 (``h = dt``, ``Phi = (Gamma L dt + xi) / 2``) from a single gradient evaluation.
 
-Internally a state is the pair ``(spins (N, 3), bosons (M, 2))`` with real boson quadratures
-``a = x + i y``; users only ever see complex ``a``.
+Internally a state is the pair ``(spins (3, N), bosons (2, M))``, components on the
+second-to-last axis, with real boson quadratures ``a = x + i y``; a batch of trajectories is
+``(n_batch, 3, N)`` and ``(n_batch, 2, M)``. Components stored as rows of length ``N`` let the
+cross products and rotations vectorize along the spins, and the gradient of the user's
+``s[:, k]`` fills whole rows (with ``(..., N, 3)`` every elementwise pass works on triples:
+``benchmarks/README.md``). Users only ever see ``spins (N, 3)`` and complex ``a``;
+:func:`to_internal` and :func:`to_user` convert.
 """
 
 from __future__ import annotations
@@ -20,20 +25,26 @@ import jax.numpy as jnp
 from ._model import Model
 
 
-def to_complex(b):
-    """``(M, 2)`` real quadratures -> ``(M,)`` complex amplitudes."""
-    return jax.lax.complex(b[..., 0], b[..., 1])
+def to_internal(spins, bosons, dtype=None):
+    """User format ``(spins (..., N, 3), bosons (..., M) complex)`` -> internal
+    ``(spins (..., 3, N), bosons (..., 2, M))`` (real, of ``dtype`` if given)."""
+    s = jnp.swapaxes(jnp.asarray(spins, dtype), -1, -2)
+    a = jnp.asarray(bosons)
+    b = jnp.stack([jnp.real(a), jnp.imag(a)], axis=-2)
+    return s, b.astype(s.dtype)
 
 
-def to_real(a):
-    """``(M,)`` complex amplitudes -> ``(M, 2)`` real quadratures."""
-    a = jnp.asarray(a)
-    return jnp.stack([jnp.real(a), jnp.imag(a)], axis=-1)
+def to_user(y):
+    """Internal ``(spins (..., 3, N), bosons (..., 2, M))`` -> user ``(spins (..., N, 3),
+    bosons (..., M) complex)``."""
+    s, b = y
+    # a stack of the rows rather than a transpose: its gradient is three row slices, which XLA
+    # folds into the user's slices ``s[:, k]``, so no (N, 3) array is formed in the bracket
+    return jnp.stack(_xyz(s), axis=-1), jax.lax.complex(b[..., 0, :], b[..., 1, :])
 
 
 def _h_and_l(model: Model, y, params):
-    s, b = y
-    a = to_complex(b)
+    s, a = to_user(y)
     H = model.hamiltonian(s, a, params)
     if model.jumps is None:
         return H, None
@@ -54,15 +65,16 @@ def _generator_from_grad(model: Model, grad_y):
     gs, gb = grad_y
     omega = model.spin_factor * gs
     # da = -i dH~/d(conj a) with d/d(conj a) = (d/dx + i d/dy)/2  =>  dx = g_y/2, dy = -g_x/2
-    vb = jnp.stack([gb[..., 1], -gb[..., 0]], axis=-1) * 0.5
+    vb = jnp.stack([gb[..., 1, :], -gb[..., 0, :]], axis=-2) * 0.5
     return omega, vb
 
 
 def generator(model: Model, y, Phi, params, h=1.0):
-    """Rotation vectors of the spins and boson increments of ``H~(y; h, Phi)``.
+    """Rotation vectors of the spins and boson increments of ``H~(y; h, Phi)`` at the internal
+    state ``y``.
 
     Returns:
-        ``(omega, vb)``: ``omega`` is ``(N, 3)`` with ``ds = omega x s``; ``vb`` is ``(M, 2)``,
+        ``(omega, vb)``: ``omega`` is ``(3, N)`` with ``ds = omega x s``; ``vb`` is ``(2, M)``,
         the real and imaginary parts of ``da``.
     """
     g = jax.grad(effective_hamiltonian, argnums=1)(model, y, Phi, params, h)
@@ -77,7 +89,7 @@ def generator_and_jumps(model: Model, y, phi_fn, params, h):
     for ``f(L) = 2 Im(conj(L) . Phi)`` JAX's cotangent is ``2 i conj(Phi)``.
     """
     if phi_fn is None or model.jumps is None:
-        g = jax.grad(lambda y_: h * model.hamiltonian(y_[0], to_complex(y_[1]), params))(y)
+        g = jax.grad(lambda y_: h * model.hamiltonian(*to_user(y_), params))(y)
         return _generator_from_grad(model, g)
     (H, L), vjp = jax.vjp(lambda y_: _h_and_l(model, y_, params), y)
     Phi = phi_fn(L)
@@ -88,26 +100,38 @@ def generator_and_jumps(model: Model, y, phi_fn, params, h):
     return _generator_from_grad(model, g)
 
 
+def _xyz(u):
+    return u[..., 0, :], u[..., 1, :], u[..., 2, :]
+
+
+def cross(u, v):
+    """Cross product over the component axis (second to last)."""
+    (ux, uy, uz), (vx, vy, vz) = _xyz(u), _xyz(v)
+    return jnp.stack([uy * vz - uz * vy, uz * vx - ux * vz, ux * vy - uy * vx], axis=-2)
+
+
 def apply_cartesian(y, gen):
-    """Cartesian increment ``(omega x s, vb)`` of a generator."""
+    """Cartesian increment ``(omega x s, vb)`` of a generator (internal layout)."""
     s, _ = y
     omega, vb = gen
-    return jnp.cross(omega, s), vb
+    return cross(omega, s), vb
 
 
 def rotate(s, theta):
-    """Rotate each row of ``s`` by the rotation vector ``theta`` (Rodrigues' formula).
+    """Rotate the spins ``s (..., 3, N)`` by the rotation vectors ``theta (..., 3, N)``
+    (Rodrigues' formula).
 
     Exact rotation, so ``|s_k|`` is preserved to rounding; safe (and differentiable) at 0.
     """
-    th2 = jnp.sum(theta * theta, axis=-1, keepdims=True)
+    tx, ty, tz = _xyz(theta)
+    th2 = (tx * tx + ty * ty + tz * tz)[..., None, :]  # written out: as a reduction XLA makes it a dot
     small = th2 < 1e-6
     th2_safe = jnp.where(small, 1.0, th2)
     th = jnp.sqrt(th2_safe)
     c1 = jnp.where(small, 1.0 - th2 / 6.0 + th2 * th2 / 120.0, jnp.sin(th) / th)
     c2 = jnp.where(small, 0.5 - th2 / 24.0 + th2 * th2 / 720.0, (1.0 - jnp.cos(th)) / th2_safe)
-    txs = jnp.cross(theta, s)
-    return s + c1 * txs + c2 * jnp.cross(theta, txs)
+    txs = cross(theta, s)
+    return s + c1 * txs + c2 * cross(theta, txs)
 
 
 # ------------------------------------------------------------------ user-facing equations of motion
@@ -117,9 +141,8 @@ def velocity(model: Model, spins, bosons, Phi, params, h=1.0):
     With ``h = 1`` and ``Phi = Gamma L / 2`` this is the drift; with ``h = 0`` and
     ``Phi = xi / 2`` the noise term (paper Eq. 7).
     """
-    y = (jnp.asarray(spins), to_real(bosons).astype(jnp.asarray(spins).dtype))
-    ds, vb = apply_cartesian(y, generator(model, y, Phi, params, h))
-    return ds, to_complex(vb)
+    y = to_internal(spins, bosons)
+    return to_user(apply_cartesian(y, generator(model, y, Phi, params, h)))
 
 
 def drift(model: Model, spins, bosons, params=None):

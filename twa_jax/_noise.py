@@ -33,16 +33,10 @@ import jax.numpy as jnp
 import numpy as np
 
 from ._checks import is_concrete
+from ._forms import matvec
 
 #: channels with rate below ``KEEP_RTOL * max(rate)`` carry no noise and are dropped.
 KEEP_RTOL = 1e-10
-
-
-def _matvec(M, v):
-    """``M @ v`` without promoting a real ``M`` to complex (two real matvecs instead)."""
-    if jnp.iscomplexobj(M) or not jnp.iscomplexobj(v):
-        return M @ v
-    return jax.lax.complex(M @ v.real, M @ v.imag)
 
 
 class NoiseBasis(eqx.Module):
@@ -85,8 +79,8 @@ class NoiseBasis(eqx.Module):
         if self.diagonal:
             return self.gamma * L
         if self.low_rank:
-            return _matvec(self.factor, _matvec(jnp.conj(self.factor).T, L))
-        return _matvec(self.gamma, L)
+            return matvec(self.factor, matvec(jnp.conj(self.factor).T, L))
+        return matvec(self.gamma, L)
 
     def xi(self, dW):
         """Noise in jump space: ``xi = B dW`` for ``(K',)`` complex increments ``dW``."""
@@ -96,7 +90,7 @@ class NoiseBasis(eqx.Module):
             return jnp.zeros(self.n_jumps, dW.dtype).at[np.asarray(self.channels, int)].set(
                 self.factor * dW
             )
-        return _matvec(self.factor, dW)
+        return matvec(self.factor, dW)
 
     def sample_dW(self, key, dt, dtype):
         """``(K',)`` circular complex increments with ``<dW dW^*> = 2 dt`` (Re, Im of variance dt)."""

@@ -22,7 +22,7 @@ import numpy as np
 from jax.sharding import Mesh, NamedSharding
 from jax.sharding import PartitionSpec as P
 
-from ._brackets import generator, to_complex, to_real
+from ._brackets import generator, to_internal, to_user
 from ._checks import all_concrete, check_finite_tree, is_concrete
 from ._model import Model
 from ._noise import decompose
@@ -207,16 +207,16 @@ def _default_dt(model, noise, initial, params, dtype):
     pts = [initial.mean()] + [initial.sample(k) for k in jax.random.split(jax.random.key(0), 4)]
     scale = 0.0
     for s, a in pts:
-        y = (jnp.asarray(s, dtype), to_real(a).astype(dtype))
+        y = to_internal(s, a, dtype)
         Phi = None
         if noise is not None:
-            L = jnp.asarray(model.jumps(y[0], to_complex(y[1]), params))
+            L = jnp.asarray(model.jumps(*to_user(y), params))
             Phi = 0.5 * noise.apply_gamma(L)
         om, vb = generator(model, y, Phi, params, 1.0)
         if om.size:
-            scale = max(scale, float(jnp.max(jnp.linalg.norm(om, axis=-1))))
+            scale = max(scale, float(jnp.max(jnp.linalg.norm(om, axis=-2))))
         if vb.size:
-            rel = jnp.linalg.norm(vb, axis=-1) / (jnp.linalg.norm(y[1], axis=-1) + 1.0)
+            rel = jnp.linalg.norm(vb, axis=-2) / (jnp.linalg.norm(y[1], axis=-2) + 1.0)
             scale = max(scale, float(jnp.max(rel)))
     if noise is not None:
         scale = max(scale, float(noise.max_rate))
@@ -256,15 +256,14 @@ def _solve_batch(model, noise, params, initial, observables, grid, save_ts, solv
         s, a = jax.vmap(lambda _: initial.mean())(keys)
     else:
         s, a = jax.vmap(initial.sample)(k_init)
-    y0 = (jnp.asarray(s, dtype), to_real(a).astype(dtype))
+    y0 = to_internal(s, a, dtype)  # (n_batch, 3, N), (n_batch, 2, M)
     path = None
     if method == "twa" and noise is not None and noise.n_channels > 0:
         path = GridNoise(k_noise, grid, noise.n_channels)
     term = TWATerm(model, noise, path)
 
     def fn(t, y, args):
-        s_, b_ = y
-        a_ = to_complex(b_)
+        s_, a_ = to_user(y)
         return {name: jax.vmap(f)(s_, a_) for name, f in observables.items()}
 
     sol = dfx.diffeqsolve(

@@ -72,7 +72,8 @@ class GridNoise(dfx.AbstractPath):
 class TWATerm(dfx.AbstractTerm):
     """The whole TWA right-hand side as one diffrax term, for a batch of trajectories.
 
-    The state is a batch ``(spins (n_batch, N, 3), bosons (n_batch, M, 2))`` solved as one
+    The state is a batch ``(spins (n_batch, 3, N), bosons (n_batch, 2, M))`` (the internal
+    layout of :mod:`twa_jax._brackets`) solved as one
     diffrax solve: one loop over the time grid for all trajectories, the bracket ``vmap``-ed over
     the batch (so matrix-vector work becomes matrix-matrix work). Every trajectory still evolves
     independently of the others.
@@ -93,7 +94,7 @@ class TWATerm(dfx.AbstractTerm):
         return t1 - t0, dW
 
     def generator(self, t, y, args, control):
-        """Rotation generator ``(omega (n_batch, N, 3), vb (n_batch, M, 2))`` of the increment."""
+        """Rotation generator ``(omega (n_batch, 3, N), vb (n_batch, 2, M))`` of the increment."""
         dt, dW = control
         noise = self.noise
 

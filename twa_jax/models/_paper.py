@@ -12,6 +12,7 @@ from __future__ import annotations
 import jax.numpy as jnp
 import numpy as np
 
+from .._forms import quadratic_form
 from .._model import Model
 from .._observables import boson_number, spin_x, spin_y, spin_z
 from ._dipole import dipole_couplings
@@ -86,8 +87,7 @@ def emission_rate(gamma_unit):
     G = jnp.asarray(gamma_unit)
 
     def f(s, a):
-        sm = _sm(s)
-        return (jnp.real(jnp.conj(sm) @ (G.astype(sm.dtype) @ sm)) + 0.5 * jnp.sum(s[:, 2])) / s.shape[0]
+        return (quadratic_form(G, _sm(s)) + 0.5 * jnp.sum(s[:, 2])) / s.shape[0]
 
     return f
 
@@ -474,8 +474,7 @@ def _correlated_decay(n, G_unit, J_unit, params, rate, piqs_collective=False) ->
     Gu, Ju = jnp.asarray(G_unit), jnp.asarray(J_unit)
 
     def H(s, a, p):
-        sm = _sm(s)
-        hop = jnp.real(jnp.conj(sm) @ ((p[rate] * Ju).astype(sm.dtype) @ sm))
+        hop = p[rate] * quadratic_form(Ju, _sm(s))  # sum_ij J_ij s_i^+ s_j^-, one product in its gradient
         return p["omega_z"] * jnp.sum(s[:, 2]) + p["Omega"] * jnp.sum(s[:, 0]) + hop
 
     def L(s, a, p):
