@@ -4,7 +4,7 @@
     python benchmarks/bench_grad.py --n-spins 100 --n-traj 1000 --n-steps 1000 [--x64] [--out FILE]
 
 Model: chain along x with spacing a = lambda/5, dipoles along z, H = Omega sum s^x +
-sum_{i != j} J_ij s^+_i s^-_j, jumps sigma^-_i with the dense Gamma of tw.models.dipole_couplings;
+sum_{i != j} J_ij s^+_i s^-_j (written with tw.quadratic_form), jumps sigma^-_i with the dense Gamma of tw.models.dipole_couplings;
 all spins down, Omega = Gamma0 = 1, dt = 0.01, observable <sigma^z>(t) at 11 times, loss
 L = sum_t (<sigma^z>(t) - 0.5)^2.
 
@@ -73,7 +73,7 @@ def _measure(which, n, n_traj, n_steps, repeats, x64, variant):
 
     def H(s, a, p):
         sm = (s[:, 0] - 1j * s[:, 1]) / 2
-        return p["Omega"] * jnp.sum(s[:, 0]) + jnp.real(jnp.conj(sm) @ couplings(p)[1] @ sm)
+        return p["Omega"] * jnp.sum(s[:, 0]) + tw.quadratic_form(couplings(p)[1], sm)
 
     model = tw.Model(H, jumps=lambda s, a, p: (s[:, 0] - 1j * s[:, 1]) / 2, gamma=lambda p: couplings(p)[0], n_spins=n)
     init = tw.states.spins_down(n)

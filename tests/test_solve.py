@@ -180,3 +180,24 @@ def test_nonfinite_trajectories_are_counted_not_averaged():
     assert np.all(np.isfinite(np.asarray(r.mean["bad"])))
     with pytest.raises(RuntimeError, match="non-finite"):
         tw.simulate(model, tw.states.spins_down(1), np.linspace(0, 1, 3), throw=True, **kw)
+
+
+def test_solver_subclass_and_save_times_on_the_grid():
+    """A subclass of a solver is accepted; saves land exactly on the grid (the solver keeps only
+    the ends of each step), so uneven save times give the same values as a run saving them all."""
+    from twa_jax import RotationHeun
+
+    class MyHeun(RotationHeun):
+        pass
+
+    omega = 1.3
+    model = tw.Model(lambda s, a, p: omega * jnp.sum(jnp.abs(a) ** 2), n_bosons=1)
+    ts_all = np.round(np.arange(0, 2.0001, 0.05), 10)
+    ts_some = ts_all[[0, 1, 7, 8, 20, 40]]
+    kw = dict(method="mean_field", observables=OBS, dt=0.05)
+    r_all = tw.simulate(model, tw.states.coherent(0.8), ts_all, **kw)
+    r_some = tw.simulate(model, tw.states.coherent(0.8), ts_some, solver=MyHeun(), **kw)
+    assert r_some.solver == "rotation_heun"
+    idx = np.array([0, 1, 7, 8, 20, 40])
+    np.testing.assert_allclose(r_some.mean["re"], r_all.mean["re"][idx], rtol=1e-12, atol=1e-12)
+    np.testing.assert_allclose(r_some.mean["im"], r_all.mean["im"][idx], rtol=1e-12, atol=1e-12)

@@ -390,7 +390,7 @@ def simulate(
             raise ValueError(f"solver must be one of {tuple(SOLVERS)} or a solver instance, got {solver!r}")
         solver_name, solver = solver, SOLVERS[solver]()
     elif isinstance(solver, (RotationHeun, StochasticHeun)):
-        solver_name = {RotationHeun: "rotation_heun", StochasticHeun: "heun"}[type(solver)]
+        solver_name = "rotation_heun" if isinstance(solver, RotationHeun) else "heun"  # subclasses too
     else:
         raise TypeError(f"solver must be 'rotation_heun', 'heun' or a twa_jax solver, got {solver!r}")
     if method == "mean_field":

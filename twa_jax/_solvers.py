@@ -132,13 +132,35 @@ def _unwrap(terms) -> TWATerm:
     return terms
 
 
+class GridInterpolation(dfx.AbstractLocalInterpolation):
+    """The state at the two ends of a step, nothing in between.
+
+    ``simulate`` puts every save time on the time grid (``StepTo``), so a save never needs a
+    value inside a step: the save at ``t`` uses the step ending at ``t`` (or the initial state at
+    ``t0``). Unlike ``LocalLinearInterpolation``, nothing is computed unless a save happens
+    (diffrax hoists the linear interpolation's ``y1 - y0``, a pass over the whole state, into
+    every step)."""
+
+    t0: jax.Array
+    t1: jax.Array
+    y0: tuple
+    y1: tuple
+
+    def evaluate(self, t0, t1=None, left=True):
+        del left
+        if t1 is not None:
+            return jax.tree_util.tree_map(jnp.subtract, self.evaluate(t1), self.evaluate(t0))
+        at_end = t0 > self.t0
+        return jax.tree_util.tree_map(lambda a, b: jnp.where(at_end, b, a), self.y0, self.y1)
+
+
 def _half_sum(a, b):
     return jax.tree_util.tree_map(lambda u, v: 0.5 * (u + v), a, b)
 
 
 class _AbstractTWAHeun(dfx.AbstractStratonovichSolver):
     term_structure: ClassVar = TWATerm
-    interpolation_cls: ClassVar = dfx.LocalLinearInterpolation
+    interpolation_cls: ClassVar = GridInterpolation
 
     def order(self, terms):
         return 2
