@@ -65,14 +65,17 @@ def main(argv=None):
     ap.add_argument("--factors", default="0.5,1,2,4,8,16", help="dt / default dt")
     ap.add_argument("--key", type=int, default=0)
     ap.add_argument("--x64", action="store_true")
+    from bench_chain import _cpu_name, add_precision_arg, set_precision
+
+    add_precision_arg(ap)
     ap.add_argument("--out", default=None)
     args = ap.parse_args(argv)
     if args.x64:
         jax.config.update("jax_enable_x64", True)
+    set_precision(args)
     import jax.numpy as jnp
 
     import twa_jax as tw
-    from bench_chain import _cpu_name
 
     model, init, ts, params = build(args.model, args.x64)
     if args.model == "spin":
@@ -87,7 +90,7 @@ def main(argv=None):
     dt0 = probe.dt
     dev = jax.devices()[0]
     machine = f"{dev.platform}:{dev.device_kind}; host {_cpu_name()}, {os.cpu_count()} cores"
-    dtype = "float64" if args.x64 else "float32"
+    dtype = "float64" if args.x64 else f"float32, matmul precision {args.matmul_precision}"
     print(f"accuracy per cost: model {args.model} (N={n_spins}), {args.n_traj} trajectories, {dtype}, "
           f"default dt {dt0:.4g} (DT_SAFETY = 0.02); {machine}")
 

@@ -214,7 +214,8 @@ def run_benchmark(title, res, work, contenders, finals, repeats, out=None):
     ``finals``: ``{name: f(first_call_output) -> final <sz>}``.
     """
     print(title)
-    res.update(machine=res.get("machine", machine_name()), jax=jax.__version__, platform=platform.platform())
+    res.update(machine=res.get("machine", machine_name()), jax=jax.__version__, platform=platform.platform(),
+               matmul_precision=str(jax.config.jax_default_matmul_precision or "default"))
     timed = {}
     for name, (first, again) in contenders.items():
         t = time.perf_counter()
@@ -253,13 +254,14 @@ def run_benchmark(title, res, work, contenders, finals, repeats, out=None):
 
 
 def three_contenders(sim, scan, numpy_thunk=None, more_sims=None):
-    """``(contenders, finals)`` for :func:`run_benchmark`: for simulate, the hand-written scan and
-    (unless ``numpy_thunk`` is None) NumPy, the timed call and the call giving the checked output,
+    """``(contenders, finals)`` for :func:`run_benchmark`: for simulate, the hand-written scan
+    (unless ``scan`` is None) and NumPy (unless ``numpy_thunk`` is None), the timed call and the call giving the checked output,
     and how to read each one's final ``<s^z>``. ``more_sims``: ``{name: run}`` further simulate
     variants (names starting with ``simulate_``)."""
     sims = {"simulate": sim, **(more_sims or {})}
     contenders = {name: ((lambda f=f: f(0)), (lambda f=f: f(0).mean["sz"])) for name, f in sims.items()}
-    contenders["scan"] = (lambda: scan(jax.random.key(0)), lambda: scan(jax.random.key(0)))
+    if scan is not None:
+        contenders["scan"] = (lambda: scan(jax.random.key(0)), lambda: scan(jax.random.key(0)))
     if numpy_thunk is not None:
         contenders["numpy"] = (numpy_thunk,) * 2
     finals = {name: (lambda r: r.mean["sz"][-1]) for name in sims}
@@ -277,11 +279,25 @@ def parse_throughput_args(doc, argv, n_spins, n_traj, n_steps):
     ap.add_argument("--repeats", type=int, default=3)
     ap.add_argument("--x64", action="store_true")
     ap.add_argument("--skip-numpy", action="store_true")
+    ap.add_argument("--skip-scan", action="store_true", help="time simulate alone (e.g. sizes the scan cannot hold)")
+    add_precision_arg(ap)
     ap.add_argument("--out", default=None)
     args = ap.parse_args(argv)
     if args.x64:
         jax.config.update("jax_enable_x64", True)
+    set_precision(args)
     return args
+
+
+def add_precision_arg(ap):
+    ap.add_argument("--matmul-precision", default="default", choices=("default", "high", "highest"),
+                    help="jax_default_matmul_precision; 'default' is TF32 for float32 on NVIDIA GPUs, "
+                         "'highest' full float32 (no effect on CPU)")
+
+
+def set_precision(args):
+    if args.matmul_precision != "default":
+        jax.config.update("jax_default_matmul_precision", args.matmul_precision)
 
 
 def main(argv=None):
@@ -303,7 +319,7 @@ def main(argv=None):
                           "numpy": "vectorized NumPy, (3, n_traj, N)"}}
     sim = simulate_fn(builtin, Omega, n, nt, ns, dt)
     plain = simulate_fn(chain_model(G, J), Omega, n, nt, ns, dt)
-    scan = scan_run(G, J, B, Omega, nt, ns, dt)
+    scan = None if args.skip_scan else scan_run(G, J, B, Omega, nt, ns, dt)
     npd = np.float64 if args.x64 else np.float32
     contenders, finals = three_contenders(
         sim, scan, None if args.skip_numpy else (lambda: numpy_run(G, J, B, Omega, nt, ns, dt, npd)),

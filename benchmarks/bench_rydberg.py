@@ -125,7 +125,7 @@ def main(argv=None):
            "roofline_bytes_per_spin_step": 6 * item,
            "roofline_note": "read + write s (3 floats each) per spin-step; the random numbers are generated"}
     sim = simulate_fn(n, nt, ns, dt)
-    scan = scan_run(n, nt, ns, dt)
+    scan = None if args.skip_scan else scan_run(n, nt, ns, dt)
     npd = np.float64 if args.x64 else np.float32
     contenders, finals = three_contenders(sim, scan, None if args.skip_numpy else (lambda: numpy_run(n, nt, ns, dt, npd)))
     title = f"Rydberg chain N={n}, {nt} trajectories, {ns} steps, {dtype}; {machine_name()}"

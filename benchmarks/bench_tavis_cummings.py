@@ -135,7 +135,7 @@ def main(argv=None):
     res = {"model": "tavis_cummings", "n_spins": n, "n_bosons": 1, "n_traj": nt, "n_steps": ns, "dtype": dtype,
            "noise_channels": n + 1, "params": P}
     sim = simulate_fn(n, nt, ns, dt)
-    scan = scan_run(n, nt, ns, dt)
+    scan = None if args.skip_scan else scan_run(n, nt, ns, dt)
     npd = np.float64 if args.x64 else np.float32
     contenders, finals = three_contenders(sim, scan, None if args.skip_numpy else (lambda: numpy_run(n, nt, ns, dt, npd)))
     title = f"Tavis-Cummings N={n} + 1 mode, {nt} trajectories, {ns} steps, {dtype}; {machine_name()}"

@@ -16,7 +16,7 @@ from ._solve import simulate as simulate
 from ._solvers import RotationHeun as RotationHeun, StochasticHeun as StochasticHeun, TWATerm as TWATerm
 from ._brackets import drift as drift, noise_increment as noise_increment, velocity as velocity
 
-__version__ = "0.1.0"
+__version__ = "0.3.0"
 
 
 def __getattr__(name):
