@@ -195,3 +195,18 @@ def test_value_and_grad_bad_input():
                                              n_traj=4, key=0, dt=0.1)[0])(1.0)
     with pytest.raises(TypeError, match="key is required"):
         tw.value_and_grad(_sz_mean_loss, model, init, ts, params=p, n_traj=4, key=None, dt=0.1)
+
+
+def test_default_gradient_chunks_follow_free_memory(monkeypatch):
+    """Reverse-mode chunks are sized from free memory like simulate's: with almost no memory the
+    gradient is accumulated one trajectory at a time and equals the one-chunk result."""
+    from twa_jax import _solve
+
+    init, ts = tw.states.spins_down(N_ARRAY), np.linspace(0, 1, 3)
+    kw = dict(n_traj=12, key=4, dt=0.05)
+    val1, g1 = tw.value_and_grad(_sz_mean_loss, ARRAY, init, ts, params=ARRAY_P, chunk_size=12, **kw)
+    monkeypatch.setattr(_solve, "free_memory", lambda device: 1)
+    val, g = tw.value_and_grad(_sz_mean_loss, ARRAY, init, ts, params=ARRAY_P, **kw)
+    np.testing.assert_allclose(val, val1, rtol=1e-12)
+    for k in ARRAY_P:
+        np.testing.assert_allclose(g[k], g1[k], rtol=1e-10, err_msg=k)

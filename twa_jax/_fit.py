@@ -17,7 +17,7 @@ Chunks. The mean over ``n_traj`` trajectories is ``sum_chunks S_c / n`` with ``S
 one chunk, linear in the chunks even when the loss is not linear in the mean. So
 ``dL/dtheta = sum_c (dL/dmean / n) . dS_c/dtheta``: a forward pass gives the mean and the cotangent
 ``dL/dmean``, then one vector-Jacobian product per chunk accumulates the gradient. Only one chunk's
-checkpoints are alive at a time; the chunk is sized from the same float budget as ``simulate``.
+checkpoints are alive at a time; the chunk is sized from free memory by ``simulate``'s rule.
 When all trajectories fit in one chunk, value and gradient come from a single pass.
 """
 
@@ -126,14 +126,11 @@ def _noise_ref(plan, params):
     return decompose(model.gamma_of(params)) if model.is_dissipative else None
 
 
-#: floats one reverse-mode chunk may hold (the fixed budget simulate used before it sized chunks
-#: from the device's free memory)
-GRAD_CHUNK_FLOATS = 2**24
-
-
 def _grad_chunk_size(plan, chunk_size, extra_rows=0):
-    """Trajectories per reverse-mode chunk: the checkpoints (~sqrt(2 n_steps) states per
-    trajectory, diffrax's default) fit in ``simulate``'s float budget per chunk."""
+    """Trajectories per reverse-mode chunk, sized from the device's free memory by the same rule
+    as ``simulate``'s chunks (:func:`~twa_jax._solve.auto_chunk_size`). A trajectory holds its
+    checkpoints (~sqrt(2 n_steps) states, diffrax's default), the working states of a step in
+    both passes, its observables and, for the Jacobian, ``extra_rows`` cotangent rows."""
     if chunk_size is not None:
         return min(_solve._check_int(chunk_size, "chunk_size"), plan.n_traj)
     m = plan.model
@@ -141,7 +138,8 @@ def _grad_chunk_size(plan, chunk_size, extra_rows=0):
     checkpoints = math.floor(-1.5 + math.sqrt(2 * plan.n_steps + 0.25)) + 1
     obs = sum(int(np.prod(s)) for s in plan.shapes.values()) * len(plan.save_ts)
     per_traj = (checkpoints + 16) * state + 3 * obs + extra_rows * (4 * state + obs)
-    return max(1, min(plan.n_traj, GRAD_CHUNK_FLOATS // per_traj))
+    item = jnp.dtype(plan.grid.dtype).itemsize
+    return _solve.auto_chunk_size(item * per_traj, jax.devices()[:1], plan.n_traj)
 
 
 # --------------------------------------------------------------------------- one chunk
@@ -263,8 +261,9 @@ def value_and_grad(
         params: the model parameters; the gradient is taken with respect to every floating
             leaf (others are held fixed). Must be concrete.
         n_traj, key, observables, dt, solver: as in :func:`~twa_jax.simulate` (``key`` required).
-        chunk_size: trajectories per reverse-mode chunk (default: sized so that one chunk's
-            checkpoints hold about ``2**24`` floats).
+        chunk_size: trajectories per reverse-mode chunk (default: from the device's free
+            memory, like ``simulate``: one chunk's checkpoints and working states use at most
+            a quarter of it).
 
     Returns:
         ``(value, grads)``: the loss (a scalar array) and a pytree like ``params`` (``None`` at
