@@ -88,3 +88,47 @@ def test_bad_input_is_named():
         tw.quadratic_form(jnp.ones((3, 4)), jnp.ones(4))
     with pytest.raises(ValueError, match=r"shape \(4,\)"):
         tw.quadratic_form(A + A.T, jnp.ones(3))
+
+
+def test_uniform_constant_matrix_in_a_large_batch():
+    """Regression: jaxlib 0.10.2's CPU compiler fused x . (M x) into one kernel that returned
+    wrong numbers for a uniform constant M (all-to-all couplings, collective decay) once the batch
+    reached about 1000-4000; value and forward derivative are checked at batch 8000."""
+    n, B = 16, 8000
+    rng = np.random.default_rng(4)
+    X = rng.normal(size=(B, n)).astype(np.float32)
+    M = jnp.ones((n, n), jnp.float32)
+    ref = np.sum(X.astype(np.float64), -1) ** 2
+    got = jax.jit(jax.vmap(lambda x: tw.quadratic_form(M, x)))(jnp.asarray(X))
+    np.testing.assert_allclose(got, ref, rtol=1e-4, atol=1e-3)
+    T = rng.normal(size=(B, n)).astype(np.float32)
+    dq = jax.jit(jax.vmap(lambda x, t: jax.jvp(lambda v: tw.quadratic_form(M, v), (x,), (t,))[1]))(jnp.asarray(X), jnp.asarray(T))
+    np.testing.assert_allclose(dq, 2 * np.sum(X, -1).astype(np.float64) * np.sum(T, -1), rtol=1e-4, atol=1e-2)
+
+
+def test_collective_emission_rate_with_many_trajectories():
+    """The Dicke model's emission rate (Gamma = ones) at t = 0 with 8000 trajectories in one
+    chunk: all spins up gives R = 1 exactly in expectation (the case the fused kernel broke)."""
+    model = tw.models.dicke(4, gamma=1.0)
+    res = tw.simulate(model, tw.states.spins_up(4), np.array([0.0, 0.01]), n_traj=8000, key=0, chunk_size=8000)
+    r0, sem0 = float(res.mean["emission_rate"][0]), float(res.sem["emission_rate"][0])
+    assert abs(r0 - 1.0) <= 4 * sem0 + 1e-9, (r0, sem0)
+
+
+def test_compiler_workaround_is_applied_on_import_or_warned():
+    """twa_jax adds the flag that avoids the jaxlib 0.10 CPU kernel bug when it is imported before
+    JAX starts (the usual case), and warns when it comes too late."""
+    import subprocess
+    import sys
+
+    from twa_jax import _xla_workaround as wa
+
+    if not wa._affected():
+        pytest.skip("jaxlib version not affected")
+    env = {k: v for k, v in __import__("os").environ.items() if k != "XLA_FLAGS"}
+    first = "import twa_jax, os; print(os.environ['XLA_FLAGS'])"
+    out = subprocess.run([sys.executable, "-c", first], capture_output=True, text=True, env=env, check=True)
+    assert wa.FLAG in out.stdout
+    late = "import jax.numpy as jnp; jnp.ones(2).sum(); import twa_jax"
+    out = subprocess.run([sys.executable, "-c", late], capture_output=True, text=True, env=env, check=True)
+    assert "workaround" in out.stderr and "RuntimeWarning" in out.stderr

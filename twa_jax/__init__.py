@@ -4,7 +4,11 @@ Write a model as plain JAX functions (Hamiltonian, jump operators, dissipation m
 initial state, and call :func:`simulate`. See README.md and ``../shared/PHYSICS.md``.
 """
 
-from . import models as models, states as states
+from . import _xla_workaround
+
+_xla_workaround.apply()  # before anything starts JAX's backends
+
+from . import models as models, states as states  # noqa: E402
 from ._brackets import effective_hamiltonian as effective_hamiltonian
 from ._forms import quadratic_form as quadratic_form
 from ._fit import FitResult as FitResult, fit as fit, value_and_grad as value_and_grad
