@@ -53,7 +53,7 @@ def _cpu_name():
     return f"{name}, {os.cpu_count()} cores"
 
 
-def _measure(which, n, n_traj, n_steps, repeats, x64, variant):
+def _measure(which, n, n_traj, n_steps, repeats, x64, variant, checkpoints=None):
     import jax
 
     jax.config.update("jax_enable_x64", x64)
@@ -91,7 +91,8 @@ def _measure(which, n, n_traj, n_steps, repeats, x64, variant):
             return jax.block_until_ready(r.mean["sz"])
     else:
         def run():
-            v, g = tw.value_and_grad(loss, model, init, ts, params=params, n_traj=n_traj, key=0, observables=obs, dt=dt)
+            v, g = tw.value_and_grad(loss, model, init, ts, params=params, n_traj=n_traj, key=0, observables=obs, dt=dt,
+                                     checkpoints=checkpoints)
             return jax.block_until_ready((v, g))
 
     rss0 = _rss_mb()
@@ -121,14 +122,18 @@ def main(argv=None):
     ap.add_argument("--repeats", type=int, default=2)
     ap.add_argument("--x64", action="store_true")
     ap.add_argument("--model", choices=["scaled", "geometry"], default="scaled")
+    ap.add_argument("--checkpoints", type=int, default=None,
+                    help="states stored per trajectory for the reverse pass (default: diffrax's)")
     ap.add_argument("--out", default=None)
     ap.add_argument("--only", choices=["forward", "grad"], default=None, help=argparse.SUPPRESS)
     args = ap.parse_args(argv)
     if args.only:  # child process: one measurement, JSON on the last line of stdout
-        print(json.dumps(_measure(args.only, args.n_spins, args.n_traj, args.n_steps, args.repeats, args.x64, args.model)))
+        print(json.dumps(_measure(args.only, args.n_spins, args.n_traj, args.n_steps, args.repeats, args.x64, args.model,
+                                  args.checkpoints)))
         return
     base = [sys.executable, os.path.abspath(__file__), "--n-spins", str(args.n_spins), "--n-traj", str(args.n_traj),
-            "--n-steps", str(args.n_steps), "--repeats", str(args.repeats), "--model", args.model] + (["--x64"] if args.x64 else [])
+            "--n-steps", str(args.n_steps), "--repeats", str(args.repeats), "--model", args.model] + (["--x64"] if args.x64 else []) + (
+        ["--checkpoints", str(args.checkpoints)] if args.checkpoints else [])
     env = {**os.environ, "PYTHONPATH": os.path.dirname(os.path.dirname(os.path.abspath(__file__)))}
     out = {}
     for which in ("forward", "grad"):
@@ -142,7 +147,7 @@ def main(argv=None):
               f"(peak RSS {out[which]['peak_rss_mb']:.0f} MB)")
     f, g = out["forward"], out["grad"]
     res = dict(
-        model=args.model, n_spins=args.n_spins, n_traj=args.n_traj, n_steps=args.n_steps,
+        model=args.model, n_spins=args.n_spins, n_traj=args.n_traj, n_steps=args.n_steps, checkpoints=args.checkpoints,
         n_params=2 if args.model == "scaled" else 3,
         dtype="float64" if args.x64 else "float32", machine=f"{f['device']}; host {_cpu_name()}", jax=f["jax"],
         forward=f, grad=g,

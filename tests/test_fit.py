@@ -210,3 +210,17 @@ def test_default_gradient_chunks_follow_free_memory(monkeypatch):
     np.testing.assert_allclose(val, val1, rtol=1e-12)
     for k in ARRAY_P:
         np.testing.assert_allclose(g[k], g1[k], rtol=1e-10, err_msg=k)
+
+
+def test_checkpoints_change_cost_not_result():
+    """Storing every step (no recomputation in the reverse pass) gives the same gradient as
+    diffrax's default checkpointing; a bad value is named."""
+    init, ts = tw.states.spins_down(N_ARRAY), np.linspace(0, 1, 3)
+    kw = dict(params=ARRAY_P, n_traj=8, key=2, dt=0.05)
+    v0, g0 = tw.value_and_grad(_sz_mean_loss, ARRAY, init, ts, **kw)
+    v1, g1 = tw.value_and_grad(_sz_mean_loss, ARRAY, init, ts, checkpoints=10_000, **kw)  # capped at n_steps
+    np.testing.assert_allclose(v1, v0, rtol=1e-12)
+    for k in ARRAY_P:
+        np.testing.assert_allclose(g1[k], g0[k], rtol=1e-10, err_msg=k)
+    with pytest.raises(ValueError, match="checkpoints"):
+        tw.value_and_grad(_sz_mean_loss, ARRAY, init, ts, checkpoints=0, **kw)

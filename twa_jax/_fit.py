@@ -60,6 +60,7 @@ class _Plan(eqx.Module):
     n_steps: int = eqx.field(static=True)
     dt: float = eqx.field(static=True)
     shapes: dict = eqx.field(static=True)
+    checkpoints: int | None = eqx.field(static=True, default=None)
 
 
 def _as_arrays(params):
@@ -71,7 +72,7 @@ def _as_arrays(params):
     )
 
 
-def _plan(model, initial, ts, params, *, n_traj, key, observables, dt, solver, who):
+def _plan(model, initial, ts, params, *, n_traj, key, observables, dt, solver, who, checkpoints=None):
     """Validate like ``simulate`` and build the fixed time grid; ``params`` must be concrete."""
     if not isinstance(model, Model):
         raise TypeError(f"model must be a tw.Model, got {type(model).__name__}")
@@ -105,6 +106,8 @@ def _plan(model, initial, ts, params, *, n_traj, key, observables, dt, solver, w
     grid_np, save_idx = _solve._time_grid(ts_np, float(dt))
     grid = jnp.asarray(grid_np, dtype)
     shapes = {k: tuple(v) for k, v in _solve._observable_shapes(observables, model, dtype).items()}
+    if checkpoints is not None:
+        checkpoints = min(_solve._check_int(checkpoints, "checkpoints"), len(grid_np) - 1)
     return _Plan(
         model=model,
         initial=initial,
@@ -117,6 +120,7 @@ def _plan(model, initial, ts, params, *, n_traj, key, observables, dt, solver, w
         n_steps=len(grid_np) - 1,
         dt=float(np.max(np.diff(grid_np))),
         shapes=shapes,
+        checkpoints=checkpoints,
     )
 
 
@@ -135,7 +139,7 @@ def _grad_chunk_size(plan, chunk_size, extra_rows=0):
         return min(_solve._check_int(chunk_size, "chunk_size"), plan.n_traj)
     m = plan.model
     state = 3 * m.n_spins + 2 * m.n_bosons
-    checkpoints = math.floor(-1.5 + math.sqrt(2 * plan.n_steps + 0.25)) + 1
+    checkpoints = plan.checkpoints or math.floor(-1.5 + math.sqrt(2 * plan.n_steps + 0.25)) + 1
     obs = sum(int(np.prod(s)) for s in plan.shapes.values()) * len(plan.save_ts)
     per_traj = (checkpoints + 16) * state + 3 * obs + extra_rows * (4 * state + obs)
     item = jnp.dtype(plan.grid.dtype).itemsize
@@ -158,7 +162,8 @@ def _chunk_trajectories(diff, rest, noise_ref, plan, start, chunk_size):
     idx = start + jnp.arange(chunk_size)
     keys = jax.vmap(lambda i: jax.random.fold_in(plan.key, i))(idx)
     ys = _solve._solve_batch(
-        plan.model, noise, params, plan.initial, plan.observables, plan.grid, plan.save_ts, plan.solver, "twa", keys
+        plan.model, noise, params, plan.initial, plan.observables, plan.grid, plan.save_ts, plan.solver, "twa", keys,
+        plan.checkpoints,
     )
     valid = idx < plan.n_traj
     finite = all_finite_per_row(ys)
@@ -242,6 +247,7 @@ def value_and_grad(
     dt: float | None = None,
     solver="rotation_heun",
     chunk_size: int | None = None,
+    checkpoints: int | None = None,
 ):
     r"""Value and pathwise gradient of a loss of trajectory means, accumulated chunk by chunk.
 
@@ -264,6 +270,9 @@ def value_and_grad(
         chunk_size: trajectories per reverse-mode chunk (default: from the device's free
             memory, like ``simulate``: one chunk's checkpoints and working states use at most
             a quarter of it).
+        checkpoints: states stored per trajectory for the reverse pass (default: diffrax's,
+            about ``sqrt(2 n_steps)``). Up to ``n_steps``: more memory per trajectory, fewer
+            steps recomputed (``benchmarks/README.md`` measures the trade).
 
     Returns:
         ``(value, grads)``: the loss (a scalar array) and a pytree like ``params`` (``None`` at
@@ -288,7 +297,7 @@ def value_and_grad(
         raise TypeError(f"loss must be a function loss(mean) -> scalar, got {loss!r}")
     params = _as_arrays({} if params is None else params)
     plan = _plan(model, initial, ts, params, n_traj=n_traj, key=key, observables=observables, dt=dt,
-                 solver=solver, who="tw.value_and_grad")
+                 solver=solver, who="tw.value_and_grad", checkpoints=checkpoints)
     try:
         out = jax.eval_shape(loss, {k: jax.ShapeDtypeStruct((len(plan.save_ts),) + s, _mean_dtype(plan, k))
                                     for k, s in plan.shapes.items()})
@@ -558,6 +567,7 @@ def fit(
     dt: float | None = None,
     solver="rotation_heun",
     chunk_size: int | None = None,
+    checkpoints: int | None = None,
     polish: int = 2,
     progress: bool = True,
 ) -> FitResult:
@@ -602,7 +612,8 @@ def fit(
         optimizer: an ``optax.GradientTransformation`` acting on the internal coordinates;
             default ``optax.adam`` with a cosine-decay schedule from ``learning_rate`` (default
             0.05, i.e. 5 % relative steps) to 1 % of it over ``steps``.
-        observables, dt, solver, chunk_size: as in :func:`~twa_jax.simulate`.
+        observables, dt, solver, chunk_size: as in :func:`~twa_jax.simulate`; checkpoints: as in
+            :func:`value_and_grad`.
         polish: at most this many Gauss-Newton steps after the optimizer (each one pass that
             also gives the exact Jacobian; a step is kept only if it lowers the loss). ``0``: none.
         progress: print a one-line progress bar to stderr.
@@ -629,7 +640,7 @@ def fit(
         observables = {k: available[k] for k in data}
     fixed = _as_arrays(fixed)
     plan = _plan(model, initial, ts, {**fixed, **p0}, n_traj=n_traj, key=key, observables=observables, dt=dt,
-                 solver=solver, who="tw.fit")
+                 solver=solver, who="tw.fit", checkpoints=checkpoints)
     names, data_arr, sig = _check_data(data, sigma, plan)
     is_complex = {k: bool(jnp.iscomplexobj(jnp.zeros((), _mean_dtype(plan, k)))) for k in names}
 

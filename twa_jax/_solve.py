@@ -239,7 +239,7 @@ def _time_grid(ts_np, dt):
 
 
 # --------------------------------------------------------------------------- a batch of trajectories
-def _solve_batch(model, noise, params, initial, observables, grid, save_ts, solver, method, keys):
+def _solve_batch(model, noise, params, initial, observables, grid, save_ts, solver, method, keys, checkpoints=None):
     """Observables at the save times for the trajectories with keys ``keys (n_batch,)``.
 
     Trajectory ``b`` is a pure function of ``keys[b]``: its initial point comes from the first
@@ -247,6 +247,9 @@ def _solve_batch(model, noise, params, initial, observables, grid, save_ts, solv
     solved as one diffrax solve of the stacked state (one loop, the bracket ``vmap``-ed inside the
     term), not as a ``vmap`` of per-trajectory solves: a vmapped while loop turns every step's
     bookkeeping into per-trajectory selects, and its matrix-vector products stay separate.
+
+    ``checkpoints``: states stored per trajectory for reverse-mode differentiation (diffrax's
+    ``RecursiveCheckpointAdjoint``; ``None``: its default, about ``sqrt(2 n_steps)``).
 
     Returns:
         ``{name: (n_batch, n_save, ...)}``.
@@ -278,6 +281,7 @@ def _solve_batch(model, noise, params, initial, observables, grid, save_ts, solv
         saveat=dfx.SaveAt(ts=save_ts, fn=fn),
         stepsize_controller=dfx.StepTo(grid),
         max_steps=grid.shape[0] - 1,
+        adjoint=dfx.RecursiveCheckpointAdjoint(checkpoints=checkpoints),
         throw=False,
     )
     return {name: jnp.moveaxis(v, 0, 1) for name, v in sol.ys.items()}
