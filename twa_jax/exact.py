@@ -14,13 +14,16 @@ Methods:
 * ``"full"``: the Lindblad master equation in the full Hilbert space. The Liouvillian is QuTiP's
   (``qutip.liouvillian``), restricted to the components of the density matrix that are reachable
   from the initial state (symmetries such as conservation of the excitation-number difference
-  between ket and bra then cost nothing), and integrated with SciPy's DOP853 (rtol 1e-8).
+  between ket and bra then cost nothing), and integrated with SciPy's DOP853 (rtol 1e-8,
+  atol 1e-10; ``rtol=``, ``atol=``).
 * ``"piqs"``: the same in the permutation-symmetric (Dicke) basis of QuTiP's PIQS, for ensembles of
   identical spins with local dissipation (Tavis-Cummings, central spin, collective decay), so that
-  N = 15-50 are exact. PIQS builds its Liouvillian in 32-bit floats (PHYSICS.md section 11): about
-  1e-7 relative, far below TWA's own error.
+  N = 15-50 are exact. PIQS builds its Liouvillian in 32-bit floats (``docs/conventions.md``,
+  "Exact references"): about 1e-7 relative, far below TWA's own error.
 * ``"mcsolve"``: QuTiP's quantum trajectories, with their own standard error (``Result.sem``);
   for large Hilbert spaces without permutation symmetry (the paper's Rydberg chain at N = 10).
+  It takes ``n_traj=`` and ``seed=``, and only it does; ``rtol``/``atol`` do not apply to it
+  (:data:`METHOD_OPTIONS`).
 
 QuTiP is imported when this module is, so ``import twa_jax`` does not need it.
 """
@@ -44,6 +47,16 @@ from ._result import Result
 from ._states import GaussianBosonState, ProductState, SpinCoherentState, SpinHalfState
 
 METHODS = ("auto", "full", "piqs", "mcsolve")
+#: The keyword options of :func:`solve` that only some methods use, and the methods that use each
+#: (``params`` and ``cutoff`` apply to every method). An option given to a method that does not use
+#: it is rejected, not silently dropped. ``"auto"`` becomes ``"full"`` or ``"piqs"``, never
+#: ``"mcsolve"``, so it takes their options.
+METHOD_OPTIONS = {
+    "n_traj": ("mcsolve",),
+    "seed": ("mcsolve",),
+    "rtol": ("auto", "full", "piqs"),
+    "atol": ("auto", "full", "piqs"),
+}
 #: ``method="auto"`` uses the full space up to this Hilbert-space dimension, then PIQS if offered
 AUTO_FULL_DIM = 2**11
 
@@ -254,6 +267,21 @@ def _mcsolve(qm: QuantumModel, psi0: qt.Qobj, ts, n_traj, seed):
     return names, mean, sem
 
 
+def check_options(method: str, **given) -> None:
+    """Raise ``ValueError`` for each option of ``given`` (not ``None``) that ``method`` does not use,
+    according to :data:`METHOD_OPTIONS`."""
+    for name, value in given.items():
+        if value is None:
+            continue
+        users = METHOD_OPTIONS[name]
+        if method not in users:
+            which = " or ".join(repr(m) for m in users if m != "auto")
+            raise ValueError(
+                f"option {name}={value!r} is not used by method={method!r}; it applies to method={which} "
+                f"only. Remove it, or choose a method that uses it."
+            )
+
+
 def solve(
     model,
     initial,
@@ -263,9 +291,9 @@ def solve(
     method: str = "auto",
     cutoff: int | None = None,
     n_traj: int | None = None,
-    seed: int = 0,
-    rtol: float = 1e-8,
-    atol: float = 1e-10,
+    seed: int | None = None,
+    rtol: float | None = None,
+    atol: float | None = None,
 ) -> Result:
     """Exact solution of a built-in model's master equation, as a :class:`~twa_jax.Result`.
 
@@ -280,12 +308,18 @@ def solve(
         cutoff: highest Fock level kept per boson mode (default 20). The population of the top
             level is checked: above 1e-6 a ``RuntimeError`` asks for a larger cutoff.
         n_traj: quantum trajectories for ``method="mcsolve"`` (default 500).
-        seed: seed of ``mcsolve``.
-        rtol, atol: tolerances of the density-matrix integration (DOP853).
+        seed: seed of ``mcsolve`` (default 0).
+        rtol, atol: tolerances of the density-matrix integration (DOP853; default 1e-8 and 1e-10),
+            for ``"full"``, ``"piqs"`` and ``"auto"``.
 
     Returns:
         A :class:`~twa_jax.Result` with ``method="exact-full"``, ``"exact-piqs"`` (``sem`` zero)
         or ``"mcsolve"`` (``sem`` the trajectory standard error, ``n_traj`` the trajectories).
+
+    Raises:
+        ValueError: an unknown ``method``, bad ``ts``/``cutoff``/``n_traj``/parameters, or an
+            option the method does not use (:data:`METHOD_OPTIONS`: ``n_traj`` and ``seed`` are
+            for ``"mcsolve"`` only, ``rtol`` and ``atol`` for the density-matrix methods only).
     """
     t_start = time.perf_counter()
     if getattr(model, "quantum", None) is None:
@@ -295,8 +329,10 @@ def solve(
     ts = np.asarray(ts, float)
     if ts.ndim != 1 or ts.size < 2 or np.any(np.diff(ts) <= 0) or not np.all(np.isfinite(ts)):
         raise ValueError("ts must be a 1-D strictly increasing array of at least two finite times")
-    if method != "mcsolve" and n_traj is not None:
-        raise ValueError(f"n_traj applies to method='mcsolve' only, not {method!r}")
+    check_options(method, n_traj=n_traj, seed=seed, rtol=rtol, atol=atol)
+    seed = 0 if seed is None else seed
+    rtol = 1e-8 if rtol is None else rtol
+    atol = 1e-10 if atol is None else atol
     if cutoff is None:
         cutoff = 20
     if isinstance(cutoff, bool) or not isinstance(cutoff, (int, np.integer)) or cutoff < 1:

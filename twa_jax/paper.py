@@ -10,6 +10,10 @@ the largest standard error, the trajectory count, the wall times and the machine
 cumulant-expansion curves are left out. Where the paper does not print a parameter (the drive
 strengths of Figs. 2, 5 and 6, the spacings of Fig. 7, the time windows), the value used is
 stated in the JSON and in README.md.
+
+Progress goes to stderr (``tqdm``): one bar over the figures and one over the current figure's
+cases (curves, sizes); ``--no-progress`` turns both off. The figures run in float64 (switched on
+for the run and restored after it); importing this module changes no global setting.
 """
 
 from __future__ import annotations
@@ -22,18 +26,17 @@ import time
 from pathlib import Path
 
 import jax
+import numpy as np
+from matplotlib.figure import Figure
+from tqdm.auto import tqdm
 
-jax.config.update("jax_enable_x64", True)  # exact comparisons at the 1e-3 level
+from . import exact, models
+from . import states as S
+from ._solve import simulate
 
-import matplotlib  # noqa: E402
-
-matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402
-import numpy as np  # noqa: E402
-
-from . import exact, models  # noqa: E402
-from . import states as S  # noqa: E402
-from ._solve import simulate  # noqa: E402
+# Importing this module changes nothing global: figures are drawn on ``matplotlib.figure.Figure``
+# objects (no pyplot, so no backend is selected or switched), and float64 is switched on only
+# while :func:`main` runs (``run`` below).
 
 
 # ----------------------------------------------------------------------------- helpers
@@ -93,18 +96,28 @@ def _n(args, default):
     return max(200, default // 20) if args.quick else default
 
 
+def _cases(args, name, items, label=str):
+    """Iterate over the cases (curves, sizes) of figure ``name`` with a progress bar showing the
+    case being computed; ``--no-progress`` (``args.progress = False``) hides it."""
+    items = list(items)
+    bar = tqdm(items, desc=name, unit="case", leave=False, disable=not getattr(args, "progress", True))
+    for item in bar:
+        bar.set_postfix_str(label(item), refresh=True)
+        yield item
+
+
 def _save(fig, record, args, name):
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     fig.tight_layout()
     fig.savefig(out / f"{name}.png", dpi=130)
-    plt.close(fig)
     record.update({"figure": name, "quick": bool(args.quick), "machine": machine(), "key": args.key})
     (out / f"{name}.json").write_text(json.dumps(record, indent=1))
-    print(f"{name}: wrote {out / name}.png and .json")
+    lines = [f"{name}: wrote {out / name}.png and .json"]
     for k, v in record.get("curves", {}).items():
-        print(f"  {k}: max |dev| {v['max_abs']:.4f} (rel {v['max_rel']:.3f}), final |dev| "
-              f"{v['final_abs']:.4f} (rel {v['final_rel']:.3f}), max sem {v['max_sem']:.4f}")
+        lines.append(f"  {k}: max |dev| {v['max_abs']:.4f} (rel {v['max_rel']:.3f}), final |dev| "
+                     f"{v['final_abs']:.4f} (rel {v['final_rel']:.3f}), max sem {v['max_sem']:.4f}")
+    tqdm.write("\n".join(lines))  # one write: the progress bars are redrawn once
     return record
 
 
@@ -114,10 +127,12 @@ def fig2(args):
     no-noise TWA at 0.1."""
     ts = np.linspace(0, 10, 101 if not args.quick else 41)
     n = _n(args, 20000)
-    fig, ax = plt.subplots(figsize=(6, 4))
+    fig = Figure(figsize=(6, 4))
+    ax = fig.subplots()
     curves = {}
     init = S.spins_down(1)
-    for g, c in zip((0.1, 0.5, 1.0, 4.0), ("C0", "C1", "C2", "C3")):
+    cases = zip((0.1, 0.5, 1.0, 4.0), ("C0", "C1", "C2", "C3"))
+    for g, c in _cases(args, "fig2", cases, lambda gc: f"gamma_down={gc[0]}"):
         m = models.driven_spin(Omega=1.0, gamma_down=g)
         twa = simulate(m, init, ts, n_traj=n, key=args.key)
         ex = exact.solve(m, init, ts)
@@ -147,18 +162,23 @@ def fig3(args):
     n = _n(args, 10000)
     main = dict(omega=1.0, eps=1.0, kappa=1.0, g=0.9, gamma_down=1 / 8, gamma_up=3 / 8)
     inset = dict(omega=1.0, eps=0.5, kappa=1.0, g=1.7, gamma_down=0.25, gamma_up=0.0)
-    fig, ax = plt.subplots(figsize=(6, 4))
+    fig = Figure(figsize=(6, 4))
+    ax = fig.subplots()
+    steps = _cases(args, "fig3", (f"N={n_main}", f"inset N={n_inset}"))  # two cases, no loop:
+    next(steps)                                                            # advanced by hand
     twa, ex = _tc(n_main, main, ts, args, n, cutoff=30 if not args.quick else 12)
     _plot_pair(ax, twa, ex, "n", f"N={n_main}", "C0", scale=n_main)
     curves = {f"N={n_main}": deviation(twa, ex, "n", scale=n_main)}
     ax.set(xlabel=r"$\omega t$", ylabel=r"$\langle a^\dagger a\rangle/N$", title="Fig. 3: Tavis-Cummings (circles: exact, PIQS)")
     ins = ax.inset_axes([0.52, 0.08, 0.45, 0.36])
     ts2 = np.linspace(0, 10, 51 if not args.quick else 21)
+    next(steps)
     twa2, ex2 = _tc(n_inset, inset, ts2, args, n, cutoff=30 if not args.quick else 12)
     _plot_pair(ins, twa2, ex2, "n", f"N={n_inset}", "C1", scale=n_inset)
     ins.tick_params(labelsize=6)
     curves[f"inset N={n_inset}"] = deviation(twa2, ex2, "n", scale=n_inset)
     ax.legend(fontsize=7, loc="upper left")
+    next(steps, None)  # close the bar
     return _save(fig, {"observable": "n/N", "params": {"main": main, "inset": inset}, "curves": curves}, args, "fig3")
 
 
@@ -177,7 +197,12 @@ def fig4(args):
     n_main = 30 if not args.quick else 4
     ts = np.linspace(0, 8, 81 if not args.quick else 33)
     n = _n(args, 10000)
-    fig, ax = plt.subplots(figsize=(6, 4))
+    fig = Figure(figsize=(6, 4))
+    ax = fig.subplots()
+    sizes = (5, 10, 20, 30) if not args.quick else (2, 4)
+    steps = _cases(args, "fig4", [("main", n_main)] + [("steady state", N) for N in sizes],
+                   lambda c: f"{c[0]} N={c[1]}")
+    next(steps)  # the main curve; the loop below takes the steady-state sizes
     twa, ex = _cs(n_main, p, ts, args, n)
     for r in (twa, ex):  # population n = (1 + tau_z)/2
         r.mean["pop"] = (1 + np.asarray(r.mean["tau_z"])) / 2
@@ -185,10 +210,9 @@ def fig4(args):
     _plot_pair(ax, twa, ex, "pop", f"N={n_main}", "C0")
     curves = {f"N={n_main}": deviation(twa, ex, "pop")}
     ax.set(xlabel=r"$\omega t$", ylabel=r"$(1+\langle\tau^z\rangle)/2$", title="Fig. 4: central spin (circles: exact, PIQS)")
-    sizes = (5, 10, 20, 30) if not args.quick else (2, 4)
     ts_ss = np.linspace(0, 10, 41)
     ss = {"N": [], "twa": [], "twa_sem": [], "exact": []}
-    for N in sizes:
+    for _, N in steps:
         t2, e2 = _cs(N, p, ts_ss, args, max(100, n // 4))
         late = ts_ss >= 7
         ss["N"].append(N)
@@ -214,9 +238,11 @@ def fig5(args):
     ts = np.linspace(0, 10, 101 if not args.quick else 21)
     n = _n(args, 10000)
     n_mc = 500 if not args.quick else 100
-    fig, ax = plt.subplots(figsize=(6, 4))
+    fig = Figure(figsize=(6, 4))
+    ax = fig.subplots()
     curves = {}
-    for Om, c in zip((0.5, 1.0, 2.0), ("C0", "C1", "C2")):
+    cases = zip((0.5, 1.0, 2.0), ("C0", "C1", "C2"))
+    for Om, c in _cases(args, "fig5", cases, lambda oc: f"Omega/J={oc[0]}"):
         m = models.rydberg_chain(N, Omega=Om, J=1.0, kappa=0.1, gamma_down=0.1)
         twa = simulate(m, S.spins_down(N), ts, n_traj=n, key=args.key)
         ex = exact.solve(m, S.spins_down(N), ts, method="mcsolve", n_traj=n_mc, seed=args.key)
@@ -234,9 +260,11 @@ def fig6(args):
     ts = np.linspace(0, 10, 101 if not args.quick else 41)
     n = _n(args, 10000)
     pos = models.chain_positions(N, 0.2)
-    fig, ax = plt.subplots(figsize=(6, 4))
+    fig = Figure(figsize=(6, 4))
+    ax = fig.subplots()
     curves = {}
-    for Om, c in zip((0.5, 1.0, 2.0), ("C0", "C1", "C2")):
+    cases = zip((0.5, 1.0, 2.0), ("C0", "C1", "C2"))
+    for Om, c in _cases(args, "fig6", cases, lambda oc: f"Omega/Gamma0={oc[0]}"):
         m = models.dipole_array(pos, 1.0, (0, 0, 1.0), Gamma0=1.0, Omega=Om)
         twa = simulate(m, S.spins_down(N), ts, n_traj=n, key=args.key)
         ex = exact.solve(m, S.spins_down(N), ts, method="full")
@@ -253,9 +281,11 @@ def fig7(args):
     N = 10 if not args.quick else 4
     ts = np.linspace(0, 3, 61 if not args.quick else 31)
     n = _n(args, 10000)
-    fig, ax = plt.subplots(figsize=(6, 4))
+    fig = Figure(figsize=(6, 4))
+    ax = fig.subplots()
     curves = {}
-    for inv_a, c in zip((10, 5, 3, 2), ("C0", "C1", "C2", "C3")):
+    cases = zip((10, 5, 3, 2), ("C0", "C1", "C2", "C3"))
+    for inv_a, c in _cases(args, "fig7", cases, lambda ac: f"lambda/a={ac[0]}"):
         m = models.dipole_array(models.chain_positions(N, 1.0 / inv_a))
         twa = simulate(m, S.spins_up(N), ts, n_traj=n, key=args.key)
         ex = exact.solve(m, S.spins_up(N), ts, method="full")
@@ -269,7 +299,8 @@ def fig7(args):
     inset = {}
     sizes = ((10, n), (100, max(200, n // 10)), (1000, max(100, n // 50))) if not args.quick else ((10, 200), (50, 100))
     ts_i = np.linspace(0, 1.5, 31)
-    for (Ni, nt), c in zip(sizes, ("C0", "C4", "C5")):
+    cases = zip(sizes, ("C0", "C4", "C5"))
+    for (Ni, nt), c in _cases(args, "fig7 inset", cases, lambda sc: f"N={sc[0][0]}, {sc[0][1]} traj."):
         m = models.dipole_array(models.chain_positions(Ni, 0.1))
         r = simulate(m, S.spins_up(Ni), ts_i, n_traj=nt, key=args.key)
         ins.plot(ts_i, np.asarray(r.mean["emission_rate"]), color=c, label=f"N={Ni}")
@@ -285,13 +316,37 @@ def fig7(args):
 FIGURES = {"fig2": fig2, "fig3": fig3, "fig4": fig4, "fig5": fig5, "fig6": fig6, "fig7": fig7}
 
 
-def main(argv=None):
+def run(names, args) -> dict:
+    """Run the figures ``names`` (keys of :data:`FIGURES`) with the options ``args`` (as parsed by
+    :func:`main`); returns ``{name: record}``.
+
+    float64 is switched on for the run (the comparisons with exact results are at the 1e-3 level)
+    and restored afterwards, so calling this from a session leaves its JAX settings as they were.
+    """
+    x64 = bool(jax.config.jax_enable_x64)
+    jax.config.update("jax_enable_x64", True)
+    records = {}
+    try:
+        bar = tqdm(names, desc="figures", unit="fig", disable=not getattr(args, "progress", True))
+        for f in bar:
+            bar.set_postfix_str(f, refresh=True)
+            t0 = time.perf_counter()
+            records[f] = FIGURES[f](args)
+            tqdm.write(f"  ({time.perf_counter() - t0:.0f} s)")
+    finally:
+        jax.config.update("jax_enable_x64", x64)
+    return records
+
+
+def main(argv=None) -> dict:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("figures", nargs="+", help=f"any of {sorted(FIGURES)} or 'all'")
     ap.add_argument("--quick", action="store_true", help="small sizes and few trajectories (smoke test)")
     ap.add_argument("--n-traj", type=int, default=None, help="TWA trajectories per curve (default per figure)")
     ap.add_argument("--out", default="figures", help="output folder (default: figures)")
     ap.add_argument("--key", type=int, default=0, help="random seed")
+    ap.add_argument("--no-progress", dest="progress", action="store_false",
+                    help="no progress bars (default: one over the figures, one over each figure's cases; stderr)")
     args = ap.parse_args(argv)
     names = sorted(FIGURES) if args.figures == ["all"] else args.figures
     bad = [f for f in names if f not in FIGURES]
@@ -300,10 +355,7 @@ def main(argv=None):
     if args.n_traj is not None and args.n_traj < 2:
         ap.error("--n-traj must be >= 2")
     os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
-    for f in names:
-        t0 = time.perf_counter()
-        FIGURES[f](args)
-        print(f"  ({time.perf_counter() - t0:.0f} s)")
+    return run(names, args)
 
 
 if __name__ == "__main__":
