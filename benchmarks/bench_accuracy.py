@@ -64,6 +64,9 @@ def main(argv=None):
     ap.add_argument("--gamma", type=float, default=1.0, help="gamma/Omega of the driven spin")
     ap.add_argument("--factors", default="0.5,1,2,4,8,16", help="dt / default dt")
     ap.add_argument("--key", type=int, default=0)
+    ap.add_argument("--solvers", default="rotation_heun,heun")
+    ap.add_argument("--t-max", type=float, default=None,
+                    help="end time (default: the model's, 10 for the spin, 5 for the chain); for smoke tests")
     ap.add_argument("--x64", action="store_true")
     from bench_chain import _cpu_name, add_precision_arg, set_precision
 
@@ -80,6 +83,8 @@ def main(argv=None):
     model, init, ts, params = build(args.model, args.x64)
     if args.model == "spin":
         params["gamma"] = args.gamma
+    if args.t_max is not None:
+        ts = ts * (args.t_max / ts[-1])
     n_spins = model.n_spins
     obs = {
         "sz": lambda s, a: jnp.mean(s[:, 2]),
@@ -106,7 +111,7 @@ def main(argv=None):
     print(f"reference: rotation_heun, dt = {dt0 / 8:.4g}, {ref.n_steps} steps, {t_ref:.2f} s")
     print(f"{'solver':14s} {'dt/dt0':>6s} {'dt':>8s} {'steps':>6s} {'err':>9s} {'floor':>9s} {'err/floor':>9s} "
           f"{'norm drift':>10s} {'failed':>6s} {'wall s':>7s}")
-    for solver in ("rotation_heun", "heun"):
+    for solver in args.solvers.split(","):
         for f in (float(x) for x in args.factors.split(",")):
             dt = dt0 * f
             try:
@@ -131,8 +136,8 @@ def main(argv=None):
             rows.append(dict(solver=solver, factor=f, dt=dt, n_steps=r.n_steps, err=err, floor=floor,
                              norm_drift=drift, n_failed=n_failed, wall_s=wall))
     res = dict(model=args.model, n_spins=n_spins, n_traj=args.n_traj, dtype=dtype, params=params,
-               default_dt=dt0, ref_dt=dt0 / 8, ref_wall_s=t_ref, machine=machine, jax=jax.__version__,
-               platform=platform.platform(), rows=rows)
+               t_max=float(ts[-1]), default_dt=dt0, ref_dt=dt0 / 8, ref_wall_s=t_ref, machine=machine,
+               jax=jax.__version__, platform=platform.platform(), rows=rows)
     if args.out:
         os.makedirs(os.path.dirname(args.out) or ".", exist_ok=True)
         with open(args.out, "w") as fh:

@@ -29,7 +29,7 @@ import numpy as np
 
 def chain_couplings(n, a_over_lambda=0.2, gamma0=1.0):
     """Gamma_ij = Gamma0 Im f(u), J_ij = -(Gamma0/2) Re f(u), f = (3/2) e^{iu}(u^2 + iu - 1)/u^3
-    (PHYSICS.md section 8, dipoles perpendicular to the chain); Gamma_ii = Gamma0, J_ii = 0."""
+    (docs/conventions.md, "Atoms in free space"; dipoles perpendicular to the chain); Gamma_ii = Gamma0, J_ii = 0."""
     x = np.arange(n) * a_over_lambda * 2 * np.pi  # k r
     u = np.abs(x[:, None] - x[None, :])
     np.fill_diagonal(u, 1.0)
@@ -174,16 +174,30 @@ def _cpu_name():
     return platform.processor() or platform.machine()
 
 
+def _memory_stats():
+    try:
+        return jax.devices()[0].memory_stats() or {}
+    except Exception:
+        return {}
+
+
 def _peak_memory():
     """Peak memory so far: device peak from memory_stats (GPU), else the process's peak RSS."""
-    dev = jax.devices()[0]
-    try:
-        stats = dev.memory_stats() or {}
-    except Exception:
-        stats = {}
+    stats = _memory_stats()
     if "peak_bytes_in_use" in stats:
         return "device peak", int(stats["peak_bytes_in_use"])
     return "process peak RSS", resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+
+
+def write_json(res, out, quiet=False):
+    """Write ``res`` to ``out`` (if given), creating its folder."""
+    if not out:
+        return
+    os.makedirs(os.path.dirname(out) or ".", exist_ok=True)
+    with open(out, "w") as f:
+        json.dump(res, f, indent=1)
+    if not quiet:
+        print(f"wrote {out}")
 
 
 def measure(fns, repeats):
@@ -215,7 +229,10 @@ def run_benchmark(title, res, work, contenders, finals, repeats, out=None):
     """
     print(title)
     res.update(machine=res.get("machine", machine_name()), jax=jax.__version__, platform=platform.platform(),
-               matmul_precision=str(jax.config.jax_default_matmul_precision or "default"))
+               matmul_precision=str(jax.config.jax_default_matmul_precision or "default"), complete=False)
+    if "bytes_limit" in (stats := _memory_stats()):
+        res["device_memory_limit_bytes"] = int(stats["bytes_limit"])  # what simulate's chunks are sized from
+    write_json(res, out, quiet=True)  # written as it goes: a run killed later keeps what was measured
     timed = {}
     for name, (first, again) in contenders.items():
         t = time.perf_counter()
@@ -227,6 +244,7 @@ def run_benchmark(title, res, work, contenders, finals, repeats, out=None):
         res[f"{name}_peak_memory_bytes"] = peak
         res["peak_memory_kind"] = kind
         timed[name] = again
+        write_json(res, out, quiet=True)
     stats = measure(timed, repeats)
     for name, st in stats.items():
         res[f"{name}_s"] = [st["wall_min"], st["wall_median"]]
@@ -245,11 +263,8 @@ def run_benchmark(title, res, work, contenders, finals, repeats, out=None):
                 res[f"{prefix}ratio_vs_{other}_cpu"] = rc
                 print(f"{sim} / {other} throughput: {r:.2f} (wall), {rc:.2f} (cpu time)")
     print(res["machine"])
-    if out:
-        os.makedirs(os.path.dirname(out) or ".", exist_ok=True)
-        with open(out, "w") as f:
-            json.dump(res, f, indent=1)
-        print(f"wrote {out}")
+    res["complete"] = True
+    write_json(res, out)
     return res
 
 
@@ -269,9 +284,9 @@ def three_contenders(sim, scan, numpy_thunk=None, more_sims=None):
     return contenders, finals
 
 
-def parse_throughput_args(doc, argv, n_spins, n_traj, n_steps):
+def parse_throughput_args(doc, argv, n_spins, n_traj, n_steps, extra=None):
     """The options every throughput benchmark takes (sizes, repeats, precision, output);
-    switches on float64 when asked."""
+    switches on float64 when asked. ``extra(parser)`` adds a script's own options."""
     ap = argparse.ArgumentParser(description=doc, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--n-spins", type=int, default=n_spins)
     ap.add_argument("--n-traj", type=int, default=n_traj)
@@ -282,6 +297,8 @@ def parse_throughput_args(doc, argv, n_spins, n_traj, n_steps):
     ap.add_argument("--skip-scan", action="store_true", help="time simulate alone (e.g. sizes the scan cannot hold)")
     add_precision_arg(ap)
     ap.add_argument("--out", default=None)
+    if extra is not None:
+        extra(ap)
     args = ap.parse_args(argv)
     if args.x64:
         jax.config.update("jax_enable_x64", True)
@@ -301,13 +318,16 @@ def set_precision(args):
 
 
 def main(argv=None):
-    args = parse_throughput_args(__doc__, argv, 100, 500, 200)
+    args = parse_throughput_args(
+        __doc__, argv, 100, 500, 200,
+        extra=lambda ap: ap.add_argument("--skip-plain", action="store_true",
+                                         help="time the built-in model alone, not also the plain jnp one"))
     from twa_jax._noise import decompose
 
     n, nt, ns, dt, Omega = args.n_spins, args.n_traj, args.n_steps, 0.01, 1.0
     G, J = chain_couplings(n)
     builtin = builtin_chain_model(n)
-    # the baselines integrate the built-in model's equations: same couplings (PHYSICS.md section 8)
+    # the baselines integrate the built-in model's equations: same couplings (docs/conventions.md, "Atoms in free space")
     np.testing.assert_allclose(np.asarray(builtin.gamma_of(builtin.params)), G, rtol=1e-4, atol=2e-5)  # float32 phases k r up to 2 pi N a/lambda
     B = np.asarray(decompose(G).factor)
     dtype = "float64" if args.x64 else "float32"
@@ -318,12 +338,12 @@ def main(argv=None):
                           "scan": "hand-written fused rotation Heun, lax.scan, (n_traj, 3, N)",
                           "numpy": "vectorized NumPy, (3, n_traj, N)"}}
     sim = simulate_fn(builtin, Omega, n, nt, ns, dt)
-    plain = simulate_fn(chain_model(G, J), Omega, n, nt, ns, dt)
+    plain = None if args.skip_plain else simulate_fn(chain_model(G, J), Omega, n, nt, ns, dt)
     scan = None if args.skip_scan else scan_run(G, J, B, Omega, nt, ns, dt)
     npd = np.float64 if args.x64 else np.float32
     contenders, finals = three_contenders(
         sim, scan, None if args.skip_numpy else (lambda: numpy_run(G, J, B, Omega, nt, ns, dt, npd)),
-        more_sims={"simulate_plain": plain})
+        more_sims=None if args.skip_plain else {"simulate_plain": plain})
     title = (f"Eq. 56 chain N={n}, {nt} trajectories, {ns} steps, {dtype}, {B.shape[1]} noise channels; "
              f"{machine_name()}")
     run_benchmark(title, res, nt * n * ns, contenders, finals, args.repeats, args.out)

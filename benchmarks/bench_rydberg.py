@@ -18,9 +18,37 @@ import jax
 import numpy as np
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from bench_chain import _rotate_np, machine_name, parse_throughput_args, run_benchmark, three_contenders  # noqa: E402
+from bench_chain import (  # noqa: E402
+    _rotate_np, machine_name, parse_throughput_args, run_benchmark, three_contenders, write_json)
 
 P = dict(Omega=1.0, Delta=0.5, V=2.0, gamma=0.2)
+
+# Peak memory bandwidth in GB/s (vendor data sheets), keyed by substrings that must all occur in
+# the lower-cased ``jax.devices()[0].device_kind``; the first match wins (specific entries first).
+DEVICE_BANDWIDTH_GBS = (
+    (("h100", "pcie"), 2000.0),
+    (("h100", "nvl"), 3900.0),
+    (("h100",), 3350.0),  # SXM5, device kind "NVIDIA H100 80GB HBM3"
+    (("gh200",), 4000.0),  # 96 GB HBM3 version (the 144 GB HBM3e one: 4900; pass --bandwidth-gbs)
+    (("h200",), 4800.0),
+    (("a100", "pcie", "40gb"), 1555.0),
+    (("a100", "pcie"), 1935.0),
+    (("a100", "40gb"), 1555.0),
+    (("a100",), 2039.0),
+)
+
+
+def device_bandwidth(given_gbs=None):
+    """``(GB/s or None, where it came from)``: ``given_gbs`` if set, else the table entry for
+    the first JAX device."""
+    if given_gbs:
+        return float(given_gbs), "--bandwidth-gbs"
+    kind = jax.devices()[0].device_kind
+    k = kind.lower()
+    for keys, gbs in DEVICE_BANDWIDTH_GBS:
+        if all(x in k for x in keys):
+            return gbs, f"table entry {'+'.join(keys)} for device kind {kind!r}"
+    return None, f"device kind {kind!r} not in the table; pass --bandwidth-gbs"
 
 
 def _gz(xp, sz, dt):
@@ -116,7 +144,11 @@ def simulate_fn(n, n_traj, n_steps, dt):
 
 
 def main(argv=None):
-    args = parse_throughput_args(__doc__, argv, 10_000, 100, 100)
+    args = parse_throughput_args(
+        __doc__, argv, 10_000, 100, 100,
+        extra=lambda ap: ap.add_argument("--bandwidth-gbs", type=float, default=None,
+                                         help="device memory bandwidth for the roofline fraction (default: "
+                                              "from a table keyed by the device kind, e.g. H100 SXM 3350, H200 4800)"))
     n, nt, ns, dt = args.n_spins, args.n_traj, args.n_steps, 0.01
     dtype = "float64" if args.x64 else "float32"
     item = 8 if args.x64 else 4
@@ -129,9 +161,24 @@ def main(argv=None):
     npd = np.float64 if args.x64 else np.float32
     contenders, finals = three_contenders(sim, scan, None if args.skip_numpy else (lambda: numpy_run(n, nt, ns, dt, npd)))
     title = f"Rydberg chain N={n}, {nt} trajectories, {ns} steps, {dtype}; {machine_name()}"
+    peak_gbs, source = device_bandwidth(args.bandwidth_gbs)
+    res.update(device_bandwidth_gbs=peak_gbs, device_bandwidth_source=source)
     res = run_benchmark(title, res, nt * n * ns, contenders, finals, args.repeats, args.out)
-    bw = res["simulate_spin_steps_per_s"] * res["roofline_bytes_per_spin_step"]
-    print(f"simulate moves at least {bw / 1e9:.2f} GB/s at the 24-byte (float32) roofline count")
+    nbytes = res["roofline_bytes_per_spin_step"]
+    for name in ("simulate", "scan"):  # (NumPy runs on the host, not the device)
+        if f"{name}_spin_steps_per_s" not in res:
+            continue
+        bw = res[f"{name}_spin_steps_per_s"] * nbytes / 1e9
+        res[f"{name}_roofline_gbs"] = bw
+        frac = None if peak_gbs is None else bw / peak_gbs
+        res[f"{name}_roofline_fraction"] = frac
+        print(f"{name} moves at least {bw:.2f} GB/s at the {nbytes}-byte roofline count"
+              + ("" if frac is None else f": {100 * frac:.1f} % of {peak_gbs:.0f} GB/s"))
+    if peak_gbs is None:
+        print(f"roofline fraction not computed: {source}")
+    else:
+        print(f"peak bandwidth {peak_gbs:.0f} GB/s: {source}")
+    write_json(res, args.out)
 
 
 if __name__ == "__main__":
