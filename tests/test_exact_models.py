@@ -3,8 +3,8 @@
 References: QuTiP's ``mesolve`` on operators built here by hand from the paper's definitions (not
 from the package), PIQS against the full space at N = 2-4, ``mcsolve`` against the density matrix,
 and TWA against the exact solution for small versions of every model. TWA has a systematic error
-of its own (PHYSICS.md section 9), so TWA-vs-exact tolerances are (allowance for that bias) +
-4 standard errors; the allowance is stated per case, and ``no_noise`` TWA fails it (the test can
+of its own (docs/conventions.md, "Accuracy of TWA"), so TWA-vs-exact tolerances are (allowance
+for that bias) + 4 standard errors; the allowance is stated per case, and ``no_noise`` TWA fails it (the test can
 fail).
 """
 
@@ -76,7 +76,8 @@ def test_full_dense_gamma_matches_lindblad_definition():
 
 @pytest.mark.parametrize("n", [2, 3, 4])
 def test_piqs_matches_full_space(n):
-    """PIQS (Dicke basis) against the full Hilbert space; PIQS is float32 inside (PHYSICS.md 11)."""
+    """PIQS (Dicke basis) against the full Hilbert space; PIQS is float32 inside
+    (docs/conventions.md, "Exact references")."""
     ts = np.linspace(0, 2, 5)
     cases = [
         (tw.models.tavis_cummings(n, omega=1, eps=1.2, g=0.9, kappa=1, gamma_down=0.3, gamma_up=0.2),
@@ -132,7 +133,8 @@ def test_exact_bad_input():
 # (model, initial state, times, observable, allowance for TWA's own bias)
 def _cases():
     return {
-        # PHYSICS.md 9: Tavis-Cummings <a^dag a>/N deviates by 0.007 at N = 4 (so 0.03 on <a^dag a>)
+        # docs/conventions.md, "Accuracy of TWA": Tavis-Cummings <a^dag a>/N deviates by 0.007
+        # at N = 4 (so 0.03 on <a^dag a>)
         "tavis_cummings": (tw.models.tavis_cummings(4, omega=1, eps=1, g=0.9, kappa=1, gamma_down=1 / 8, gamma_up=3 / 8),
                            S.product(spins=S.spins_up(4), bosons=S.vacuum(1)), np.linspace(0, 6, 13), "n", 0.03),
         # collective models: the paper claims relative errors O(1e-2) (range of tau_z ~ 1.5)
@@ -141,7 +143,7 @@ def _cases():
         # Rydberg chain with Omega/J = 1 (paper: accurate for Omega/J >~ 0.1)
         "rydberg_chain": (tw.models.rydberg_chain(4, Omega=1, J=1, kappa=0.1, gamma_down=0.1),
                           S.spins_down(4), np.linspace(0, 4, 13), "sz", 0.03),
-        # PHYSICS.md 9: burst of a lambda/10 chain, R(t) within 0.03 at N = 8
+        # docs/conventions.md, "Accuracy of TWA": burst of a lambda/10 chain, R(t) within 0.03 at N = 8
         "dipole_array": (tw.models.dipole_array(tw.models.chain_positions(4, 0.1)),
                          S.spins_up(4), np.linspace(0, 2, 11), "emission_rate", 0.03),
         "dicke": (tw.models.dicke(4, gamma=1.0), S.spins_up(4), np.linspace(0, 2, 11), "emission_rate", 0.05),

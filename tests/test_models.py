@@ -1,4 +1,4 @@
-"""Built-in models: free-space dipole couplings (PHYSICS.md section 8)."""
+"""Built-in models: free-space dipole couplings (docs/conventions.md, "Atoms in free space")."""
 
 import jax
 import jax.numpy as jnp

@@ -1,4 +1,4 @@
-"""Noise factorization Gamma = B B^dag and the statistics of the increments (PHYSICS.md 5)."""
+"""Noise factorization Gamma = B B^dag and the statistics of the increments (docs/conventions.md, "Noise")."""
 
 import jax
 import jax.numpy as jnp

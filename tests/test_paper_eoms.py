@@ -1,12 +1,12 @@
 """Autodiff equations of motion against right-hand sides transcribed from the paper.
 
-Hosseinabadi, Chelpanova, Marino, PRX Quantum 6, 030344 (2025) ("seed" text in
-``shared/seed/000_ba83e736a20c2af8.txt``): Table I, Eqs. 18-20 (driven spin), 29-32
+Hosseinabadi, Chelpanova, Marino, PRX Quantum 6, 030344 (2025): Table I, Eqs. 18-20 (driven spin), 29-32
 (Tavis-Cummings), 38-43 (central spin), 46-48 (Rydberg chain), 56-57 (correlated decay).
 
 Every hand-written function below is copied from the paper's printed equations (not derived
 from the package), with the single exception of Eq. 48, whose last two factors are swapped in
-the extracted text (see ``test_rydberg_chain_eqs_46_48``).
+the extracted text (see ``test_rydberg_chain_eqs_46_48`` and ``docs/conventions.md``, "Notes on the paper's
+printed equations").
 
 Two kinds of check per model, at random states and parameters (fixed numpy seeds, float64):
 
@@ -14,8 +14,8 @@ Two kinds of check per model, at random states and parameters (fixed numpy seeds
   ``tw.drift + tw.noise_increment(xi)`` equals the printed right-hand side with the paper's real
   noises expressed through the same complex ``xi`` (the *direct* check).  For a jump
   ``L = sigma^-`` or ``sigma^+`` with its rate in Gamma the mapping is
-  ``xi^x = Re xi``, ``xi^y = -Im xi`` (PHYSICS.md sec. 4); with the rate absorbed in ``L``
-  (Gamma = 1) both carry a factor ``sqrt(rate)``.  For dephasing ``L = sigma^z`` the hand
+  ``xi^x = Re xi``, ``xi^y = -Im xi`` (``docs/conventions.md``, "Notes on the paper's printed
+  equations"); with the rate absorbed in ``L`` (Gamma = 1) both carry a factor ``sqrt(rate)``.  For dephasing ``L = sigma^z`` the hand
   derivation (H~ = 2 s^z Im Phi, so only Im xi survives) gives ``eta = -Im xi``; ``Re xi``
   drops out of the equations altogether.
 * covariance (mapping-independent): both noise terms are real-linear in their noises.  With the
@@ -589,7 +589,8 @@ def test_boson_correlated_complex_gamma(rank):
     """Linear modes with a complex Hermitian Gamma (L_i = a_i): da/dt = -i omega a - Gamma a / 2.
 
     Not a printed equation of the paper, but its Eq. 5-7 for bosons, and hand-checked against the
-    master equation (PHYSICS.md sec. 1): with D = sum_ij Gamma_ji (a_i rho a_j^dag - ...),
+    master equation (``docs/conventions.md``, "Master equation"): with
+    D = sum_ij Gamma_ji (a_i rho a_j^dag - ...),
     d<a_k>/dt = sum_ij Gamma_ji (<a_j^dag a_k a_i> - <a_j^dag a_i a_k>/2 - <a_k a_j^dag a_i>/2)
     = -(1/2) sum_i Gamma_ki <a_i> (only the commutator [a_k, a_j^dag] = delta_kj survives).  So it
     is Gamma a, not Gamma^T a: this pins the index convention of the dense (rank 3) and low-rank

@@ -1,5 +1,5 @@
-"""Atoms in free space: collective decay Gamma_ij and exchange J_ij (paper Eqs. 52-55,
-PHYSICS.md section 8)."""
+"""Atoms in free space: collective decay Gamma_ij and exchange J_ij (paper Eqs. 52-55;
+``docs/conventions.md``, "Atoms in free space")."""
 
 from __future__ import annotations
 

@@ -2,9 +2,10 @@
 in the paper, its own observables, and its exact quantum counterpart built from the same
 parameters (``model.quantum(params, basis, cutoff)``, used by :mod:`twa_jax.exact`).
 
-Conventions (PHYSICS.md section 1): Pauli matrices, ``sigma^- = (sigma^x - i sigma^y)/2``, jump
-operators ``L_i`` with dissipation matrix ``Gamma``. Spins are ``(n_spins, 3)`` classical vectors
-``s``; the Weyl symbol of ``sigma_i^+ sigma_j^-`` (``i != j``) is ``conj(s_i^-) s_j^-``.
+Conventions (``docs/conventions.md``, "Master equation" and "Spin normalization"): Pauli
+matrices, ``sigma^- = (sigma^x - i sigma^y)/2``, jump operators ``L_i`` with dissipation matrix
+``Gamma``. Spins are ``(n_spins, 3)`` classical vectors ``s``; the Weyl symbol of
+``sigma_i^+ sigma_j^-`` (``i != j``) is ``conj(s_i^-) s_j^-``.
 """
 
 from __future__ import annotations
@@ -83,7 +84,7 @@ def emission_rate(gamma_unit):
               + \frac{\Gamma_0}{2}\sum_i \overline{s_i^z}\Big],
 
     with ``gamma_unit = Gamma / Gamma_0`` (geometry only). The diagonal is kept as written
-    (PHYSICS.md section 7)."""
+    (``docs/conventions.md``, "Emission rate (Eq. 61)")."""
     G = jnp.asarray(gamma_unit)
 
     def f(s, a):
@@ -190,7 +191,7 @@ def _ensemble_piqs(n, other, init_other, emission, pumping, collective=0.0):
 
 
 def _ensemble_params(n, omega, eps, g, kappa, gamma_down, gamma_up):
-    """Parameters shared by the Tavis-Cummings and central-spin models."""
+    """Parameters common to the Tavis-Cummings and central-spin models."""
     return _check_params(
         dict(omega=omega, eps=eps, g=g, kappa=kappa, gamma_down=gamma_down, gamma_up=gamma_up),
         n, per_site=("eps", "g", "gamma_down", "gamma_up"), rates=("kappa", "gamma_down", "gamma_up"),
@@ -428,7 +429,8 @@ def chain_positions(n: int, spacing: float, axis=(1.0, 0.0, 0.0)) -> np.ndarray:
 
 
 def dipole_array(positions, wavelength=1.0, dipole=(0.0, 0.0, 1.0), Gamma0=1.0, Omega=0.0, omega_z=0.0) -> Model:
-    r"""Driven atoms in free space with correlated decay (paper Eqs. 50-56, PHYSICS.md section 8).
+    r"""Driven atoms in free space with correlated decay (paper Eqs. 50-56; ``docs/conventions.md``,
+    "Atoms in free space").
 
     .. math:: H = \omega_z\sum_i\sigma_i^z + \Omega\sum_i\sigma_i^x + \sum_{i\ne j}J_{ij}\sigma_i^+\sigma_j^-,
               \quad L_i = \sigma_i^-,\ \Gamma_{ij}\ \text{dense}
