@@ -19,7 +19,7 @@ import numpy as np
 import pytest
 
 import twa_jax as tw
-from twa_jax import _solve
+from twa_jax import _plan
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -74,13 +74,11 @@ def test_four_devices_give_the_statistics_of_one():
                "four": run(chunk_size=5), "four_default": run(), "other_key": run(key=6)}
         # the per-device program: batch 8 per device, not 32
         from jax.sharding import Mesh
-        from twa_jax import _solve, _noise, _observables, _solvers
-        p = {k: jnp.asarray(v) for k, v in KW["params"].items()}
-        grid = jnp.linspace(0.0, 1.0, 51)
-        low = _solve._chunk.lower(model, _noise.decompose(model.gamma_of(p)), p, init,
-                                  _observables.default_observables(N, 1), grid, grid[jnp.array([0, 50])],
-                                  _solvers.RotationHeun(), "twa", jax.random.key(0), jnp.asarray(0),
-                                  jnp.asarray(32), 8, Mesh(np.asarray(jax.devices()), ("traj",)))
+        from twa_jax import _engine, _plan
+        plan = _plan.make_plan(model, init, np.array([0.0, 1.0]), n_traj=32, key=0, dt=0.02,
+                               params=KW["params"]).device_part()
+        low = _engine._chunk.lower(plan, plan.params, jnp.asarray(0), 8, _engine.Moments(()), None,
+                                   False, "reverse")
         hlo = low.compile().compiled.as_text()
         out["per_device_batch"] = sorted(set(int(b) for b in re.findall(r"f64\\[(\\d+),3,3\\]", hlo)))
         json.dump(out, sys.stdout)
@@ -190,23 +188,23 @@ class _NoStats:
 
 
 def test_free_memory_from_device_stats_host_ram_or_fallback():
-    assert _solve.free_memory(_FakeGPU(80 * 2**30, 30 * 2**30)) == 50 * 2**30
-    assert _solve.free_memory(_FakeGPU(2**30, 2**31)) == 0
-    assert _solve.free_memory(_NoStats()) == _solve.FALLBACK_FREE_BYTES
+    assert _plan.free_memory(_FakeGPU(80 * 2**30, 30 * 2**30)) == 50 * 2**30
+    assert _plan.free_memory(_FakeGPU(2**30, 2**31)) == 0
+    assert _plan.free_memory(_NoStats()) == _plan.FALLBACK_FREE_BYTES
     cpu = jax.devices("cpu")[0]
-    avail = _solve._host_available_bytes()
+    avail = _plan._host_available_bytes()
     assert avail is not None and avail > 0
-    assert _solve.free_memory(cpu) == avail // len(jax.local_devices(backend="cpu"))
+    assert _plan.free_memory(cpu) == avail // len(jax.local_devices(backend="cpu"))
 
 
 def test_auto_chunk_size_follows_the_smallest_free_memory():
-    frac = _solve.MEMORY_FRACTION
+    frac = _plan.MEMORY_FRACTION
     per = 1000
     big, small = _FakeGPU(80 * 2**30, 0), _FakeGPU(8 * 2**30, 4 * 2**30)
-    assert _solve.auto_chunk_size(per, [big], 10**9) == int(frac * 80 * 2**30 // per)
-    assert _solve.auto_chunk_size(per, [big, small], 10**9) == int(frac * 4 * 2**30 // per)
-    assert _solve.auto_chunk_size(per, [big], 500) == 500  # never more than each device's share
-    assert _solve.auto_chunk_size(10**12, [small], 500) == 1  # at least one trajectory
+    assert _plan.auto_chunk_size(per, [big], 10**9) == int(frac * 80 * 2**30 // per)
+    assert _plan.auto_chunk_size(per, [big, small], 10**9) == int(frac * 4 * 2**30 // per)
+    assert _plan.auto_chunk_size(per, [big], 500) == 500  # never more than each device's share
+    assert _plan.auto_chunk_size(10**12, [small], 500) == 1  # at least one trajectory
 
 
 def test_bytes_per_trajectory_scales_with_state_noise_and_saves():
@@ -215,8 +213,8 @@ def test_bytes_per_trajectory_scales_with_state_noise_and_saves():
     of 80 GB (the issue's target size: chunks of that order, 1e5 trajectories in a few chunks)."""
     model, _, _ = _small()
     nb = tw._noise.decompose(jnp.array([0.5]))
-    b1 = _solve._bytes_per_trajectory(model, nb, 3, {"sz": ()}, jnp.float64)
-    b2 = _solve._bytes_per_trajectory(model, nb, 30, {"sz": ()}, jnp.float64)
+    b1 = _plan.bytes_per_trajectory(model, nb, 3, {"sz": ()}, jnp.float64)
+    b2 = _plan.bytes_per_trajectory(model, nb, 30, {"sz": ()}, jnp.float64)
     assert b2 > b1 and b1 % 8 == 0
 
     class Big:
@@ -225,6 +223,6 @@ def test_bytes_per_trajectory_scales_with_state_noise_and_saves():
     class BigNoise:
         n_channels = n_jumps = 10_000
 
-    per = _solve._bytes_per_trajectory(Big, BigNoise, 11, {"sz": ()}, jnp.float32)
-    n = _solve.auto_chunk_size(per, [_FakeGPU(80 * 10**9, 0)], 10**5)
+    per = _plan.bytes_per_trajectory(Big, BigNoise, 11, {"sz": ()}, jnp.float32)
+    n = _plan.auto_chunk_size(per, [_FakeGPU(80 * 10**9, 0)], 10**5)
     assert 1e3 < n < 1e5

@@ -1,4 +1,5 @@
-"""Initial-state samplers have the moments of PHYSICS.md section 6 (tolerances from the sem)."""
+"""Initial-state samplers have the moments of docs/conventions.md, "Initial states" (tolerances
+from the sem)."""
 
 import jax
 import numpy as np
@@ -105,8 +106,10 @@ def test_product_concatenates_independent_parts():
 
 
 def test_bad_state_arguments():
-    with pytest.raises(ValueError, match="positive int"):
+    with pytest.raises(ValueError, match="n must be >= 1"):
         tw.states.spins_down(0)
+    with pytest.raises(TypeError, match="n must be an int"):
+        tw.states.spins_down(1.5)
     with pytest.raises(ValueError, match="sampling"):
         tw.states.spins_up(2, sampling="uniform")
     with pytest.raises(ValueError, match="zero vector"):

@@ -5,7 +5,7 @@ import jax.numpy as jnp
 import numpy as np
 
 import twa_jax as tw
-from twa_jax import _solve
+from twa_jax import _engine
 from twa_jax._brackets import generator, generator_and_jumps, rotate, to_internal
 from twa_jax._noise import decompose
 
@@ -26,10 +26,10 @@ def test_new_parameter_values_do_not_recompile():
     ts = np.linspace(0, 0.5, 3)
     p = {"Omega": 1.0, "g": 0.2, "gamma": 0.3, "kappa": 0.4}
     tw.simulate(model, init, ts, n_traj=8, key=0, params=p, dt=0.05)
-    n0 = _solve._chunk._cached._cache_size()
+    n0 = _engine._chunk._cached._cache_size()
     p2 = {"Omega": 1.7, "g": 0.1, "gamma": 0.5, "kappa": 0.1}
     r = tw.simulate(model, init, ts, n_traj=8, key=1, params=p2, dt=0.05)
-    assert _solve._chunk._cached._cache_size() == n0
+    assert _engine._chunk._cached._cache_size() == n0
     assert r.n_failed == 0
 
 

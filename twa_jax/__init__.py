@@ -1,7 +1,8 @@
 """twa_jax: the dissipative truncated Wigner approximation in JAX.
 
 Write a model as plain JAX functions (Hamiltonian, jump operators, dissipation matrix), pick an
-initial state, and call :func:`simulate`. See README.md and ``../shared/PHYSICS.md``.
+initial state, and call :func:`simulate`. See README.md, and ``docs/conventions.md`` for the
+conventions (rates, normalizations, Weyl symbols, standard errors, accuracy).
 """
 
 from . import _xla_workaround
@@ -11,7 +12,8 @@ _xla_workaround.apply()  # before anything starts JAX's backends
 from . import models as models, states as states  # noqa: E402
 from ._brackets import effective_hamiltonian as effective_hamiltonian
 from ._forms import quadratic_form as quadratic_form
-from ._fit import FitResult as FitResult, fit as fit, value_and_grad as value_and_grad
+from ._fit import FitResult as FitResult, fit as fit
+from ._grad import value_and_grad as value_and_grad
 from ._model import Model as Model
 from ._noise import NoiseBasis as NoiseBasis, decompose as decompose_gamma
 from ._observables import boson_number as boson_number
@@ -20,7 +22,7 @@ from ._solve import simulate as simulate
 from ._solvers import RotationHeun as RotationHeun, StochasticHeun as StochasticHeun, TWATerm as TWATerm
 from ._brackets import drift as drift, noise_increment as noise_increment, velocity as velocity
 
-__version__ = "0.3.0"
+__version__ = "0.4.0"
 
 
 def __getattr__(name):

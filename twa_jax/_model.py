@@ -21,6 +21,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from ._checks import check_finite_tree, check_gamma_matrix
+from ._noise import decompose
 
 
 class Model(eqx.Module):
@@ -72,6 +73,7 @@ class Model(eqx.Module):
     params: dict | None = None
     observable_items: tuple | None = eqx.field(static=True, default=None)
     quantum: Callable | None = eqx.field(static=True, default=None)
+    noise_basis: Any = None  # the factor of a constant Gamma (see __init__)
 
     def __init__(
         self, hamiltonian, jumps=None, gamma=None, n_spins=0, n_bosons=0, spin_S=None,
@@ -94,6 +96,8 @@ class Model(eqx.Module):
         if quantum is not None and not callable(quantum):
             raise TypeError(f"quantum must be a function quantum(params, basis), got {quantum!r}")
         self.quantum = quantum
+        # a constant Gamma is validated and factored once, here; the run plan reuses the factor
+        self.noise_basis = decompose(gamma) if gamma is not None and not callable(gamma) else None
 
     def __check_init__(self):
         if not callable(self.hamiltonian):
@@ -117,8 +121,6 @@ class Model(eqx.Module):
             )
         if self.jumps is not None and not callable(self.jumps):
             raise TypeError(f"jumps must be a function L(spins, bosons, params), got {self.jumps!r}")
-        if self.gamma is not None and not callable(self.gamma):
-            check_gamma_matrix(self.gamma, "gamma")
 
     # ------------------------------------------------------------------ helpers
     @property

@@ -1,4 +1,5 @@
-"""Correlated dissipative noise: Gamma = V diag(gamma) V^dag (paper Eqs. 58-60, PHYSICS.md 5).
+"""Correlated dissipative noise: Gamma = V diag(gamma) V^dag (paper Eqs. 58-60;
+``docs/conventions.md``, "Noise").
 
 The Langevin noise of the TWA has ``<xi xi^dag> = 2 Gamma dt``, ``<xi xi^T> = 0`` per step. We
 factor ``Gamma = B B^dag`` with ``B = V_r sqrt(gamma_r)`` keeping only the ``K'`` eigen-channels
@@ -32,7 +33,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from ._checks import is_concrete
+from ._checks import check_gamma_matrix, check_psd, is_concrete
 from ._forms import matvec
 
 #: channels with rate below ``KEEP_RTOL * max(rate)`` carry no noise and are dropped.
@@ -144,23 +145,30 @@ def _psd_sqrt_jvp(primals, tangents):
     return B, dB.astype(B.dtype)
 
 
-def decompose(gamma, rtol: float = KEEP_RTOL) -> NoiseBasis:
-    """Factor a rate vector or a Hermitian PSD matrix into independent noise channels.
+def decompose(gamma, rtol: float = KEEP_RTOL, *, name: str = "gamma") -> NoiseBasis:
+    """Validate and factor a rate vector or a Hermitian PSD matrix into independent noise channels.
 
-    With concrete values, channels with rate ``<= rtol * max rate`` are dropped (a rank-one
-    Gamma gives one channel; factor ``V_r sqrt(gamma_r)``). When no channel is dropped, and always
-    under tracing (differentiating with respect to Gamma: the number of channels must be static),
-    a dense Gamma is factored by its principal square root :func:`psd_sqrt`, whose derivative is
-    correct also at degenerate and zero eigenvalues (see the module docstring). Concrete and traced
-    calls therefore give the same numbers for a full-rank Gamma; for a rank-deficient one the
-    traced call draws ``K`` instead of ``K'`` increments per step (same statistics, other numbers).
+    With concrete values, Gamma is validated (shape, finiteness, Hermiticity, signs, and positive
+    semidefiniteness from the same eigendecomposition that factors it: one ``eigh`` in all) and
+    channels with rate ``<= rtol * max rate`` are dropped (a rank-one Gamma gives one channel;
+    factor ``V_r sqrt(gamma_r)``). When no channel is dropped, and always under tracing
+    (differentiating with respect to Gamma: the number of channels must be static), a dense Gamma
+    is factored by its principal square root :func:`psd_sqrt`, whose derivative is correct also at
+    degenerate and zero eigenvalues (see the module docstring). Concrete and traced calls therefore
+    give the same numbers for a full-rank Gamma; for a rank-deficient one the traced call draws
+    ``K`` instead of ``K'`` increments per step (same statistics, other numbers).
 
     Args:
-        gamma: ``(K,)`` rates or ``(K, K)`` Hermitian PSD matrix (validated by the caller).
+        gamma: ``(K,)`` rates or ``(K, K)`` Hermitian PSD matrix.
+        name: how error messages call it.
 
     Returns:
         A :class:`NoiseBasis`.
+
+    Raises:
+        ValueError, TypeError: for a bad Gamma (concrete values only).
     """
+    check_gamma_matrix(gamma, name)
     g = jnp.asarray(gamma)
     if not (jnp.issubdtype(g.dtype, jnp.floating) or jnp.issubdtype(g.dtype, jnp.complexfloating)):
         g = g.astype(jnp.zeros(()).dtype)
@@ -173,18 +181,25 @@ def decompose(gamma, rtol: float = KEEP_RTOL) -> NoiseBasis:
                 return NoiseBasis(g, jnp.sqrt(g), None, True, False)
             return NoiseBasis(g, jnp.sqrt(g[keep]), tuple(int(i) for i in keep), True, False)
         return NoiseBasis(g, jnp.sqrt(jnp.clip(g, 0.0)), None, True, False)
+    in_dtype = np.asarray(gamma).dtype if is_concrete(gamma) else g.dtype
     g = 0.5 * (g + jnp.conj(g).T)
     if not jnp.iscomplexobj(g) or (is_concrete(gamma) and not np.any(np.imag(np.asarray(g)))):
         g = jnp.real(g)
     K = g.shape[0]
-    if is_concrete(gamma):
-        w, V = jnp.linalg.eigh(g)
-        wn = np.asarray(w)
-        keep = np.nonzero(wn > rtol * max(np.abs(wn).max(initial=0.0), 0.0))[0]
-        if len(keep) < K:
-            factor = V[:, keep] * jnp.sqrt(w[keep])
-            return NoiseBasis(g, factor, None, False, 2 * len(keep) <= K)
-    return NoiseBasis(g, psd_sqrt(g), None, False, False)
+    if not is_concrete(gamma):
+        return NoiseBasis(g, psd_sqrt(g), None, False, False)
+    w, V = jnp.linalg.eigh(g)
+    wn = np.asarray(w)
+    # the bound follows the coarser of the input's and the arithmetic's precision
+    coarse = in_dtype if in_dtype.kind in "fc" and np.finfo(in_dtype).bits < np.finfo(w.dtype).bits else w.dtype
+    check_psd(wn, coarse, name)
+    keep = np.nonzero(wn > rtol * max(np.abs(wn).max(initial=0.0), 0.0))[0]
+    if len(keep) < K:
+        factor = V[:, keep] * jnp.sqrt(w[keep])
+        return NoiseBasis(g, factor, None, False, 2 * len(keep) <= K)
+    # the principal square root from the same eigendecomposition (what psd_sqrt computes)
+    s = jnp.sqrt(jnp.clip(w, 0.0))
+    return NoiseBasis(g, (V * s.astype(V.dtype)) @ jnp.conj(V).T, None, False, False)
 
 
 def decompose_like(gamma, reference: NoiseBasis) -> NoiseBasis:

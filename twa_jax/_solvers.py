@@ -3,14 +3,15 @@
 ``TWATerm`` is one diffrax term whose control over a step ``[t0, t1]`` is ``(dt, dW)``: the time
 step and ``K'`` circular complex Brownian increments. Its increment is one evaluation of the
 bracket of ``H~ = dt H + 2 Im(conj(L) . Phi)`` with ``Phi = (Gamma L dt + B dW) / 2``
-(PHYSICS.md sections 2 and 5), so drift and noise cost a single gradient.
+(``docs/conventions.md``, "Effective Hamiltonian and brackets" and "Noise"), so drift and noise
+cost a single gradient.
 
 Solvers (both Stratonovich, strong order 1/2, one bracket evaluation per stage, two stages):
 
 * :class:`RotationHeun` (default): the Heun predictor/corrector applied to the rotation
   generator ``omega`` (``ds = omega x s``): ``s' = R(omega(s)) s``,
   ``s1 = R((omega(s) + omega(s')) / 2) s``, with ``R`` the exact rotation. ``|s_k|`` is conserved
-  to rounding (PHYSICS.md section 10). Bosons take the ordinary Heun average.
+  to rounding (``docs/conventions.md``, "Integrators"). Bosons take the ordinary Heun average.
 * :class:`StochasticHeun`: the plain Cartesian stochastic Heun scheme, for comparison. It does
   not conserve ``|s_k|`` and can blow up for strong dissipation.
 
@@ -21,7 +22,7 @@ trajectories is one solve of the stacked state (see :class:`TWATerm`).
 
 from __future__ import annotations
 
-from typing import ClassVar
+from typing import Any, ClassVar
 
 import diffrax as dfx
 import equinox as eqx
@@ -124,6 +125,66 @@ class TWATerm(dfx.AbstractTerm):
         return True
 
 
+class PackedTerm(dfx.AbstractTerm):
+    """A :class:`TWATerm` (with its parameters) whose complex arrays are stored as real pairs.
+
+    diffrax warns about any complex array among its terms, state and args ("complex dtype
+    support is a work in progress"). The TWA state is real; only a complex Gamma (or complex
+    parameters) would show up there. Packing them keeps every leaf diffrax sees real; the
+    solvers unpack the term (:func:`_unwrap`) before using it, so nothing else changes.
+    """
+
+    leaves: list
+    treedef: Any = eqx.field(static=True)
+    complex_mask: tuple = eqx.field(static=True)
+
+    @classmethod
+    def pack(cls, term: TWATerm, params) -> "PackedTerm":
+        leaves, treedef = jax.tree_util.tree_flatten((term, params))
+        mask = tuple(bool(eqx.is_array(x) and jnp.iscomplexobj(x)) for x in leaves)
+        leaves = [jnp.stack([jnp.real(x), jnp.imag(x)], -1) if c else x for x, c in zip(leaves, mask)]
+        return cls(leaves, treedef, mask)
+
+    def unpack(self):
+        leaves = [jax.lax.complex(x[..., 0], x[..., 1]) if c else x for x, c in zip(self.leaves, self.complex_mask)]
+        return jax.tree_util.tree_unflatten(self.treedef, leaves)
+
+    @property
+    def term(self):
+        term, params = self.unpack()
+        return _BoundTerm(term, params)
+
+    def vf(self, t, y, args):
+        return self.term.vf(t, y, None)
+
+    def contr(self, t0, t1, **kwargs):
+        return self.term.contr(t0, t1, **kwargs)
+
+    def prod(self, vf, control):
+        raise NotImplementedError("TWATerm increments come from vf_prod (drift and noise together)")
+
+    def vf_prod(self, t, y, args, control):
+        return self.term.vf_prod(t, y, None, control)
+
+
+class _BoundTerm(TWATerm):
+    """A :class:`TWATerm` that carries its parameters (diffrax's ``args`` are left empty)."""
+
+    params: Any = None
+
+    def __init__(self, term, params):
+        self.model, self.noise, self.path, self.params = term.model, term.noise, term.path, params
+
+    def generator(self, t, y, args, control):
+        return super().generator(t, y, self.params, control)
+
+    def vf(self, t, y, args):
+        return super().vf(t, y, self.params)
+
+    def vf_prod(self, t, y, args, control):
+        return super().vf_prod(t, y, self.params, control)
+
+
 def _unwrap(terms) -> TWATerm:
     """diffrax wraps terms (``WrapTerm``, for the integration direction); we integrate forward
     only, so the inner ``TWATerm`` is used as it is."""
@@ -159,7 +220,7 @@ def _half_sum(a, b):
 
 
 class _AbstractTWAHeun(dfx.AbstractStratonovichSolver):
-    term_structure: ClassVar = TWATerm
+    term_structure: ClassVar = dfx.AbstractTerm  # a TWATerm, or a PackedTerm of one
     interpolation_cls: ClassVar = GridInterpolation
 
     def order(self, terms):

@@ -1,19 +1,24 @@
-"""Initial-state samplers (PHYSICS.md section 6).
+"""Initial states: phase-space distributions of spins and bosons to sample trajectories from.
 
-Every state is an ``eqx.Module`` with ``n_spins``, ``n_bosons``, ``spin_S`` and two methods:
-``sample(key) -> (spins (n_spins, 3), bosons (n_bosons,) complex)`` draws one phase-space point,
-``mean() -> (spins, bosons)`` gives the unsampled mean-field point. Product states combine
-independent factors.
+Every state is a subclass of :class:`AbstractState` (an ``eqx.Module``) with ``n_spins``,
+``n_bosons``, ``spin_S`` and two methods: ``sample(key) -> (spins (n_spins, 3), bosons (n_bosons,)
+complex)`` draws one phase-space point, ``mean() -> (spins, bosons)`` gives the unsampled
+mean-field point. The built-in states are final subclasses; product states combine independent
+factors. Users subclass :class:`AbstractState` for distributions of their own.
 """
 
 from __future__ import annotations
 
 from collections.abc import Sequence
 
+import abc
+
 import equinox as eqx
 import jax
 import jax.numpy as jnp
 import numpy as np
+
+from ._checks import check_int
 
 
 def _dtype():
@@ -48,7 +53,53 @@ def _directions(direction, n, name="direction"):
     return d / norms[:, None]
 
 
-class SpinHalfState(eqx.Module):
+class AbstractState(eqx.Module):
+    """An initial phase-space distribution; subclass it for your own.
+
+    A subclass provides the sizes ``n_spins``, ``n_bosons`` and the spin normalization ``spin_S``
+    (``None`` for spin-1/2 in the Pauli normalization, a number ``S`` for ``Model(spin_S=S)``) as
+    fields or properties, and two methods:
+
+    * ``sample(key) -> (spins (n_spins, 3) real, bosons (n_bosons,) complex)``: one phase-space
+      point, a pure function of ``key`` (trajectory ``i`` samples with its own key, so results do
+      not depend on chunks or devices);
+    * ``mean() -> (spins, bosons)``: the point ``method="mean_field"`` starts from.
+
+    Arrays are fields (pytree leaves), sizes are ``eqx.field(static=True)``.
+
+    Example:
+        A spin-1/2 squeezed along ``y``: Gaussian transverse noise of variance ``e^{-2r}`` along
+        ``y`` and ``e^{2r}`` along ``z`` around ``+x``.
+
+        >>> import equinox as eqx, jax, jax.numpy as jnp, twa_jax as tw
+        >>> class Squeezed(tw.states.AbstractState):
+        ...     r: float
+        ...     n_spins: int = eqx.field(static=True)
+        ...     n_bosons: int = eqx.field(static=True, default=0)
+        ...     spin_S: None = eqx.field(static=True, default=None)
+        ...     def sample(self, key):
+        ...         u = jax.random.normal(key, (self.n_spins, 2))
+        ...         s = jnp.stack([jnp.ones(self.n_spins), jnp.exp(-self.r) * u[:, 0], jnp.exp(self.r) * u[:, 1]], -1)
+        ...         return s, jnp.zeros((0,), complex)
+        ...     def mean(self):
+        ...         return jnp.tile(jnp.array([1.0, 0.0, 0.0]), (self.n_spins, 1)), jnp.zeros((0,), complex)
+        >>> Squeezed(0.3, 4).sample(jax.random.key(0))[0].shape
+        (4, 3)
+    """
+
+    # n_spins, n_bosons and spin_S are not declared here (as AbstractVar) so that subclasses may
+    # order their fields freely (a dataclass keeps inherited fields first); the run plan checks them.
+
+    @abc.abstractmethod
+    def sample(self, key):
+        """One phase-space point ``(spins (n_spins, 3), bosons (n_bosons,) complex)``."""
+
+    @abc.abstractmethod
+    def mean(self):
+        """The unsampled point ``(spins, bosons)`` (for ``method="mean_field"``)."""
+
+
+class SpinHalfState(AbstractState):
     """Product of spin-1/2 coherent states, Pauli normalization.
 
     ``sampling="discrete"`` (DTWA, Eq. 16): ``s = n + e1 r1 + e2 r2`` with ``r = +-1``, so
@@ -75,7 +126,7 @@ class SpinHalfState(eqx.Module):
         return self.directions, jnp.zeros((0,), _cdtype())
 
 
-class SpinCoherentState(eqx.Module):
+class SpinCoherentState(AbstractState):
     """Spin-S coherent states in the S-normalization: ``S n`` plus transverse Gaussian noise of
     variance ``S/2`` in each of the two perpendicular directions."""
 
@@ -98,7 +149,7 @@ class SpinCoherentState(eqx.Module):
         return self.S * self.directions, jnp.zeros((0,), _cdtype())
 
 
-class GaussianBosonState(eqx.Module):
+class GaussianBosonState(AbstractState):
     """Gaussian Wigner function of independent modes: mean ``alpha``, quadrature variance
     ``(n_th + 1/2) / 2`` each for Re a and Im a (vacuum: ``1/4``, ``<|a|^2> = 1/2``)."""
 
@@ -118,7 +169,7 @@ class GaussianBosonState(eqx.Module):
         return jnp.zeros((0, 3), _dtype()), self.alpha
 
 
-class ProductState(eqx.Module):
+class ProductState(AbstractState):
     """Independent product of spin states and boson states (concatenated in order)."""
 
     spin_parts: tuple
@@ -146,9 +197,7 @@ class ProductState(eqx.Module):
 
 # ---------------------------------------------------------------------------- public builders
 def _check_n(n, name="n"):
-    if isinstance(n, bool) or not isinstance(n, (int, np.integer)) or n < 1:
-        raise ValueError(f"{name} must be a positive int, got {n!r}")
-    return int(n)
+    return check_int(n, name, minimum=1)
 
 
 def spins(direction, n: int | None = None, sampling: str = "discrete") -> SpinHalfState:
@@ -230,10 +279,10 @@ def product(spins=None, bosons=None) -> ProductState:
     sp = tuple(spins) if isinstance(spins, Sequence) else ((spins,) if spins is not None else ())
     bo = tuple(bosons) if isinstance(bosons, Sequence) else ((bosons,) if bosons is not None else ())
     for p in sp:
-        if not isinstance(p, (SpinHalfState, SpinCoherentState)):
+        if not isinstance(p, AbstractState) or p.n_bosons or not p.n_spins:
             raise TypeError(f"spins= takes spin states (tw.states.spins, ...), got {type(p).__name__}")
     for p in bo:
-        if not isinstance(p, GaussianBosonState):
+        if not isinstance(p, AbstractState) or p.n_spins or not p.n_bosons:
             raise TypeError(f"bosons= takes boson states (tw.states.vacuum, ...), got {type(p).__name__}")
     Ss = {p.spin_S for p in sp}
     if len(Ss) > 1:
@@ -244,5 +293,3 @@ def product(spins=None, bosons=None) -> ProductState:
         sp, bo, sum(p.n_spins for p in sp), sum(p.n_bosons for p in bo), Ss.pop() if Ss else None
     )
 
-
-STATE_TYPES = (SpinHalfState, SpinCoherentState, GaussianBosonState, ProductState)

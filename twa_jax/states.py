@@ -1,4 +1,5 @@
-"""Initial states: sample phase-space points of spin and boson product states (PHYSICS.md 6).
+"""Initial states: sample phase-space points of spin and boson product states
+(``docs/conventions.md``, "Initial states").
 
 Spins (Pauli normalization): :func:`spins`, :func:`spins_up`, :func:`spins_down` with discrete
 (DTWA) or Gaussian sampling. Spin-S in the S-normalization: :func:`spin_coherent`. Bosons
@@ -6,6 +7,7 @@ Spins (Pauli normalization): :func:`spins`, :func:`spins_up`, :func:`spins_down`
 """
 
 from ._states import (
+    AbstractState as AbstractState,
     GaussianBosonState as GaussianBosonState,
     ProductState as ProductState,
     SpinCoherentState as SpinCoherentState,

@@ -1,0 +1,265 @@
+"""The run plan and the engine under every entry point: the same defaults, observables and
+options everywhere, and what falls out of the engine (target_sem, time averages, kept
+trajectories, user-defined initial states). References: hand-derived dynamics, finite
+differences with the same key, and statistics recomputed from kept trajectories."""
+
+import warnings
+
+import equinox as eqx
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+import twa_jax as tw
+from twa_jax import _engine
+
+TS = np.linspace(0.0, 0.4, 3)
+
+
+def _builtin_models():
+    return {
+        "driven_spin": (tw.models.driven_spin(gamma_down=0.3), tw.states.spins_down(1), "Omega", "sz"),
+        "tavis_cummings": (tw.models.tavis_cummings(2), tw.states.product(spins=tw.states.spins_down(2), bosons=tw.states.vacuum(1)), "g", "n"),
+        "central_spin": (tw.models.central_spin(2), tw.states.spins_down(3), "g", "sz"),
+        "rydberg_chain": (tw.models.rydberg_chain(3, kappa=0.2), tw.states.spins_down(3), "Omega", "sz"),
+        "dipole_array": (tw.models.dipole_array(tw.models.chain_positions(2, 0.2), Omega=0.5), tw.states.spins_up(2), "Omega", "emission_rate"),
+        "dicke": (tw.models.dicke(2, Omega=0.5), tw.states.spins_up(2), "Omega", "emission_rate"),
+    }
+
+
+@pytest.mark.parametrize("name", [
+    n if n in ("driven_spin", "dipole_array") else pytest.param(n, marks=pytest.mark.slow) for n in _builtin_models()
+])
+def test_value_and_grad_merges_defaults_and_uses_model_observables(name):
+    """One parameter of a built-in model: the other defaults merge in as in simulate (this raised
+    KeyError before), and the model's own observables are the ones differentiated."""
+    model, init, pname, obs = _builtin_models()[name]
+    kw = dict(n_traj=6, key=3, dt=0.02)
+    p = {pname: float(model.params[pname]) * 1.1}
+    loss = lambda mean: jnp.sum(jnp.real(mean[obs]))  # noqa: E731
+    val, g = tw.value_and_grad(loss, model, init, TS, params=p, **kw)
+    ref = tw.simulate(model, init, TS, params=p, **kw)
+    np.testing.assert_allclose(float(val), float(jnp.sum(jnp.real(ref.mean[obs]))), rtol=1e-10)
+    assert set(g) == {pname} and np.isfinite(float(g[pname]))
+
+
+def test_gradient_of_one_default_parameter_matches_finite_differences():
+    model, init = tw.models.driven_spin(gamma_down=0.3), tw.states.spins_down(1)
+    kw = dict(n_traj=16, key=1, dt=0.02)
+    loss = lambda mean: mean["sz"][-1]  # noqa: E731
+    _, g = tw.value_and_grad(loss, model, init, TS, params={"Omega": 1.0}, **kw)
+    h = 1e-5
+    f = lambda x: float(tw.simulate(model, init, TS, params={"Omega": x}, **kw).mean["sz"][-1])  # noqa: E731
+    np.testing.assert_allclose(float(g["Omega"]), (f(1 + h) - f(1 - h)) / (2 * h), rtol=1e-5)
+
+
+def test_derivative_at_a_zero_rate_is_refused_with_its_name():
+    """d/dkappa at kappa = 0 has no pathwise derivative (noise amplitude sqrt(kappa)); it used to
+    come out 0.0 against a finite difference of -8.5."""
+    model, init = tw.models.driven_spin(gamma_down=0.3), tw.states.spins_down(1)
+    loss = lambda mean: mean["sz"][-1]  # noqa: E731
+    for pname in ("kappa", "gamma_up"):
+        with pytest.raises(ValueError, match=rf"params\['{pname}'\] does not exist here.*currently 0"):
+            tw.value_and_grad(loss, model, init, TS, params={pname: 0.0}, n_traj=4, key=0, dt=0.02)
+    # a positive rate is fine
+    _, g = tw.value_and_grad(loss, model, init, TS, params={"kappa": 0.1}, n_traj=4, key=0, dt=0.02)
+    assert np.isfinite(float(g["kappa"]))
+
+
+def test_unknown_parameters_are_named_everywhere():
+    model, init = tw.models.driven_spin(), tw.states.spins_down(1)
+    with pytest.raises(ValueError, match=r"unknown parameter\(s\) \['Omgea'\]"):
+        tw.value_and_grad(lambda m: m["sz"].sum(), model, init, TS, params={"Omgea": 1.0}, n_traj=4, key=0)
+    with pytest.raises(ValueError, match=r"unknown parameter\(s\) \['Omgea'\]"):
+        tw.fit(model, init, TS, {"sz": np.zeros(3)}, {"Omgea": 1.0}, n_traj=4, key=0, progress=False)
+
+
+def test_fit_sees_the_model_observables():
+    """The old fit looked only at sx, sy, sz, n: emission_rate was 'not an observable'."""
+    model = tw.models.dipole_array(tw.models.chain_positions(2, 0.2), Omega=0.5)
+    with pytest.raises(ValueError, match=r"data\['emission_rate'\] has shape \(2,\); the observable at 3 times"):
+        tw.fit(model, tw.states.spins_up(2), TS, {"emission_rate": np.zeros(2)}, {"Omega": 0.7}, n_traj=4, key=0,
+               dt=0.02, progress=False)
+
+
+@pytest.mark.slow
+def test_fit_one_parameter_of_a_builtin_model_with_its_own_observable():
+    """Levenberg-Marquardt fit of Omega of the dipole array from its emission rate (a model
+    observable the old fit could not see): synthetic data at Omega = 0.5 from another key and
+    2000 trajectories; the fit starts 40 % off and lands within 3 standard errors."""
+    model = tw.models.dipole_array(tw.models.chain_positions(2, 0.2), Omega=0.5)
+    init, ts = tw.states.spins_up(2), np.linspace(0, 2, 6)
+    syn = tw.simulate(model, init, ts, n_traj=2000, key=11, dt=0.05)
+    sigma = np.sqrt(0.01**2 + np.asarray(syn.sem["emission_rate"]) ** 2)
+    data = {"emission_rate": np.asarray(syn.mean["emission_rate"])}
+    res = tw.fit(model, init, ts, data, {"Omega": 0.7}, n_traj=200, key=2, sigma={"emission_rate": sigma},
+                 dt=0.05, progress=False)
+    se = float(res.stderr["Omega"])
+    assert 0 < se < 0.2
+    assert abs(float(res.params["Omega"]) - 0.5) < 3 * se, (float(res.params["Omega"]), se)
+    assert res.converged and len(res.loss_history) <= 10
+
+
+# --------------------------------------------------------------------------- new capabilities
+def _spin_model():
+    return tw.Model(lambda s, a, p: p["Omega"] * jnp.sum(s[:, 0]), jumps=lambda s, a, p: (s[:, 0] - 1j * s[:, 1]) / 2,
+                    gamma=lambda p: jnp.full(1, p["gamma"]), n_spins=1, params={"Omega": 1.0, "gamma": 0.4})
+
+
+def test_target_sem_stops_at_the_first_chunk_below_target_and_equals_a_fixed_run():
+    model, init, ts = _spin_model(), tw.states.spins_down(1), np.linspace(0, 1, 5)
+    kw = dict(key=7, dt=0.05, chunk_size=16, progress=False)
+    res = tw.simulate(model, init, ts, n_traj=4096, target_sem=0.06, **kw)
+    n = res.n_traj
+    assert n < 4096 and n % 16 == 0
+    assert max(float(jnp.max(v)) for v in res.sem.values()) <= 0.06
+    fixed = tw.simulate(model, init, ts, n_traj=n, **kw)
+    for k in res.mean:
+        np.testing.assert_allclose(res.mean[k], fixed.mean[k], rtol=0, atol=1e-13)
+        np.testing.assert_allclose(res.sem[k], fixed.sem[k], rtol=0, atol=1e-13)
+    fewer = tw.simulate(model, init, ts, n_traj=n - 16, **kw)
+    assert max(float(jnp.max(v)) for v in fewer.sem.values()) > 0.06
+
+
+def test_time_average_and_kept_trajectories_agree_with_a_hand_computation():
+    model, init, ts = _spin_model(), tw.states.spins_down(1), np.linspace(0, 2, 9)
+    res = tw.simulate(model, init, ts, n_traj=40, key=5, dt=0.05, chunk_size=16, progress=False,
+                      time_average={"sz": (0.5, 1.5), "sx": (0.0, 2.0)}, keep_trajectories=40)
+    traj = np.asarray(res.trajectories["sz"])
+    assert traj.shape == (40, 9)
+    np.testing.assert_allclose(traj.mean(0), res.mean["sz"], atol=1e-12)  # the kept are the simulated
+    sel = (ts >= 0.5) & (ts <= 1.5)
+    per = traj[:, sel].mean(axis=1)
+    np.testing.assert_allclose(res.average["sz"], per.mean(), atol=1e-12)
+    np.testing.assert_allclose(res.average_sem["sz"], per.std(ddof=1) / np.sqrt(40), atol=1e-12)
+    few = tw.simulate(model, init, ts, n_traj=40, key=5, dt=0.05, chunk_size=16, progress=False, keep_trajectories=3)
+    np.testing.assert_allclose(few.trajectories["sx"], res.trajectories["sx"][:3], atol=1e-13)
+    np.testing.assert_allclose(few.mean["sx"], res.mean["sx"], atol=1e-13)  # statistics unchanged
+
+
+class GaussianDown(tw.states.AbstractState):
+    """Spins along -z with Gaussian transverse components of variance ``var``: a distribution of
+    the user's own (not a built-in sampler)."""
+
+    var: float
+    n_spins: int = eqx.field(static=True)
+    n_bosons: int = eqx.field(static=True, default=0)
+    spin_S: None = eqx.field(static=True, default=None)
+
+    def sample(self, key):
+        u = jax.random.normal(key, (self.n_spins, 2)) * jnp.sqrt(self.var)
+        return jnp.stack([u[:, 0], u[:, 1], -jnp.ones(self.n_spins)], -1), jnp.zeros((0,), complex)
+
+    def mean(self):
+        return jnp.tile(jnp.array([0.0, 0.0, -1.0]), (self.n_spins, 1)), jnp.zeros((0,), complex)
+
+
+def test_user_defined_initial_state():
+    """Closed precession about x is linear, so <s^z>(t) = -cos(2 Omega t) and <s^y>(t) =
+    sin(2 Omega t) for the mean exactly, whatever the transverse noise; <(s^x)^2> stays the
+    sampled variance. All within a few standard errors."""
+    model = tw.Model(lambda s, a, p: 0.7 * jnp.sum(s[:, 0]), n_spins=2)
+    ts = np.linspace(0, 1.5, 7)
+    obs = {"sz": lambda s, a: s[:, 2].mean(), "sy": lambda s, a: s[:, 1].mean(), "sx2": lambda s, a: jnp.mean(s[:, 0] ** 2)}
+    res = tw.simulate(model, GaussianDown(0.5, 2), ts, n_traj=2000, key=0, dt=0.01, observables=obs)
+    for name, exact in (("sz", -np.cos(1.4 * ts)), ("sy", np.sin(1.4 * ts)), ("sx2", 0.5 + 0 * ts)):
+        err = np.abs(np.asarray(res.mean[name]) - exact)
+        assert np.all(err < 4.5 * np.asarray(res.sem[name]) + 1e-9), (name, err, res.sem[name])
+    mf = tw.simulate(model, GaussianDown(0.5, 2), ts, method="mean_field", dt=0.01)
+    np.testing.assert_allclose(mf.mean["sz"], -np.cos(1.4 * ts), atol=1e-5)
+    both = tw.states.product(spins=[GaussianDown(0.5, 1), tw.states.spins_down(1)])
+    assert both.n_spins == 2
+
+
+def test_new_values_and_new_keys_reuse_the_compiled_chunk():
+    """(A new n_traj may change the chunk's shape, and so compiles again.)"""
+    model, init = _spin_model(), tw.states.spins_down(1)
+    tw.simulate(model, init, TS, n_traj=8, key=0, dt=0.05)
+    n0 = _engine._chunk._cached._cache_size()
+    tw.simulate(model, init, TS, n_traj=8, key=1, params={"Omega": 1.3, "gamma": 0.1}, dt=0.05)
+    # the default dt changes with the parameters; with the same number of steps, nothing recompiles
+    tw.simulate(model, init, TS, n_traj=8, key=2, dt=0.051)
+    assert _engine._chunk._cached._cache_size() == n0
+
+
+def test_complex_gamma_gives_no_diffrax_complex_warning():
+    G = jnp.array([[1.0, 0.8j], [-0.8j, 1.0]])
+    model = tw.Model(lambda s, a, p: jnp.sum(s[:, 0]), jumps=lambda s, a, p: (s[:, 0] - 1j * s[:, 1]) / 2, gamma=G, n_spins=2)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        res = tw.simulate(model, tw.states.spins_down(2), TS, n_traj=8, key=0, dt=0.05)
+    assert res.n_failed == 0
+
+
+def test_failure_message_says_what_is_true():
+    """A Kerr oscillator at an absurd dt blows up with either solver; the message names the
+    count, the first trajectory and time, and only advises rotation_heun when it is not in use."""
+    model = tw.Model(lambda s, a, p: 50.0 * jnp.abs(a[0]) ** 4, n_bosons=1)
+    init, ts = tw.states.coherent(3.0), np.linspace(0, 4, 5)
+    with pytest.warns(RuntimeWarning, match="times the estimated stable step"):
+        with pytest.raises(RuntimeError, match=r"4 of 4 trajectories.*first is trajectory 0.*t = .*reduce dt$"):
+            tw.simulate(model, init, ts, n_traj=4, key=0, dt=1.0)
+        with pytest.raises(RuntimeError, match="reduce dt or use the norm-preserving"):
+            tw.simulate(model, init, ts, n_traj=4, key=0, dt=1.0, solver="heun")
+
+
+# --------------------------------------------------------------------------- rejected options
+@pytest.mark.parametrize(
+    "kw, exc, match",
+    [
+        (dict(method="mean_field", chunk_size=4), ValueError, "does not use chunk_size"),
+        (dict(method="mean_field", key=0), ValueError, "does not use key"),
+        (dict(method="mean_field", target_sem=0.1), ValueError, "does not use target_sem"),
+        (dict(method="mean_field", devices=jax.devices()), ValueError, "does not use devices"),
+        (dict(n_traj=4, key=0, keep_trajectories=5), ValueError, "exceeds n_traj"),
+        (dict(n_traj=4, key=0, keep_trajectories=1.5), TypeError, "keep_trajectories must be an int"),
+        (dict(n_traj=4, key=0, time_average={"pop": (0, 1)}), ValueError, "not an observable"),
+        (dict(n_traj=4, key=0, time_average={"sz": (0.1, 0.15)}), ValueError, "contains no save time"),
+        (dict(n_traj=4, key=0, time_average={"sz": (1.0, 0.0)}), ValueError, "t0 must not exceed t1"),
+        (dict(n_traj=4, key=0, time_average={"sz": 1.0}), TypeError, "pair"),
+        (dict(n_traj=4, key=0, target_sem=-1.0), ValueError, "target_sem must be a positive"),
+        (dict(n_traj=4, key=0, target_sem="small"), TypeError, "target_sem must be a positive number"),
+        (dict(n_traj=4, key=0, progress="yes"), TypeError, "progress must be"),
+        (dict(n_traj=0, key=0), ValueError, "n_traj must be >= 1"),
+        (dict(n_traj=2.0, key=0), TypeError, "n_traj must be an int"),
+    ],
+)
+def test_rejected_options(kw, exc, match):
+    with pytest.raises(exc, match=match):
+        tw.simulate(_spin_model(), tw.states.spins_down(1), TS, dt=0.05, **kw)
+
+
+def test_out_of_range_index_in_a_model_function_is_named():
+    model = tw.Model(lambda s, a, p: s[5, 0], n_spins=3)
+    with pytest.raises(IndexError, match=r"hamiltonian indexes out of range.*index 5 is out of bounds"):
+        tw.simulate(model, tw.states.spins_down(3), TS, n_traj=2, key=0, dt=0.05)
+    with pytest.raises(IndexError, match=r"observable 'bad' indexes out of range"):
+        tw.simulate(tw.Model(lambda s, a, p: s[2, 0], n_spins=3), tw.states.spins_down(3), TS, n_traj=2, key=0,
+                    dt=0.05, observables={"bad": lambda s, a: s[3, 2]})
+
+
+def test_dt_far_above_the_estimate_warns_naming_both():
+    with pytest.warns(RuntimeWarning, match=r"dt=10 is .* times the estimated stable step 0.0"):
+        tw.simulate(_spin_model(), tw.states.spins_down(1), np.array([0.0, 20.0]), n_traj=2, key=0, dt=10.0)
+
+
+def test_bad_user_states_are_named():
+    class NoSizes(tw.states.AbstractState):
+        def sample(self, key):
+            return jnp.zeros((1, 3)), jnp.zeros((0,), complex)
+
+        def mean(self):
+            return self.sample(None)
+
+    with pytest.raises(TypeError, match="NoSizes must define n_spins"):
+        tw.simulate(_spin_model(), NoSizes(), TS, n_traj=2, key=0, dt=0.05)
+    with pytest.raises(TypeError, match="initial must be a state"):
+        tw.simulate(_spin_model(), "down", TS, n_traj=2, key=0, dt=0.05)
+
+    class WrongShape(GaussianDown):
+        def sample(self, key):
+            return jnp.zeros((self.n_spins, 2)), jnp.zeros((0,), complex)
+
+    with pytest.raises(ValueError, match=r"WrongShape.sample\(key\) must return spins of shape \(1, 3\)"):
+        tw.simulate(_spin_model(), WrongShape(0.1, 1), TS, n_traj=2, key=0, dt=0.05)

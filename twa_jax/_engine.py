@@ -1,0 +1,368 @@
+"""The engine: a plan's trajectories, chunk by chunk over its devices, reduced inside the
+compiled function by a reduction the caller chooses.
+
+One trajectory is a pure function ``(key, params) -> observables at the save times``: trajectory
+``i`` samples its initial point and its noise from ``fold_in(key, i)``, so it is the same whatever
+the chunk size, the number of devices, or the entry point. A chunk stacks ``n_devices *
+chunk_size`` trajectories into one diffrax solve, sharded over the plan's devices, and a
+*reduction* turns the chunk into what the caller needs:
+
+* :class:`Moments` (``simulate``): streaming moments of the observables, per-trajectory time
+  averages, the first trajectories kept whole, failures counted;
+* :class:`Sums`, :class:`SumsVJP`, :class:`LossAndGrad` (``value_and_grad``): chunk sums and
+  their vector-Jacobian product with a cotangent;
+* :class:`Jacobian` (``fit``): sums, their Jacobian, and the trajectory covariance.
+
+:func:`run` is the one chunk loop of the package (progress bar, early stop); :func:`run_traced`
+is the same loop for callers that trace through the whole run (optimistix's fit).
+"""
+
+from __future__ import annotations
+
+from typing import Any, Callable, NamedTuple
+
+import diffrax as dfx
+import equinox as eqx
+import jax
+import jax.numpy as jnp
+import numpy as np
+from jax.flatten_util import ravel_pytree
+from jax.sharding import Mesh, NamedSharding
+from jax.sharding import PartitionSpec as P
+
+from ._brackets import to_internal, to_user
+from ._noise import decompose_like
+from ._observables import chunk_moments, merge_moments
+from ._solvers import GridNoise, PackedTerm, TWATerm
+
+
+# --------------------------------------------------------------------------- one batch
+class Batch(NamedTuple):
+    """A chunk of trajectories: indices ``(n,)``, observables ``{name: (n, n_save, ...)}``,
+    ``valid`` (index below ``n_traj``: not padding) and ``finite`` (no NaN/inf anywhere)."""
+
+    idx: jax.Array
+    ys: dict
+    valid: jax.Array
+    finite: jax.Array
+    finite_t: jax.Array  # (n, n_save): every observable finite at that save time
+
+    @property
+    def weight(self):
+        return self.valid & self.finite
+
+
+def solve_batch(plan, params, noise, keys, adjoint="reverse"):
+    """Observables at the save times for the trajectories with keys ``keys (n_batch,)``.
+
+    Trajectory ``b`` is a pure function of ``keys[b]``: its initial point comes from the first
+    half of ``split(keys[b])``, its noise from the second (:class:`GridNoise`). The batch is
+    solved as one diffrax solve of the stacked state (one loop, the bracket ``vmap``-ed inside the
+    term), not as a ``vmap`` of per-trajectory solves: a vmapped while loop turns every step's
+    bookkeeping into per-trajectory selects, and its matrix-vector products stay separate.
+
+    ``adjoint``: ``"reverse"`` (diffrax's ``RecursiveCheckpointAdjoint`` with the plan's
+    ``checkpoints``; reverse-mode differentiable), ``"forward"`` (``ForwardMode``: forward-mode
+    differentiable, nothing stored).
+
+    Returns:
+        ``{name: (n_batch, n_save, ...)}``.
+    """
+    dtype = plan.grid.dtype
+    k_init, k_noise = jax.vmap(jax.random.split, out_axes=1)(keys)
+    if plan.method == "mean_field":
+        s, a = jax.vmap(lambda _: plan.initial.mean())(keys)
+    else:
+        s, a = jax.vmap(plan.initial.sample)(k_init)
+    y0 = to_internal(s, a, dtype)  # (n_batch, 3, N), (n_batch, 2, M)
+    path = None
+    if plan.method == "twa" and noise is not None and noise.n_channels > 0:
+        path = GridNoise(k_noise, plan.grid, noise.n_channels)
+    term = PackedTerm.pack(TWATerm(plan.model, noise, path), params)
+    observables = plan.observables
+
+    def fn(t, y, args):
+        s_, a_ = to_user(y)
+        return {name: jax.vmap(f)(s_, a_) for name, f in observables.items()}
+
+    sol = dfx.diffeqsolve(
+        term,
+        plan.solver,
+        t0=plan.grid[0],
+        t1=plan.grid[-1],
+        dt0=None,
+        y0=y0,
+        args=None,
+        saveat=dfx.SaveAt(ts=plan.save_ts, fn=fn),
+        stepsize_controller=dfx.StepTo(plan.grid),
+        max_steps=plan.grid.shape[0] - 1,
+        adjoint=dfx.ForwardMode() if adjoint == "forward" else dfx.RecursiveCheckpointAdjoint(checkpoints=plan.checkpoints),
+        throw=False,
+    )
+    return {name: jnp.moveaxis(v, 0, 1) for name, v in sol.ys.items()}
+
+
+def _finite_per_time(ys):
+    ok = None
+    for v in ys.values():
+        f = jnp.all(jnp.isfinite(v.reshape(v.shape[0], v.shape[1], -1)), axis=2)
+        ok = f if ok is None else ok & f
+    return ok
+
+
+def trajectories(plan, params, start, chunk_size, refactor=False, adjoint="reverse") -> Batch:
+    """Trajectories ``start .. start + n_devices * chunk_size - 1``, sharded over the devices
+    (device ``d`` holds ``start + d * chunk_size + (0 .. chunk_size - 1)``); call under jit.
+
+    The solve has one loop for the whole batch with a scalar trip count, so XLA partitions it
+    without communication inside the loop (unlike a ``vmap`` of while loops, jax issue 20968).
+    ``refactor``: factor Gamma again from ``params`` (with the plan's channels) because the caller
+    differentiates with respect to parameters Gamma depends on; else the plan's factor is used.
+    """
+    mesh = Mesh(np.asarray(plan.devices), ("traj",))
+    batch = NamedSharding(mesh, P("traj"))
+    idx = jax.lax.with_sharding_constraint(start + jnp.arange(len(plan.devices) * chunk_size), batch)
+    keys = jax.vmap(lambda i: jax.random.fold_in(plan.key, i))(idx)
+    noise = plan.noise
+    if refactor and noise is not None:
+        noise = decompose_like(plan.model.gamma_of(params), noise)
+    ys = solve_batch(plan, params, noise, keys, adjoint)
+    ys = jax.lax.with_sharding_constraint(ys, batch)
+    finite_t = _finite_per_time(ys)
+    return Batch(idx, ys, idx < plan.n_valid, jnp.all(finite_t, axis=1), finite_t)
+
+
+@eqx.filter_jit
+def _chunk(plan, params, start, chunk_size, reduction, extra, refactor, adjoint):
+    """One compiled chunk: ``reduction(batch_of(params), params, extra)``, replicated."""
+    out = reduction(lambda p: trajectories(plan, p, start, chunk_size, refactor, adjoint), params, extra)
+    mesh = Mesh(np.asarray(plan.devices), ("traj",))
+    return jax.lax.with_sharding_constraint(out, NamedSharding(mesh, P()))
+
+
+def _local_copy(x):
+    """One local copy of an array replicated over several devices (or processes), so results of
+    runs on different devices combine freely."""
+    if isinstance(x, jax.Array) and not isinstance(x, jax.core.Tracer) and len(x.sharding.device_set) > 1:
+        return x.addressable_data(0)
+    return x
+
+
+# --------------------------------------------------------------------------- the chunk loop
+def _progress_bar(plan, total, desc):
+    from tqdm.auto import tqdm
+
+    return tqdm(total=total, desc=desc, unit="traj", leave=False, dynamic_ncols=True)
+
+
+def run(plan, reduction, combine, *, chunk_size, params=None, extra=None, refactor=False, adjoint="reverse",
+        stop=None, desc="trajectories"):
+    """The chunk loop: every chunk of ``plan``'s trajectories through ``reduction``, combined.
+
+    Args:
+        reduction: ``reduction_for(start) -> reduction`` (a reduction may depend on whether the
+            chunk holds trajectories to keep) or a reduction.
+        combine: ``combine(acc, out) -> acc`` (host side, pure jnp).
+        chunk_size: trajectories per device per chunk.
+        params: parameters (default ``plan.params``); extra: more traced input of the reduction.
+        stop: ``stop(acc) -> bool`` after each chunk: stop adding chunks (``target_sem``).
+
+    Returns:
+        ``(acc, n_used)``: the combined reduction and the number of trajectories covered.
+    """
+    params = plan.params if params is None else params
+    core = plan.device_part()
+    step = plan.n_devices * chunk_size
+    starts = range(0, plan.n_traj, step)
+    show = plan.progress if plan.progress is not None else len(starts) > 1
+    bar = _progress_bar(plan, plan.n_traj, desc) if show else None
+    acc, used = None, 0
+    try:
+        for start in starts:
+            red = reduction(start) if not isinstance(reduction, eqx.Module) else reduction
+            out = _chunk(core, params, jnp.asarray(start), chunk_size, red, extra, refactor, adjoint)
+            out = jax.tree_util.tree_map(_local_copy, out)
+            acc = out if acc is None else combine(acc, out)
+            new = min(plan.n_traj, start + step)
+            if bar is not None:
+                bar.update(new - used)
+            used = new
+            if stop is not None and used < plan.n_traj and stop(acc):
+                break
+    finally:
+        if bar is not None:
+            bar.close()
+    return acc, used
+
+
+def run_traced(plan, reduction, combine, *, chunk_size, params, extra=None, refactor=True, adjoint="forward"):
+    """The chunk loop for callers that trace through the whole run: the chunks become a
+    ``lax.scan`` (one compiled chunk, however many), combined with ``combine`` inside."""
+    step = plan.n_devices * chunk_size
+    n_chunks = -(-plan.n_traj // step)
+
+    def one(start):
+        return reduction(lambda p: trajectories(plan, p, start, chunk_size, refactor, adjoint), params, extra)
+
+    first = one(jnp.asarray(0))
+    if n_chunks == 1:
+        return first
+
+    def body(acc, start):
+        return combine(acc, one(start)), None
+
+    acc, _ = jax.lax.scan(body, first, jnp.arange(1, n_chunks) * step)
+    return acc
+
+
+# --------------------------------------------------------------------------- reductions
+def _masked(y, w):
+    return jnp.where(w.reshape((-1,) + (1,) * (y.ndim - 1)), y, 0)
+
+
+def masked_sums(batch: Batch) -> dict:
+    w = batch.weight
+    return {k: jnp.sum(_masked(y, w), axis=0) for k, y in batch.ys.items()}
+
+
+class Moments(eqx.Module):
+    """``simulate``'s reduction: moments ``(n, mean, M2)`` of every observable at every save
+    time, of the per-trajectory time averages ``time_average``, the failures (count, the first
+    failing trajectory and the first save index at which any trajectory failed), and the
+    observables of the first ``keep`` trajectories."""
+
+    time_average: tuple = eqx.field(static=True)
+    keep: int = eqx.field(static=True, default=0)
+
+    def __call__(self, batch_of, params, extra):
+        b = batch_of(params)
+        w = b.weight
+        out: dict[str, Any] = {"moments": {k: chunk_moments(v, w) for k, v in b.ys.items()}}
+        out["averages"] = {
+            name: chunk_moments(jnp.mean(b.ys[name][:, i0:i1], axis=1), w) for name, i0, i1 in self.time_average
+        }
+        bad = b.valid & ~b.finite
+        n_save = b.finite_t.shape[1]
+        first_t = jnp.argmin(b.finite_t, axis=1)
+        big = jnp.iinfo(b.idx.dtype).max
+        out["n_bad"] = jnp.sum(bad)
+        out["first_bad_time"] = jnp.min(jnp.where(bad, first_t, n_save))
+        out["first_bad_traj"] = jnp.min(jnp.where(bad, b.idx, big))
+        if self.keep:
+            out["kept"] = {k: v[: self.keep] for k, v in b.ys.items()}
+        return out
+
+
+def combine_moments(a, b):
+    out = {
+        "moments": {k: merge_moments(a["moments"][k], b["moments"][k]) for k in a["moments"]},
+        "averages": {k: merge_moments(a["averages"][k], b["averages"][k]) for k in a["averages"]},
+        "n_bad": a["n_bad"] + b["n_bad"],
+        "first_bad_time": jnp.minimum(a["first_bad_time"], b["first_bad_time"]),
+        "first_bad_traj": jnp.minimum(a["first_bad_traj"], b["first_bad_traj"]),
+    }
+    if "kept" in a and "kept" in b:
+        out["kept"] = {k: jnp.concatenate([a["kept"][k], b["kept"][k]]) for k in a["kept"]}
+    elif "kept" in a or "kept" in b:
+        out["kept"] = a.get("kept", b.get("kept"))
+    return out
+
+
+def combine_params(diff, rest):
+    """The full parameters from the differentiated part ``diff`` and ``rest = (others, fixed)``:
+    ``fixed`` the non-differentiated leaves of the same tree as ``diff`` (``eqx.partition``, or
+    ``None``), ``others`` a dict of further parameters (the model's defaults, a fit's fixed
+    parameters; or ``None``)."""
+    others, fixed = rest
+    full = diff if fixed is None else eqx.combine(diff, fixed)
+    return full if not others else {**others, **full}
+
+
+class Sums(eqx.Module):
+    """Sums of the observables over the chunk's good trajectories, their count, the failures.
+    ``params`` is the differentiated part, ``extra`` the rest (see :func:`combine_params`)."""
+
+    def __call__(self, batch_of, diff, rest):
+        b = batch_of(combine_params(diff, rest))
+        return masked_sums(b), jnp.sum(b.weight), jnp.sum(b.valid & ~b.finite)
+
+
+class SumsVJP(eqx.Module):
+    """Vector-Jacobian product of the chunk sums with a cotangent: ``extra = (rest, ct)``."""
+
+    def __call__(self, batch_of, diff, extra):
+        rest, ct = extra
+        _, vjp = jax.vjp(lambda d: masked_sums(batch_of(combine_params(d, rest))), diff)
+        return vjp(ct)[0]
+
+
+class LossAndGrad(eqx.Module):
+    """Loss of the chunk means and its gradient, in one pass (all trajectories in one chunk)."""
+
+    loss: Callable = eqx.field(static=True)
+
+    def __call__(self, batch_of, diff, rest):
+        def L(d):
+            b = batch_of(combine_params(d, rest))
+            n = jnp.sum(b.weight)
+            mean = {k: v / jnp.maximum(n, 1) for k, v in masked_sums(b).items()}
+            return self.loss(mean), (mean, n, jnp.sum(b.valid & ~b.finite))
+
+        return jax.value_and_grad(L, has_aux=True)(diff)
+
+
+def flatten_obs(d, names):
+    """Real vector of the entries ``names`` of a dict of arrays (complex: real parts, then imaginary)."""
+    parts = []
+    for k in names:
+        v = d[k]
+        parts.append(jnp.ravel(jnp.real(v)))
+        if jnp.iscomplexobj(v):
+            parts.append(jnp.ravel(jnp.imag(v)))
+    return jnp.concatenate(parts)
+
+
+class Jacobian(eqx.Module):
+    """Sums of the flattened observables ``names``, their Jacobian with respect to the flattened
+    differentiated parameters (forward mode: one tangent per parameter, so run the plan with
+    ``adjoint="forward"``), and the trajectory moments ``(n, mean, M2 matrix)`` of the flattened
+    observables."""
+
+    names: tuple = eqx.field(static=True)
+
+    def __call__(self, batch_of, diff, rest):
+        x0, unravel = ravel_pytree(diff)
+
+        def f(x):
+            b = batch_of(combine_params(unravel(x), rest))
+            return flatten_obs(masked_sums(b), self.names), b
+
+        sums, jvp, b = jax.linearize(f, x0, has_aux=True)
+        jac = jax.vmap(jvp, out_axes=1)(jnp.eye(x0.shape[0], dtype=x0.dtype))
+        return sums, jac, flat_moments(b, self.names)
+
+
+def combine_jacobian(a, b):
+    return a[0] + b[0], a[1] + b[1], merge_flat_moments(a[2], b[2])
+
+
+def flat_moments(b: Batch, names):
+    """``(n, mean, M2 matrix)`` of the flattened observables over the good trajectories."""
+    w = b.weight
+    Y = jax.vmap(lambda y: flatten_obs(y, names))(b.ys)
+    n = jnp.sum(w)
+    mean = jnp.sum(jnp.where(w[:, None], Y, 0), axis=0) / jnp.maximum(n, 1)
+    dev = jnp.where(w[:, None], Y - mean, 0)
+    return n.astype(mean.dtype), mean, dev.T @ dev
+
+
+def merge_flat_moments(a, b):
+    na, ma, Ma = a
+    nb, mb, Mb = b
+    n = na + nb
+    d = mb - ma
+    return n, ma + d * (nb / jnp.maximum(n, 1)), Ma + Mb + jnp.outer(d, d) * (na * nb / jnp.maximum(n, 1))
+
+
+def add(a, b):
+    return jax.tree_util.tree_map(jnp.add, a, b)

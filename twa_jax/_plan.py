@@ -1,0 +1,415 @@
+"""The run plan: ``(model, initial, ts, options)`` validated once, for every entry point.
+
+``simulate``, ``value_and_grad``, ``fit`` (and sweeps) all build their run with
+:func:`make_plan`, so an option means the same thing everywhere and is rejected the same way where
+it does not apply. The plan holds
+
+* the model with its default parameters merged (the caller's values win) and validated;
+* Gamma validated and factored once (the eigendecomposition that factors it also checks that it
+  is positive semidefinite; a constant Gamma was factored when the model was built);
+* the fixed time grid that contains every save time, and ``dt``;
+* the observables and their shapes, the per-trajectory time averages, the trajectories to keep;
+* the devices, and the chunk size from one memory rule (:func:`bytes_per_trajectory`) for forward
+  runs, reverse-mode gradients and Jacobians alike.
+
+The plan is an ``eqx.Module``: arrays (parameters, grid, key, the factor of Gamma) are leaves, so
+new values reuse the compiled program; sizes and options are static.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+import os
+import warnings
+from typing import Any
+
+import equinox as eqx
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from . import _checks
+from ._brackets import generator, to_internal, to_user
+from ._checks import all_concrete, check_finite_tree, is_concrete
+from ._model import Model
+from ._noise import NoiseBasis, decompose
+
+#: default time step is ``DT_SAFETY / (fastest frequency or rate of the model)``
+DT_SAFETY = 0.02
+#: a ``dt`` this many times the default estimate gets a warning
+DT_WARN_FACTOR = 25.0  # half a radian of rotation per step at the fastest rate
+
+# --------------------------------------------------------------------------- the memory rule
+#: fraction of a device's free memory one chunk may use (the rest: compiler temporaries, other work)
+MEMORY_FRACTION = 0.25
+#: live copies of the state per trajectory while stepping (solver stages, brackets, rotations,
+#: diffrax's carry); an upper bound: 11.3 measured on CPU (Eq. 56 chain, N = 400), see
+#: benchmarks/README.md
+STATE_COPIES = 24
+#: fallback when a device reports no memory figure
+FALLBACK_FREE_BYTES = 2**30
+
+
+def bytes_per_trajectory(model, noise, n_save, obs_shapes, dtype, *, stored_states=0, rows=1):
+    """Bytes one trajectory of a chunk needs, for every kind of pass.
+
+    A forward step holds ``STATE_COPIES`` states, the noise increment and its image in jump
+    space (``K'`` and ``K`` complex numbers), and the observables at every save time (kept until
+    the chunk is reduced). ``rows`` counts how many such sets are alive together: 1 forward,
+    2 for a vector-Jacobian product (primal and cotangent), ``1 + p`` for ``p`` tangents or
+    Jacobian rows. ``stored_states``: states kept per trajectory for the reverse pass
+    (checkpoints).
+    """
+    item = jnp.dtype(dtype).itemsize
+    state = 3 * model.n_spins + 2 * model.n_bosons
+    noise_floats = 0 if noise is None else 2 * (noise.n_channels + noise.n_jumps) * 3
+    obs = sum(int(np.prod(sh)) for sh in dict(obs_shapes).values()) * 2  # complex at most
+    return item * (stored_states * state + rows * (STATE_COPIES * state + noise_floats + n_save * max(obs, 1)))
+
+
+def free_memory(device) -> int:
+    """Free memory of ``device`` in bytes: ``bytes_limit - bytes_in_use`` from
+    ``device.memory_stats()`` (GPU, TPU); for CPU devices, which report nothing, the host's
+    available memory (``MemAvailable`` of ``/proc/meminfo``) divided by the number of CPU devices
+    sharing it; ``FALLBACK_FREE_BYTES`` when neither is known."""
+    try:
+        stats = device.memory_stats()
+    except Exception:
+        stats = None
+    if stats and "bytes_limit" in stats:
+        return max(0, int(stats["bytes_limit"]) - int(stats.get("bytes_in_use", 0)))
+    if getattr(device, "platform", None) == "cpu":
+        avail = _host_available_bytes()
+        if avail is not None:
+            n_cpu = max(1, len(jax.local_devices(backend="cpu")))
+            return avail // n_cpu
+    return FALLBACK_FREE_BYTES
+
+
+def _host_available_bytes():
+    try:
+        with open("/proc/meminfo") as f:
+            for line in f:
+                if line.startswith("MemAvailable:"):
+                    return int(line.split()[1]) * 1024
+    except (OSError, ValueError, IndexError):
+        pass
+    try:
+        return os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
+    except (ValueError, OSError, AttributeError):
+        return None
+
+
+def auto_chunk_size(bytes_per_traj: int, devices, n_per_device: int) -> int:
+    """Trajectories per device per compiled batch: ``MEMORY_FRACTION`` of the smallest free
+    memory among ``devices`` over ``bytes_per_traj``, at least 1, at most ``n_per_device``."""
+    free = min(free_memory(d) for d in devices)
+    return int(max(1, min(n_per_device, (MEMORY_FRACTION * free) // max(bytes_per_traj, 1))))
+
+
+def default_checkpoints(n_steps: int) -> int:
+    """diffrax's default number of stored states for ``n_steps`` steps (about ``sqrt(2 n)``)."""
+    return math.floor(-1.5 + math.sqrt(2 * n_steps + 0.25)) + 1
+
+
+# --------------------------------------------------------------------------- time grid
+@eqx.filter_jit
+def _rate_scale(model, noise, initial, params, dtype):
+    """The largest spin rotation rate of the drift and relative boson velocity at the initial
+    mean point and four samples of the initial state (fixed key), in one compiled call."""
+    s0, a0 = initial.mean()
+    s, a = jax.vmap(initial.sample)(jax.random.split(jax.random.key(0), 4))
+    s = jnp.concatenate([jnp.asarray(s0, dtype)[None], jnp.asarray(s, dtype)])
+    a = jnp.concatenate([jnp.asarray(a0)[None], jnp.asarray(a)])
+
+    def one(s1, a1):
+        y = to_internal(s1, a1, dtype)
+        Phi = None
+        if noise is not None:
+            L = jnp.asarray(model.jumps(*to_user(y), params))
+            Phi = 0.5 * noise.apply_gamma(L)
+        om, vb = generator(model, y, Phi, params, 1.0)
+        spin = jnp.max(jnp.linalg.norm(om, axis=-2), initial=0.0)
+        rel = jnp.linalg.norm(vb, axis=-2) / (jnp.linalg.norm(y[1], axis=-2) + 1.0)
+        return jnp.maximum(spin, jnp.max(rel, initial=0.0))
+
+    return jnp.max(jax.vmap(one)(s, a))
+
+
+def estimate_dt(model, noise, initial, params, dtype):
+    """``DT_SAFETY / scale`` with ``scale`` the largest of: spin rotation rates of the drift,
+    relative boson velocities, and the largest eigenvalue of Gamma, at the initial mean point
+    and at a few samples of the initial state (fixed key: the choice is deterministic)."""
+    scale = float(_rate_scale(model, noise, initial, params, dtype))
+    if noise is not None:
+        scale = max(scale, float(noise.max_rate))
+    if not np.isfinite(scale):
+        raise ValueError("the drift is not finite at the initial state; check the model and params")
+    return DT_SAFETY / scale if scale > 0 else math.inf
+
+
+def time_grid(ts_np, dt):
+    """Fixed-step grid containing every save time; each interval is split evenly."""
+    pieces, save_idx, pos = [ts_np[:1]], [0], 0
+    for t0, t1 in zip(ts_np[:-1], ts_np[1:]):
+        n = max(1, int(math.ceil((t1 - t0) / dt - 1e-9))) if np.isfinite(dt) else 1
+        pieces.append(t0 + (t1 - t0) * np.arange(1, n + 1) / n)
+        pieces[-1][-1] = t1
+        pos += n
+        save_idx.append(pos)
+    return np.concatenate(pieces), np.asarray(save_idx)
+
+
+# --------------------------------------------------------------------------- the plan
+class Plan(eqx.Module):
+    """A validated, immutable run: everything a chunk of trajectories needs.
+
+    Leaves: ``model`` (its arrays), ``initial``, ``params`` (merged with the model's defaults),
+    ``noise`` (the factor of Gamma, ``None`` for a closed system), ``grid``, ``save_ts``, ``ts``,
+    ``key``, ``solver``. Static: sizes, names and options.
+    """
+
+    model: Model
+    initial: Any
+    params: Any
+    noise: NoiseBasis | None
+    grid: jax.Array
+    save_ts: jax.Array
+    ts: jax.Array
+    key: jax.Array
+    solver: Any
+    n_valid: jax.Array  # n_traj as an array: trajectories from here on are padding
+    observable_items: tuple = eqx.field(static=True)
+    obs_shapes: tuple = eqx.field(static=True)
+    obs_dtypes: tuple = eqx.field(static=True)
+    n_traj: int = eqx.field(static=True)
+    method: str = eqx.field(static=True)
+    solver_name: str = eqx.field(static=True)
+    key_meta: Any = eqx.field(static=True)
+    dt: float = eqx.field(static=True)
+    n_steps: int = eqx.field(static=True)
+    devices: tuple = eqx.field(static=True)
+    chunk_size: int | None = eqx.field(static=True)
+    checkpoints: int | None = eqx.field(static=True)
+    time_average: tuple = eqx.field(static=True)
+    keep_trajectories: int = eqx.field(static=True)
+    target_sem: float | None = eqx.field(static=True)
+    progress: bool | None = eqx.field(static=True)
+    throw: bool = eqx.field(static=True)
+    dtype: Any = eqx.field(static=True)
+
+    @property
+    def observables(self) -> dict:
+        return dict(self.observable_items)
+
+    @property
+    def shapes(self) -> dict:
+        return dict(self.obs_shapes)
+
+    @property
+    def n_devices(self) -> int:
+        return len(self.devices)
+
+    def chunk(self, *, stored_states: int = 0, rows: int = 1, n: int | None = None) -> int:
+        """Trajectories per device in one compiled batch for a pass of this kind (see
+        :func:`bytes_per_trajectory`): the caller's ``chunk_size`` if given, else from free
+        memory; never more than each device's share of ``n`` (default ``n_traj``)."""
+        n = self.n_traj if n is None else n
+        per_device = -(-n // self.n_devices)
+        if self.chunk_size is not None:
+            return min(self.chunk_size, per_device)
+        per = bytes_per_trajectory(self.model, self.noise, len(self.save_ts), self.obs_shapes, self.dtype,
+                                   stored_states=stored_states, rows=rows)
+        return auto_chunk_size(per, self.devices, per_device)
+
+    def device_part(self) -> "Plan":
+        """The plan without what only the host uses (the key's record, ``dt`` as a number, the
+        chunk loop's options, ``n_traj`` as a number: the device uses ``n_valid``), so that a new
+        key, a new ``dt`` with the same number of steps, or a new ``n_traj`` reuses the compiled
+        program (static fields are part of the compilation key)."""
+        return dataclasses.replace(self, key_meta=None, dt=0.0, target_sem=None, progress=None, throw=False, n_traj=0)
+
+    def reverse_chunk(self, rows: int = 2) -> int:
+        """Chunk size for reverse mode: the checkpoints plus ``rows`` working sets."""
+        stored = self.checkpoints or default_checkpoints(self.n_steps)
+        return self.chunk(stored_states=stored, rows=rows)
+
+
+def _as_arrays(params):
+    """Numbers become arrays, so new parameter values reuse the compiled program."""
+    return jax.tree_util.tree_map(
+        lambda x: jnp.asarray(x)
+        if isinstance(x, (int, float, complex, np.number, np.ndarray)) and not isinstance(x, bool)
+        else x,
+        params,
+    )
+
+
+def _check_time_average(time_average, ts_np, observables):
+    if time_average is None:
+        return ()
+    if not isinstance(time_average, dict) or not time_average:
+        raise TypeError("time_average must be a dict {observable name: (t0, t1)}")
+    out = []
+    for name, window in time_average.items():
+        if name not in observables:
+            raise ValueError(f"time_average names {name!r}, which is not an observable; recorded: {sorted(observables)}")
+        if not isinstance(window, (tuple, list)) or len(window) != 2:
+            raise TypeError(f"time_average[{name!r}] must be a pair (t0, t1), got {window!r}")
+        t0, t1 = (float(w) for w in window)
+        if not t0 <= t1:
+            raise ValueError(f"time_average[{name!r}] = {tuple(window)}: t0 must not exceed t1")
+        sel = np.nonzero((ts_np >= t0 - 1e-12 * max(1.0, abs(t0))) & (ts_np <= t1 + 1e-12 * max(1.0, abs(t1))))[0]
+        if sel.size == 0:
+            raise ValueError(f"time_average[{name!r}] = {tuple(window)} contains no save time (ts from {ts_np[0]} to {ts_np[-1]})")
+        out.append((name, int(sel[0]), int(sel[-1]) + 1))
+    return tuple(out)
+
+
+def make_plan(
+    model,
+    initial,
+    ts,
+    *,
+    n_traj=None,
+    key=None,
+    params=None,
+    observables=None,
+    dt=None,
+    solver="rotation_heun",
+    method="twa",
+    chunk_size=None,
+    devices=None,
+    throw=False,
+    target_sem=None,
+    time_average=None,
+    keep_trajectories=None,
+    progress=None,
+    checkpoints=None,
+    differentiable=False,
+) -> Plan:
+    """Validate the arguments of a run once and build its :class:`Plan`.
+
+    ``differentiable``: the caller (``value_and_grad``, ``fit``) differentiates the run itself;
+    its parameters must then be concrete here.
+
+    Raises:
+        TypeError, ValueError: on bad input, naming it, before anything is compiled;
+        IndexError: a model function indexes out of range.
+    """
+    # === arguments that do not need the model's functions
+    model = _checks.check_model(model)
+    _checks.check_initial(initial, model)
+    ts_np = _checks.check_ts(ts)
+    _checks.check_method_options(
+        method, chunk_size=chunk_size, devices=devices, target_sem=target_sem,
+        key=key if method == "mean_field" else None,
+    )
+    solver_name, solver = _checks.check_solver(solver)
+    if method == "mean_field":
+        if n_traj not in (None, 1):
+            raise ValueError(f"method='mean_field' runs one deterministic trajectory; got n_traj={n_traj}")
+        n_traj, key_obj, key_meta = 1, jax.random.key(0), None
+    else:
+        if n_traj is None:
+            raise TypeError("n_traj is required (number of trajectories)")
+        n_traj = _checks.check_int(n_traj, "n_traj")
+        key_obj, key_meta = _checks.as_key(key)
+    if chunk_size is not None:
+        chunk_size = _checks.check_int(chunk_size, "chunk_size")
+    devices = _checks.check_devices(devices, jax.devices()[:1] if method == "mean_field" else jax.devices())
+    if dt is not None:
+        if isinstance(dt, bool) or not isinstance(dt, (int, float, np.floating, np.integer)) or not (
+            np.isfinite(dt) and dt > 0
+        ):
+            raise ValueError(f"dt must be a positive finite number, got {dt!r}")
+    if target_sem is not None:
+        target_sem = _checks.check_positive(target_sem, "target_sem")
+    keep = 0 if keep_trajectories is None else _checks.check_int(keep_trajectories, "keep_trajectories", minimum=0)
+    if keep > n_traj:
+        raise ValueError(f"keep_trajectories={keep} exceeds n_traj={n_traj}")
+    if progress is not None and not isinstance(progress, bool):
+        raise TypeError(f"progress must be True, False or None (automatic), got {progress!r}")
+
+    # === parameters and the model's functions
+    params = _as_arrays(model.with_params(params))
+    check_finite_tree(params, "params")
+    concrete = all_concrete(params) and all_concrete(model)
+    if differentiable and not concrete:
+        raise ValueError("this function differentiates internally; call it with concrete params, not under jax.grad/jax.jit")
+    dtype = jnp.zeros(()).dtype
+    model.check(params, dtype)
+    observables, shapes, dtypes = _checks.check_observables(observables, model, dtype)
+    averages = _check_time_average(time_average, ts_np, observables)
+    _check_initial_sample(initial, model, dtype)
+    _checks.check_indexing(model, params, observables, dtype)
+
+    # === Gamma, factored once
+    noise = None
+    if model.is_dissipative:
+        # a constant Gamma was validated and factored when the model was built
+        noise = model.noise_basis if model.noise_basis is not None else decompose(model.gamma_of(params))
+
+    # === the time grid
+    if dt is None:
+        if not concrete:
+            raise ValueError("give dt explicitly when simulate is traced (jit/grad): the default dt needs concrete parameters")
+        dt = estimate_dt(model, noise, initial, params, dtype)
+    elif concrete:
+        est = estimate_dt(model, noise, initial, params, dtype)
+        if dt > DT_WARN_FACTOR * est:
+            warnings.warn(
+                f"dt={dt:g} is {dt / est:.3g} times the estimated stable step {est:.3g} of this model "
+                f"(0.02 over its fastest rate); results may be inaccurate or blow up", RuntimeWarning, stacklevel=3,
+            )
+    grid_np, save_idx = time_grid(ts_np, float(dt))
+    grid = jnp.asarray(grid_np, dtype)
+    if checkpoints is not None:
+        checkpoints = min(_checks.check_int(checkpoints, "checkpoints"), len(grid_np) - 1)
+
+    return Plan(
+        model=model,
+        initial=initial,
+        params=params,
+        noise=noise,
+        grid=grid,
+        save_ts=grid[jnp.asarray(save_idx)],
+        ts=jnp.asarray(ts_np, dtype),
+        key=key_obj,
+        solver=solver,
+        n_valid=jnp.asarray(n_traj),
+        observable_items=tuple(observables.items()),
+        obs_shapes=tuple(shapes.items()),
+        obs_dtypes=tuple(dtypes.items()),
+        n_traj=n_traj,
+        method=method,
+        solver_name=solver_name,
+        key_meta=key_meta,
+        dt=float(np.max(np.diff(grid_np))),
+        n_steps=len(grid_np) - 1,
+        devices=tuple(devices),
+        chunk_size=chunk_size,
+        checkpoints=checkpoints,
+        time_average=averages,
+        keep_trajectories=keep,
+        target_sem=target_sem,
+        progress=progress,
+        throw=bool(throw),
+        dtype=dtype,
+    )
+
+
+def _check_initial_sample(initial, model, dtype):
+    """A user-defined state must sample ``(spins (N, 3) real, bosons (M,) complex)``."""
+    try:
+        s, a = jax.eval_shape(initial.sample, jax.random.key(0))
+    except Exception as e:
+        raise TypeError(f"{type(initial).__name__}.sample(key) failed: {type(e).__name__}: {e}") from e
+    if tuple(s.shape) != (model.n_spins, 3) or tuple(a.shape) != (model.n_bosons,):
+        raise ValueError(
+            f"{type(initial).__name__}.sample(key) must return spins of shape ({model.n_spins}, 3) and bosons "
+            f"of shape ({model.n_bosons},), got {tuple(s.shape)} and {tuple(a.shape)}"
+        )
+    if model.n_spins and not jnp.issubdtype(s.dtype, jnp.floating):
+        raise TypeError(f"{type(initial).__name__}.sample(key) must return real spins, got dtype {s.dtype}")
