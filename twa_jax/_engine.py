@@ -110,7 +110,7 @@ def _finite_per_time(ys):
     return ok
 
 
-def trajectories(plan, params, start, chunk_size, refactor=False, adjoint="reverse") -> Batch:
+def trajectories(plan, params, start, chunk_size, refactor=False, adjoint="reverse", *, noise=None, key=None) -> Batch:
     """Trajectories ``start .. start + n_devices * chunk_size - 1``, sharded over the devices
     (device ``d`` holds ``start + d * chunk_size + (0 .. chunk_size - 1)``); call under jit.
 
@@ -118,12 +118,15 @@ def trajectories(plan, params, start, chunk_size, refactor=False, adjoint="rever
     without communication inside the loop (unlike a ``vmap`` of while loops, jax issue 20968).
     ``refactor``: factor Gamma again from ``params`` (with the plan's channels) because the caller
     differentiates with respect to parameters Gamma depends on; else the plan's factor is used.
+    ``noise``, ``key``: another factor of Gamma and another key than the plan's (one point of a
+    sweep, see :class:`PointMoments`).
     """
     mesh = Mesh(np.asarray(plan.devices), ("traj",))
     batch = NamedSharding(mesh, P("traj"))
     idx = jax.lax.with_sharding_constraint(start + jnp.arange(len(plan.devices) * chunk_size), batch)
-    keys = jax.vmap(lambda i: jax.random.fold_in(plan.key, i))(idx)
-    noise = plan.noise
+    base_key = plan.key if key is None else key
+    keys = jax.vmap(lambda i: jax.random.fold_in(base_key, i))(idx)
+    noise = plan.noise if noise is None else noise
     if refactor and noise is not None:
         noise = decompose_like(plan.model.gamma_of(params), noise)
     ys = solve_batch(plan, params, noise, keys, adjoint)
@@ -135,7 +138,7 @@ def trajectories(plan, params, start, chunk_size, refactor=False, adjoint="rever
 @eqx.filter_jit
 def _chunk(plan, params, start, chunk_size, reduction, extra, refactor, adjoint):
     """One compiled chunk: ``reduction(batch_of(params), params, extra)``, replicated."""
-    out = reduction(lambda p: trajectories(plan, p, start, chunk_size, refactor, adjoint), params, extra)
+    out = reduction(lambda p, **over: trajectories(plan, p, start, chunk_size, refactor, adjoint, **over), params, extra)
     mesh = Mesh(np.asarray(plan.devices), ("traj",))
     return jax.lax.with_sharding_constraint(out, NamedSharding(mesh, P()))
 
@@ -266,6 +269,24 @@ def combine_moments(a, b):
     elif "kept" in a or "kept" in b:
         out["kept"] = a.get("kept", b.get("kept"))
     return out
+
+
+class PointMoments(eqx.Module):
+    """A sweep's reduction: :class:`Moments` of a batch of points solved together. ``params`` are
+    the points' parameters stacked on a leading axis, ``extra = (noise, keys)`` their factors of
+    Gamma and their keys, stacked the same way (``noise`` ``None`` for a closed model): the
+    points become a batch axis next to the trajectories."""
+
+    time_average: tuple = eqx.field(static=True)
+
+    def __call__(self, batch_of, params, extra):
+        noise, keys = extra
+        moments = Moments(self.time_average)
+
+        def one(p, nb, k):
+            return moments(lambda q: batch_of(q, noise=nb, key=k), p, None)
+
+        return jax.vmap(one)(params, noise, keys)
 
 
 def combine_params(diff, rest):

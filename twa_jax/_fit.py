@@ -394,19 +394,7 @@ def fit(
     # === arguments
     steps, p0, fixed, bounds = _check_fit_inputs(data, params0, fixed, sigma, bounds, steps, loss, optimizer, learning_rate)
     polish = check_int(polish, "polish", minimum=0)
-    if isinstance(model, Model):
-        available = observables if observables is not None else (
-            model.observables or default_observables(model.n_spins, model.n_bosons))
-        if not isinstance(available, dict):
-            raise TypeError("observables must be a dict {name: f(spins, bosons)}")
-        unknown = sorted(set(data) - set(available))
-        if unknown:
-            raise ValueError(f"data has entries {unknown} that are not observables; available: {sorted(available)}")
-        observables = {k: available[k] for k in data}
-        if model.params is not None:
-            unknown = sorted(set(p0) - set(model.params))
-            if unknown:
-                raise ValueError(f"params0 has unknown parameter(s) {unknown}; this model's parameters are {sorted(model.params)}")
+    observables = _fit_observables(model, observables, data, p0)
     plan = make_plan(model, initial, ts, n_traj=n_traj, key=key, params={**fixed, **p0}, observables=observables,
                      dt=dt, solver=solver, method=method, chunk_size=chunk_size, devices=devices,
                      checkpoints=checkpoints, progress=progress, differentiable=True)
@@ -416,20 +404,8 @@ def fit(
     check_zero_rates(plan, {k: plan.params[k] for k in p0}, rest)
     shapes = {k: tuple(data_arr[k].shape) for k in names}
     d_flat = np.asarray(_engine.flatten_obs(data_arr, names))
-    w_flat = None
-    if loss is None:
-        w_flat = np.ones(d_flat.shape[0])
-        if sig is not None:  # sigma applies to both parts of a complex entry
-            w_flat = 1.0 / np.asarray(_engine.flatten_obs({k: sig[k] * (1 + 1j if is_complex[k] else 1) for k in names}, names)) ** 2
-
-        def loss_of_mean(mean):
-            return 0.5 * jnp.sum(w_flat * (_engine.flatten_obs(mean, names) - d_flat) ** 2)
-    else:
-        def loss_of_mean(mean):
-            return loss(mean, data_arr)
-
-        check_loss_value(jax.eval_shape(loss_of_mean, mean_struct(plan, names)))
-    obj = _Objective(loss_of_mean, names, shapes, is_complex, w_flat)
+    obj = _objective(plan, loss, names, data_arr, d_flat, sig, shapes, is_complex)
+    loss_of_mean, w_flat = obj.loss_of_mean, obj.w
     scale = {k: jnp.where(p0[k] != 0, jnp.abs(p0[k]), 1.0) for k in p0}
     coords = _Coordinates(p0, scale, tuple(sorted(bounds.items())))
     show = True if plan.progress is None else plan.progress
@@ -488,6 +464,45 @@ def fit(
 
 
 # --------------------------------------------------------------------------- helpers
+def _fit_observables(model, observables, data, p0):
+    """The observables the data names, from ``observables`` or the model's own (as ``simulate``
+    picks them); unknown names in ``data`` or ``params0`` are named."""
+    if not isinstance(model, Model):
+        return observables  # make_plan names the problem
+    available = observables if observables is not None else (
+        model.observables or default_observables(model.n_spins, model.n_bosons))
+    if not isinstance(available, dict):
+        raise TypeError("observables must be a dict {name: f(spins, bosons)}")
+    unknown = sorted(set(data) - set(available))
+    if unknown:
+        raise ValueError(f"data has entries {unknown} that are not observables; available: {sorted(available)}")
+    if model.params is not None:
+        unknown = sorted(set(p0) - set(model.params))
+        if unknown:
+            raise ValueError(f"params0 has unknown parameter(s) {unknown}; this model's parameters are {sorted(model.params)}")
+    return {k: available[k] for k in data}
+
+
+def _objective(plan, loss, names, data_arr, d_flat, sig, shapes, is_complex):
+    """The weighted least squares (weights ``1/sigma^2``, both parts of a complex entry) or the
+    caller's ``loss(mean, data)``, as an :class:`_Objective`."""
+    if loss is None:
+        w_flat = np.ones(d_flat.shape[0])
+        if sig is not None:
+            w_flat = 1.0 / np.asarray(_engine.flatten_obs({k: sig[k] * (1 + 1j if is_complex[k] else 1) for k in names}, names)) ** 2
+
+        def loss_of_mean(mean):
+            return 0.5 * jnp.sum(w_flat * (_engine.flatten_obs(mean, names) - d_flat) ** 2)
+
+        return _Objective(loss_of_mean, names, shapes, is_complex, w_flat)
+
+    def loss_of_mean(mean):
+        return loss(mean, data_arr)
+
+    check_loss_value(jax.eval_shape(loss_of_mean, mean_struct(plan, names)))
+    return _Objective(loss_of_mean, names, shapes, is_complex, None)
+
+
 
 def _bounded(lo, hi):
     """``(to, inverse)``: unconstrained ``z`` -> value in ``(lo, hi)`` and back."""

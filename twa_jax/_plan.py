@@ -230,6 +230,31 @@ class Plan(eqx.Module):
         program (static fields are part of the compilation key)."""
         return dataclasses.replace(self, key_meta=None, dt=0.0, target_sem=None, progress=None, throw=False, n_traj=0)
 
+    def with_dt(self, ts_np, dt) -> "Plan":
+        """The same plan on the time grid of step ``dt`` over the save times ``ts_np``."""
+        grid_np, save_idx = time_grid(np.asarray(ts_np, float), float(dt))
+        grid = jnp.asarray(grid_np, self.dtype)
+        checkpoints = None if self.checkpoints is None else min(self.checkpoints, len(grid_np) - 1)
+        return dataclasses.replace(self, grid=grid, save_ts=jnp.asarray(grid_np[save_idx], self.dtype), dt=float(np.max(np.diff(grid_np))),
+                                   n_steps=len(grid_np) - 1, checkpoints=checkpoints)
+
+    def values_at(self, params, estimate_step=False):
+        """``(params, noise, dt estimate or None)`` of the same run at other parameter values (one
+        point of a sweep). The model's functions, observables, state and options were validated
+        when this plan was made and hold for any parameters of the same structure; what depends
+        on the values is checked again: NaN, Gamma (validated and factored) and the default step."""
+        new = self.model.with_params(params)
+        check_finite_tree(new, "params")
+        if jax.tree_util.tree_structure(new) != jax.tree_util.tree_structure(self.params) or any(
+            np.shape(a) != np.shape(b) for a, b in zip(jax.tree_util.tree_leaves(new), jax.tree_util.tree_leaves(self.params))
+        ):
+            raise ValueError(f"params {params} do not have the structure and shapes of the first point's")
+        noise = self.noise
+        if self.model.is_dissipative and callable(self.model.gamma):
+            noise = decompose(self.model.gamma_of(_as_arrays(new)))
+        dt = estimate_dt(self.model, noise, self.initial, _as_arrays(new), self.dtype) if estimate_step else None
+        return new, noise, dt
+
     def reverse_chunk(self, rows: int = 2) -> int:
         """Chunk size for reverse mode: the checkpoints plus ``rows`` working sets."""
         stored = self.checkpoints or default_checkpoints(self.n_steps)
