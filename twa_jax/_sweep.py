@@ -1,0 +1,500 @@
+"""``sweep``: a grid of TWA runs in one call, batched on the device, persisted and resumable.
+
+A sweep is one more reduction over the run plan and the engine that ``simulate`` uses: points
+whose shapes agree (the same structural axes: atom number, geometry) are solved together in one
+compiled batch, their parameters a batch axis next to the trajectories
+(:class:`~twa_jax._engine.PointMoments`), so a sweep of small systems fills the device instead of
+launching one small program per point. Each point's numbers depend only on the key and the point
+itself (common random numbers by default: every point uses trajectory keys ``fold_in(key, i)``;
+``random_numbers="independent"`` folds in the point's own id), never on its position in the grid
+or on how the grid was split into tasks. With ``store=`` every finished point is written at once
+(:class:`~twa_jax._store.SweepStore`: atomic, resumable, shared by many workers); ``executor=``
+spreads tasks over processes or nodes.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import inspect
+import itertools
+import numbers
+import time
+import traceback
+import warnings
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from . import _engine
+from ._checks import check_int, check_positive
+from ._model import Model
+from ._observables import finalize
+from ._plan import auto_chunk_size, bytes_per_trajectory, make_plan
+from ._store import SweepStore
+
+RANDOM_NUMBERS = ("common", "independent")
+#: the most points one compiled batch holds by default
+MAX_BATCH = 128
+
+
+# --------------------------------------------------------------------------- the grid
+def _py(x):
+    """A plain Python scalar (points are dicts of these: hashable, JSON-able)."""
+    if isinstance(x, (np.generic,)):
+        x = x.item()
+    if isinstance(x, bool) or not isinstance(x, (numbers.Number, str)):
+        raise TypeError(f"grid values must be numbers or strings, got {type(x).__name__} {x!r}")
+    return x
+
+
+def expand_grid(grid):
+    """``(axes, values per axis or None, points)`` of an outer-product dict or an explicit list."""
+    if isinstance(grid, dict):
+        if not grid:
+            raise ValueError("grid is empty: give {axis: 1-D values}")
+        values = {}
+        for axis, v in grid.items():
+            if not isinstance(axis, str) or not axis.isidentifier():
+                raise ValueError(f"grid axes must be identifiers, got {axis!r}")
+            arr = np.asarray(v)
+            if arr.ndim != 1 or arr.size == 0:
+                raise ValueError(f"grid[{axis!r}] must be a non-empty 1-D sequence of values, got shape {arr.shape}")
+            vals = [_py(x) for x in arr.tolist()]
+            if len({SweepStore.point_id({axis: x}) for x in vals}) != len(vals):
+                raise ValueError(f"grid[{axis!r}] has a value twice: {vals}")
+            values[axis] = vals
+        axes = tuple(values)
+        return axes, values, [dict(zip(axes, c)) for c in itertools.product(*values.values())]
+    if isinstance(grid, (list, tuple)):
+        if not grid or not all(isinstance(p, dict) for p in grid):
+            raise TypeError("grid must be a dict {axis: 1-D values} or a non-empty list of points {axis: value}")
+        axes = tuple(grid[0])
+        points, seen = [], {}
+        for i, p in enumerate(grid):
+            if tuple(p) != axes:
+                raise ValueError(f"point {i} has axes {tuple(p)}; every point needs the axes {axes} in that order")
+            p = {a: _py(v) for a, v in p.items()}
+            pid = SweepStore.point_id(p)
+            if pid in seen:
+                raise ValueError(f"the explicit grid has the point {p} twice (at {seen[pid]} and {i})")
+            seen[pid] = i
+            points.append(p)
+        return axes, None, points
+    raise TypeError(f"grid must be a dict {{axis: 1-D values}} or a list of points, got {type(grid).__name__}")
+
+
+def _split_axes(spec, axes):
+    """``(builder or None, (model, initial) or None, structural axes, parameter axes)``."""
+    if isinstance(spec, tuple) and len(spec) == 2 and isinstance(spec[0], Model):
+        return None, spec, (), axes
+    if callable(spec) and not isinstance(spec, Model):
+        sig = inspect.signature(spec)
+        names = [n for n, p in sig.parameters.items() if p.kind in (p.POSITIONAL_OR_KEYWORD, p.KEYWORD_ONLY)]
+        structural = tuple(a for a in axes if a in names)
+        missing = [n for n in names if n not in axes and sig.parameters[n].default is inspect.Parameter.empty]
+        if missing:
+            raise ValueError(f"the builder {spec.__name__}({', '.join(names)}) needs {missing}, which are not grid axes")
+        return spec, None, structural, tuple(a for a in axes if a not in structural)
+    raise TypeError("spec must be (model, initial) or a function build(**structural axes) -> (model, initial)")
+
+
+def _spec_name(spec):
+    if isinstance(spec, tuple):
+        h = spec[0].hamiltonian
+        return getattr(h, "__qualname__", type(h).__name__)
+    return getattr(spec, "__qualname__", type(spec).__name__)
+
+
+# --------------------------------------------------------------------------- one task: points of one shape
+def run_points(model, initial, ts, points, param_axes, opts, store=None, on_point=None):
+    """Solve ``points`` (dicts of axis values) of one ``(model, initial)``; returns
+    ``{point id: result}`` with ``result = (arrays, attrs)`` or ``{"failed": reason}``.
+
+    Points share one time grid (``dt`` given, or the smallest default ``dt`` of the points), and
+    points whose factors of Gamma have the same structure are batched together."""
+    out, values = {}, {}
+    ts_np = np.asarray(ts, dtype=float)
+    base = None
+    for p in points:
+        pid = SweepStore.point_id(p)
+        params = {a: p[a] for a in param_axes}
+        try:
+            if base is None:  # every argument validated once, on the first point of this shape
+                base = make_plan(
+                    model, initial, ts, n_traj=opts["n_traj"], key=opts["key"], params=params,
+                    observables=opts["observables"], dt=opts["dt"], solver=opts["solver"], method=opts["method"],
+                    chunk_size=opts["chunk_size"], devices=opts["devices"], time_average=opts["time_average"],
+                    progress=False,
+                )
+                values[pid] = (base.params, base.noise, base.dt)
+            else:  # what depends on the values: NaN, Gamma and its factor, the default dt
+                values[pid] = base.values_at(params, estimate_step=opts["dt"] is None)
+        except (TypeError, ValueError, IndexError) as e:
+            out[pid] = {"failed": f"{type(e).__name__}: {e}"}
+    if not values:
+        return out
+    if opts["dt"] is None:  # one grid for the batch: the smallest default step among the points
+        base = base.with_dt(ts_np, min(v[2] for v in values.values()))
+    by_id = {SweepStore.point_id(p): p for p in points}
+    groups = {}
+    for pid, v in values.items():
+        groups.setdefault(_noise_signature(v[1]), []).append(pid)
+    for pids in groups.values():
+        first = dataclasses.replace(base, noise=values[pids[0]][1])
+        chunk, batch = _sizes(first, len(pids), opts)
+        for i in range(0, len(pids), batch):
+            ids = pids[i:i + batch]
+            if store is not None:
+                for pid in ids:
+                    store.started(by_id[pid])
+            results = _solve_batch(first, [values[pid] for pid in ids], ids, chunk, batch, opts)
+            for pid, res in results.items():
+                out[pid] = res
+                if store is not None:
+                    if "failed" in res:
+                        store.write_failure(by_id[pid], res["failed"])
+                    else:
+                        store.write_point(by_id[pid], res[0], res[1])
+                if on_point is not None:
+                    on_point(pid)
+    return out
+
+
+def _noise_signature(noise):
+    if noise is None:
+        return None
+    leaves, treedef = jax.tree_util.tree_flatten(noise)
+    return treedef, tuple((tuple(x.shape), str(x.dtype)) for x in leaves)
+
+
+def _sizes(plan, n_points, opts):
+    """``(trajectories per device per chunk, points per batch)`` from the memory rule."""
+    per_device = -(-plan.n_traj // plan.n_devices)
+    if opts["chunk_size"] is not None:
+        chunk = min(opts["chunk_size"], per_device)
+        budget = None
+    else:
+        per = bytes_per_trajectory(plan.model, plan.noise, len(plan.save_ts), plan.obs_shapes, plan.dtype)
+        budget = auto_chunk_size(per, plan.devices, 10**15)
+        chunk = min(per_device, budget)
+    batch = opts["batch_size"] or max(1, min(MAX_BATCH, n_points, (budget // chunk) if budget else MAX_BATCH))
+    batch = min(batch, n_points)
+    if opts["batch_size"] and budget is not None:
+        chunk = max(1, min(per_device, budget // batch))
+    return chunk, batch
+
+
+def _solve_batch(first, values, ids, chunk, batch, opts):
+    """One compiled batch of points, ``values = [(params, noise, dt), ...]`` (padded to ``batch``
+    by repeating the last point, so every batch of a group has one shape and one compilation)."""
+    pad = values + [values[-1]] * (batch - len(values))
+    params = jax.tree_util.tree_map(lambda *x: jnp.asarray(np.stack([np.asarray(a) for a in x]), first.dtype
+                                                          if np.asarray(x[0]).dtype.kind == "f" else None),
+                                    *[v[0] for v in pad])
+    noise = None if first.noise is None else jax.tree_util.tree_map(lambda *x: jnp.stack(x), *[v[1] for v in pad])
+    key = first.key
+    if opts["random_numbers"] == "independent":
+        keys = [jax.random.fold_in(key, int(pid[:8], 16)) for pid in ids]
+    else:
+        keys = [key] * len(ids)
+    keys = jnp.stack(keys + [keys[-1]] * (batch - len(ids)))
+    acc, _ = _engine.run(first, _engine.PointMoments(first.time_average), _engine.combine_moments,
+                         chunk_size=chunk, params=params, extra=(noise, keys))
+    mean, sem = {}, {}
+    for name, mom in acc["moments"].items():
+        mean[name], sem[name] = _finalize_batched(mom)
+    avg = {name: _finalize_batched(mom) for name, mom in acc["averages"].items()}
+    n_bad = np.asarray(acc["n_bad"])
+    first_t = np.asarray(acc["first_bad_time"])
+    ts = np.asarray(first.ts)
+    out = {}
+    for b, pid in enumerate(ids):
+        nb = int(n_bad[b])
+        if nb > opts["fail_fraction"] * first.n_traj or nb == first.n_traj:
+            out[pid] = {"failed": f"{nb} of {first.n_traj} trajectories became non-finite (earliest by t = "
+                                  f"{ts[min(int(first_t[b]), len(ts) - 1)]:.4g}, dt = {first.dt:.3g}); reduce dt"}
+            continue
+        arrays = {}
+        for name in mean:
+            arrays[f"mean/{name}"] = mean[name][b]
+            arrays[f"sem/{name}"] = sem[name][b]
+        for name, (m, s) in avg.items():
+            arrays[f"average/{name}"] = m[b]
+            arrays[f"average_sem/{name}"] = s[b]
+        out[pid] = (arrays, {"n_failed": nb, "dt": first.dt, "n_steps": first.n_steps})
+    return out
+
+
+def _finalize_batched(mom):
+    """:func:`finalize` of moments stacked over points (counts ``(B,)``, means ``(B, ...)``)."""
+    n, m, m2 = mom
+    n = jnp.reshape(n, n.shape + (1,) * (m.ndim - n.ndim))
+    return tuple(np.asarray(x) for x in finalize((n, m, m2)))
+
+
+# --------------------------------------------------------------------------- tasks for executors
+def _run_task(x64, payload):
+    """Run one task (in this process or a worker's): ``payload`` is ``cloudpickle`` bytes of
+    ``(spec, struct point, points, param_axes, ts, opts, store path, signature, axes)``. Double
+    precision is switched on first when the caller used it, before the arrays are unpickled."""
+    if x64:
+        jax.config.update("jax_enable_x64", True)
+    import cloudpickle
+
+    spec, struct, points, param_axes, ts, opts, path, signature, axes = cloudpickle.loads(payload)
+    store = SweepStore(path, signature, axes) if path is not None else None
+    return _run_group(spec, struct, points, param_axes, ts, opts, store)
+
+
+def _run_group(spec, struct, points, param_axes, ts, opts, store, on_point=None):
+    try:
+        model, initial = spec if isinstance(spec, tuple) else spec(**struct)
+    except Exception as e:  # the builder failed: every point of this shape is a failure
+        reason = f"build({', '.join(f'{k}={v!r}' for k, v in struct.items())}) raised {type(e).__name__}: {e}"
+        out = {SweepStore.point_id(p): {"failed": reason} for p in points}
+        if store is not None:
+            for p in points:
+                store.write_failure(p, reason)
+        return out
+    return run_points(model, initial, ts, points, param_axes, opts, store, on_point)
+
+
+# --------------------------------------------------------------------------- public: sweep
+def sweep(
+    spec,
+    grid,
+    ts,
+    *,
+    n_traj: int,
+    key,
+    store=None,
+    executor=None,
+    observables: dict | None = None,
+    dt: float | None = None,
+    solver="rotation_heun",
+    method: str = "twa",
+    time_average: dict | None = None,
+    chunk_size: int | None = None,
+    devices=None,
+    random_numbers: str = "common",
+    batch_size: int | None = None,
+    task_size: int | None = None,
+    fail_fraction: float = 0.5,
+    retry_failed: bool = False,
+    progress: bool | None = None,
+):
+    r"""Run TWA over a grid of points and return an ``xarray.Dataset``.
+
+    Args:
+        spec: ``(model, initial)`` when every axis of ``grid`` is a model parameter, or a
+            function ``build(**point) -> (model, initial)`` whose arguments are the structural
+            axes (those that change shapes: atom number, geometry); the other axes are
+            parameters. A builder's arguments that are not axes need defaults.
+        grid: ``{axis: 1-D values}`` (outer product), or an explicit list of points
+            ``[{axis: value, ...}, ...]`` (no point twice).
+        ts: ``(n_times,)`` save times, as in :func:`~twa_jax.simulate`.
+        n_traj, key, observables, dt, solver, method, time_average, chunk_size, devices: as in
+            :func:`~twa_jax.simulate`, the same for every point. Points of one shape share one
+            time grid: ``dt``, or the smallest default ``dt`` among them.
+        store: a path ``"x.zarr"``: each finished point is written as soon as it is done; the same
+            call again skips finished points (a grid grown along an axis reuses them). A store
+            of another sweep (other model, ts, n_traj, key, observables, ...) is refused, naming
+            what differs.
+        executor: a ``concurrent.futures``-style executor (``ProcessPoolExecutor``, a
+            ``submitit`` executor, a ``dask.distributed`` client): each task (points of one shape,
+            at most ``task_size`` of them) is submitted to it; with a ``store`` workers write their
+            points themselves.
+        random_numbers: ``"common"`` (default): every point uses the same trajectory keys (smooth
+            curves, low-variance differences between neighbouring points; each point's sem stays
+            valid on its own); ``"independent"``: each point folds its own id into ``key``.
+            Either way a point's numbers depend only on ``key`` and the point itself.
+        batch_size: points per compiled batch (default: as many as memory allows, at most 128).
+        task_size: points per executor task (default: 128 with an executor, all points of one
+            shape without).
+        fail_fraction: a point whose share of non-finite trajectories exceeds this is recorded
+            as failed (with the reason) and the sweep goes on.
+        retry_failed: run points again that a store records as failed.
+        progress: a progress bar over points (default: on).
+
+    Returns:
+        ``xarray.Dataset`` with dims ``(axes..., "time", observable dims...)`` (an explicit
+        list of points: ``("point", "time", ...)`` with the axes as coordinates along
+        ``point``), variables ``<obs>``, ``<obs>_sem``, ``<obs>_average`` and
+        ``<obs>_average_sem`` (with ``time_average``), ``n_failed`` and ``failed`` (the reason,
+        empty where the point succeeded), and attrs recording the sweep (model, n_traj, key,
+        dt, solver, method, random numbers, package and JAX versions).
+
+    Raises:
+        TypeError, ValueError: on bad input, before anything runs.
+
+    Example:
+        >>> import numpy as np, twa_jax as tw
+        >>> ds = tw.sweep((tw.models.driven_spin(gamma_down=0.3), tw.states.spins_down(1)),
+        ...               {"Omega": [0.5, 1.0]}, np.linspace(0, 1, 3), n_traj=16, key=0, dt=0.05,
+        ...               progress=False)
+        >>> ds["sz"].dims
+        ('Omega', 'time')
+    """
+    t_start = time.perf_counter()
+    # === arguments
+    axes, values, points = expand_grid(grid)
+    builder, pair, structural, param_axes = _split_axes(spec, axes)
+    n_traj = check_int(n_traj, "n_traj")
+    if random_numbers not in RANDOM_NUMBERS:
+        raise ValueError(f"random_numbers must be one of {RANDOM_NUMBERS}, got {random_numbers!r}")
+    if batch_size is not None:
+        batch_size = check_int(batch_size, "batch_size")
+    if task_size is not None:
+        task_size = check_int(task_size, "task_size")
+    fail_fraction = check_positive(fail_fraction, "fail_fraction")
+    if progress is not None and not isinstance(progress, bool):
+        raise TypeError(f"progress must be True, False or None, got {progress!r}")
+    if executor is not None and not hasattr(executor, "submit"):
+        raise TypeError(f"executor must have a submit(fn, *args) method (concurrent.futures style), got {executor!r}")
+    ts_np = np.asarray(ts, dtype=float)
+    opts = dict(n_traj=n_traj, key=key, observables=observables, dt=dt, solver=solver, method=method,
+                chunk_size=chunk_size, devices=devices, time_average=time_average, random_numbers=random_numbers,
+                batch_size=batch_size, fail_fraction=fail_fraction)
+    # validate the options once, on the first point, so bad input fails before any work
+    model0, init0 = pair if pair is not None else builder(**{a: points[0][a] for a in structural})
+    probe = make_plan(model0, init0, ts_np, n_traj=n_traj, key=key, params={a: points[0][a] for a in param_axes},
+                      observables=observables, dt=dt, solver=solver, method=method, chunk_size=chunk_size,
+                      devices=devices, time_average=time_average, progress=False)
+    signature = dict(
+        model=_spec_name(spec), ts=ts_np.tolist(), n_traj=n_traj, key=str(key), observables=sorted(probe.observables),
+        dt=None if dt is None else float(dt), solver=probe.solver_name, method=method, random_numbers=random_numbers,
+        time_average={k: [float(t) for t in v] for k, v in (time_average or {}).items()},
+        structural=list(structural), x64=bool(jax.config.jax_enable_x64),
+    )
+    st = None if store is None else SweepStore(store, signature, axes)
+
+    # === the work: points not yet done, grouped by shape, split into tasks
+    done = set() if st is None else st.done_ids()
+    skip = set() if (st is None or retry_failed) else set(st.failures())
+    todo = [p for p in points if SweepStore.point_id(p) not in done | skip]
+    groups = {}
+    for p in todo:
+        groups.setdefault(tuple(p[a] for a in structural), []).append(p)
+    size = task_size or (MAX_BATCH if executor is not None else None)
+    tasks = []
+    for struct_vals, pts in groups.items():
+        struct = dict(zip(structural, struct_vals))
+        step = size or len(pts)
+        tasks += [(struct, pts[i:i + step]) for i in range(0, len(pts), step)]
+    results = {}
+    bar = _bar(len(points), len(points) - len(todo), progress)
+    try:
+        if executor is None:
+            for struct, pts in tasks:
+                results.update(_run_group(builder or pair, struct, pts, param_axes, ts_np, opts, st,
+                                          on_point=(lambda pid: bar.update(1)) if bar else None))
+        else:
+            import cloudpickle
+
+            x64 = bool(jax.config.jax_enable_x64)
+            futures = [executor.submit(_run_task, x64, cloudpickle.dumps(
+                (builder or pair, struct, pts, param_axes, ts_np, opts, None if st is None else str(st.path),
+                 signature, axes))) for struct, pts in tasks]
+            for fut, (struct, pts) in zip(futures, tasks):
+                try:
+                    results.update(fut.result())
+                except Exception as e:  # the worker died or raised: its points are failures
+                    reason = f"task raised {type(e).__name__}: {e}"
+                    for p in pts:
+                        results[SweepStore.point_id(p)] = {"failed": reason}
+                        if st is not None:
+                            st.write_failure(p, reason)
+                if bar:
+                    bar.update(len(pts))
+    finally:
+        if bar:
+            bar.close()
+
+    # === finish: everything from the store (finished earlier or now) and this run
+    if st is not None:
+        for pid, _vals, arrays, attrs in st.iter_points():
+            results.setdefault(pid, (arrays, attrs))
+        for pid, reason in st.failures().items():
+            results.setdefault(pid, {"failed": reason})
+    ds = _dataset(axes, values, points, results, probe, signature, ts_np)
+    ds.attrs["wall_time"] = time.perf_counter() - t_start
+    failed = [r["failed"] for r in results.values() if isinstance(r, dict) and "failed" in r]
+    if failed:
+        warnings.warn(f"{len(failed)} of {len(points)} points failed (see ds['failed']); first: {failed[0]}",
+                      RuntimeWarning, stacklevel=2)
+    return ds
+
+
+def _bar(total, initial, progress):
+    if progress is False:
+        return None
+    from tqdm.auto import tqdm
+
+    return tqdm(total=total, initial=initial, desc="sweep", unit="point", leave=False, dynamic_ncols=True)
+
+
+def _obs_dims(name, ndim):
+    if name == "n" and ndim == 1:
+        return ("mode",)
+    return tuple(f"{name}_dim{i}" for i in range(1, ndim + 1))
+
+
+def _dataset(axes, values, points, results, probe, signature, ts_np):
+    import xarray as xr
+
+    from . import __version__
+
+    ok = [r for r in results.values() if not (isinstance(r, dict) and "failed" in r)]
+    if not ok:
+        reasons = sorted({r["failed"] for r in results.values()})
+        raise RuntimeError(f"every point of the sweep failed: {reasons[:3]}")
+    arrays0 = ok[0][0]
+    if values is not None:
+        lead, lead_dims = tuple(len(values[a]) for a in axes), axes
+        index = {SweepStore.point_id(p): tuple(values[a].index(p[a]) for a in axes) for p in points}
+        coords = {a: np.asarray(values[a]) for a in axes}
+    else:
+        lead, lead_dims = (len(points),), ("point",)
+        index = {SweepStore.point_id(p): (i,) for i, p in enumerate(points)}
+        coords = {a: ("point", np.asarray([p[a] for p in points])) for a in axes}
+    coords["time"] = ts_np
+    data = {}
+    for key, arr in arrays0.items():
+        role, name = key.split("/", 1)
+        arr = np.asarray(arr)
+        timed = role in ("mean", "sem")
+        extra = arr.shape[1:] if timed else arr.shape
+        dims = lead_dims + (("time",) if timed else ()) + _obs_dims(name, len(extra))
+        fill = np.full(lead + arr.shape, np.nan, dtype=np.result_type(arr.dtype, np.float32))
+        for pid, idx in index.items():
+            r = results.get(pid)
+            if r is not None and not (isinstance(r, dict) and "failed" in r):
+                fill[idx] = np.asarray(r[0][key])
+        var = {"mean": name, "sem": f"{name}_sem", "average": f"{name}_average", "average_sem": f"{name}_average_sem"}[role]
+        data[var] = (dims, fill)
+    n_failed = np.full(lead, -1, dtype=np.int64)
+    failed = np.full(lead, "", dtype=object)
+    for pid, idx in index.items():
+        r = results.get(pid)
+        if r is None:
+            failed[idx] = "not run"
+        elif isinstance(r, dict) and "failed" in r:
+            failed[idx] = r["failed"]
+        else:
+            n_failed[idx] = int(r[1].get("n_failed", 0))
+    dts = np.full(lead, np.nan)
+    for pid, idx in index.items():
+        r = results.get(pid)
+        if r is not None and not (isinstance(r, dict) and "failed" in r):
+            dts[idx] = float(r[1].get("dt", np.nan))
+    data["dt"] = (lead_dims, dts)
+    data["n_failed"] = (lead_dims, n_failed)
+    data["failed"] = (lead_dims, failed.astype(str))
+    attrs = dict(
+        model=signature["model"], n_traj=signature["n_traj"], key=signature["key"], solver=signature["solver"],
+        method=signature["method"], random_numbers=signature["random_numbers"],
+        dt_requested="default" if signature["dt"] is None else signature["dt"], twa_jax_version=__version__, jax_version=jax.__version__,
+        structural_axes=",".join(signature["structural"]), parameter_axes=",".join(a for a in axes if a not in signature["structural"]),
+    )
+    return xr.Dataset(data, coords=coords, attrs=attrs)
