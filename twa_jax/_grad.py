@@ -62,11 +62,15 @@ def check_zero_rates(plan, diff, rest):
             return
         project = lambda dG: jnp.real(dG)[null]  # noqa: E731
     else:
-        w, V = np.linalg.eigh(np.asarray(noise.gamma))
-        Vn = V[:, w <= KEEP_RTOL * max(np.abs(w).max(initial=0.0), 0.0)]
-        if not Vn.shape[1]:
+        if noise.n_channels == noise.n_jumps:  # full rank: no null space (no new eigendecomposition)
             return
-        project = lambda dG: jnp.conj(Vn).T @ dG @ Vn  # noqa: E731
+        F = np.asarray(noise.factor)  # V_r sqrt(w_r): its normalized columns span the range
+        Vr = F / np.linalg.norm(F, axis=0)
+
+        def project(dG):  # (1 - P) dG (1 - P), P = V_r V_r^dag: the null-null block
+            dG = np.asarray(dG)
+            left = dG - Vr @ (np.conj(Vr).T @ dG)
+            return left - (left @ Vr) @ np.conj(Vr).T
     leaves, treedef = jax.tree_util.tree_flatten_with_path(diff)
     for i, (path, leaf) in enumerate(leaves):
         if not eqx.is_inexact_array(leaf):

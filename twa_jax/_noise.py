@@ -56,6 +56,7 @@ class NoiseBasis(eqx.Module):
     channels: tuple[int, ...] | None = eqx.field(static=True)
     diagonal: bool = eqx.field(static=True)
     low_rank: bool = eqx.field(static=True)
+    top_rate: jax.Array | None = None  # the largest eigenvalue, when the factorization found it
 
     @property
     def n_jumps(self) -> int:
@@ -71,6 +72,8 @@ class NoiseBasis(eqx.Module):
         """Largest eigenvalue of Gamma (the squared largest singular value of any factor ``B``)."""
         if self.diagonal:
             return jnp.max(self.gamma, initial=0.0)
+        if self.top_rate is not None:
+            return self.top_rate
         if self.factor.shape[-1] == 0:
             return jnp.zeros((), jnp.real(self.factor).dtype)
         return jnp.linalg.norm(self.factor, 2) ** 2
@@ -194,12 +197,13 @@ def decompose(gamma, rtol: float = KEEP_RTOL, *, name: str = "gamma") -> NoiseBa
     coarse = in_dtype if in_dtype.kind in "fc" and np.finfo(in_dtype).bits < np.finfo(w.dtype).bits else w.dtype
     check_psd(wn, coarse, name)
     keep = np.nonzero(wn > rtol * max(np.abs(wn).max(initial=0.0), 0.0))[0]
+    top = jnp.max(jnp.clip(w, 0.0), initial=0.0)
     if len(keep) < K:
         factor = V[:, keep] * jnp.sqrt(w[keep])
-        return NoiseBasis(g, factor, None, False, 2 * len(keep) <= K)
+        return NoiseBasis(g, factor, None, False, 2 * len(keep) <= K, top)
     # the principal square root from the same eigendecomposition (what psd_sqrt computes)
     s = jnp.sqrt(jnp.clip(w, 0.0))
-    return NoiseBasis(g, (V * s.astype(V.dtype)) @ jnp.conj(V).T, None, False, False)
+    return NoiseBasis(g, (V * s.astype(V.dtype)) @ jnp.conj(V).T, None, False, False, top)
 
 
 def decompose_like(gamma, reference: NoiseBasis) -> NoiseBasis:

@@ -100,9 +100,8 @@ class Result(eqx.Module):
                     "non-time axes"
                 )
             return tuple(d), True
-        if name == "n" and extra_ndim == 1:
-            return ("mode",), True
-        return tuple(f"{name}_dim{i}" for i in range(1, extra_ndim + 1)), False
+        dims = default_dims(name, extra_ndim)
+        return dims, dims == ("mode",)
 
     def _components(self, name, extra_shape):
         """``[(index, label)]`` for each component of an observable with non-time shape
@@ -469,6 +468,14 @@ _NC3_RESERVED = {
     "byte", "char", "short", "ushort", "int", "uint", "int64", "uint64", "float", "real", "double", "bool", "string"
 }
 _INT32 = np.iinfo(np.int32)
+
+
+def default_dims(name, ndim):
+    """Names of an observable's non-time axes when none are given: ``mode`` for the per-mode
+    occupation ``n``, else ``<name>_dim<i>`` (used by ``Result`` and by ``tw.sweep``)."""
+    if name == "n" and ndim == 1:
+        return ("mode",)
+    return tuple(f"{name}_dim{i}" for i in range(1, ndim + 1))
 
 
 def _fmt(v):

@@ -31,6 +31,7 @@ from ._checks import check_int, check_positive
 from ._model import Model
 from ._observables import finalize
 from ._plan import auto_chunk_size, bytes_per_trajectory, make_plan
+from ._result import default_dims
 from ._store import SweepStore
 
 RANDOM_NUMBERS = ("common", "independent")
@@ -234,17 +235,26 @@ def _finalize_batched(mom):
 
 
 # --------------------------------------------------------------------------- tasks for executors
-def _run_task(x64, payload):
-    """Run one task (in this process or a worker's): ``payload`` is ``cloudpickle`` bytes of
-    ``(spec, struct point, points, param_axes, ts, opts, store path, signature, axes)``. Double
-    precision is switched on first when the caller used it, before the arrays are unpickled."""
+_SPECS: dict = {}  # in a worker: unpickled specs by their bytes, so later tasks reuse compiled programs
+
+
+def _run_task(x64, spec_bytes, payload):
+    """Run one task (in this process or a worker's). ``spec_bytes``: ``cloudpickle`` bytes of the
+    spec, unpickled once per worker (new function objects would miss the compilation cache);
+    ``payload``: of ``(struct point, points, param_axes, ts, opts, store path, signature, axes)``.
+    Double precision is switched on first when the caller used it, before arrays are unpickled."""
     if x64:
         jax.config.update("jax_enable_x64", True)
+    import hashlib
+
     import cloudpickle
 
-    spec, struct, points, param_axes, ts, opts, path, signature, axes = cloudpickle.loads(payload)
+    digest = hashlib.sha1(spec_bytes).hexdigest()
+    if digest not in _SPECS:
+        _SPECS[digest] = cloudpickle.loads(spec_bytes)
+    struct, points, param_axes, ts, opts, path, signature, axes = cloudpickle.loads(payload)
     store = SweepStore(path, signature, axes) if path is not None else None
-    return _run_group(spec, struct, points, param_axes, ts, opts, store)
+    return _run_group(_SPECS[digest], struct, points, param_axes, ts, opts, store)
 
 
 def _run_group(spec, struct, points, param_axes, ts, opts, store, on_point=None):
@@ -393,9 +403,10 @@ def sweep(
             import cloudpickle
 
             x64 = bool(jax.config.jax_enable_x64)
-            futures = [executor.submit(_run_task, x64, cloudpickle.dumps(
-                (builder or pair, struct, pts, param_axes, ts_np, opts, None if st is None else str(st.path),
-                 signature, axes))) for struct, pts in tasks]
+            spec_bytes = cloudpickle.dumps(builder or pair)
+            futures = [executor.submit(_run_task, x64, spec_bytes, cloudpickle.dumps(
+                (struct, pts, param_axes, ts_np, opts, None if st is None else str(st.path), signature, axes)))
+                for struct, pts in tasks]
             for fut, (struct, pts) in zip(futures, tasks):
                 try:
                     results.update(fut.result())
@@ -434,12 +445,6 @@ def _bar(total, initial, progress):
     return tqdm(total=total, initial=initial, desc="sweep", unit="point", leave=False, dynamic_ncols=True)
 
 
-def _obs_dims(name, ndim):
-    if name == "n" and ndim == 1:
-        return ("mode",)
-    return tuple(f"{name}_dim{i}" for i in range(1, ndim + 1))
-
-
 def _dataset(axes, values, points, results, probe, signature, ts_np):
     import xarray as xr
 
@@ -465,7 +470,7 @@ def _dataset(axes, values, points, results, probe, signature, ts_np):
         arr = np.asarray(arr)
         timed = role in ("mean", "sem")
         extra = arr.shape[1:] if timed else arr.shape
-        dims = lead_dims + (("time",) if timed else ()) + _obs_dims(name, len(extra))
+        dims = lead_dims + (("time",) if timed else ()) + default_dims(name, len(extra))
         fill = np.full(lead + arr.shape, np.nan, dtype=np.result_type(arr.dtype, np.float32))
         for pid, idx in index.items():
             r = results.get(pid)
