@@ -10,7 +10,7 @@ nbclient = pytest.importorskip("nbclient")
 NB_DIR = Path(__file__).resolve().parents[1] / "notebooks"
 
 
-@pytest.mark.parametrize("name", ["quickstart.ipynb", "superradiance.ipynb", "fitting.ipynb"])
+@pytest.mark.parametrize("name", ["quickstart.ipynb", "superradiance.ipynb", "fitting.ipynb", "sweep.ipynb"])
 def test_notebook_runs(name, monkeypatch):
     monkeypatch.setenv("TWA_NB_NTRAJ", "200")
     monkeypatch.setenv("TWA_NB_SIZE", "ci")

@@ -20,6 +20,7 @@ from ._observables import boson_number as boson_number
 from ._result import Result as Result
 from ._solve import simulate as simulate
 from ._sweep import sweep as sweep
+from . import _sweep_plot as sweep_plot  # noqa: E402  (errorbars, time_bands, overview, reduce_time, peak)
 from ._solvers import RotationHeun as RotationHeun, StochasticHeun as StochasticHeun, TWATerm as TWATerm
 from ._brackets import drift as drift, noise_increment as noise_increment, velocity as velocity
 

@@ -257,9 +257,9 @@ def _run_task(x64, spec_bytes, payload):
     return _run_group(_SPECS[digest], struct, points, param_axes, ts, opts, store)
 
 
-def _run_group(spec, struct, points, param_axes, ts, opts, store, on_point=None):
+def _run_group(spec, struct, points, param_axes, ts, opts, store, on_point=None, built=None):
     try:
-        model, initial = spec if isinstance(spec, tuple) else spec(**struct)
+        model, initial = built if built is not None else (spec if isinstance(spec, tuple) else spec(**struct))
     except Exception as e:  # the builder failed: every point of this shape is a failure
         reason = f"build({', '.join(f'{k}={v!r}' for k, v in struct.items())}) raised {type(e).__name__}: {e}"
         out = {SweepStore.point_id(p): {"failed": reason} for p in points}
@@ -367,7 +367,8 @@ def sweep(
                 chunk_size=chunk_size, devices=devices, time_average=time_average, random_numbers=random_numbers,
                 batch_size=batch_size, fail_fraction=fail_fraction)
     # validate the options once, on the first point, so bad input fails before any work
-    model0, init0 = pair if pair is not None else builder(**{a: points[0][a] for a in structural})
+    struct0 = {a: points[0][a] for a in structural}
+    model0, init0 = pair if pair is not None else builder(**struct0)
     probe = make_plan(model0, init0, ts_np, n_traj=n_traj, key=key, params={a: points[0][a] for a in param_axes},
                       observables=observables, dt=dt, solver=solver, method=method, chunk_size=chunk_size,
                       devices=devices, time_average=time_average, progress=False)
@@ -398,7 +399,8 @@ def sweep(
         if executor is None:
             for struct, pts in tasks:
                 results.update(_run_group(builder or pair, struct, pts, param_axes, ts_np, opts, st,
-                                          on_point=(lambda pid: bar.update(1)) if bar else None))
+                                          on_point=(lambda pid: bar.update(1)) if bar else None,
+                                          built=(model0, init0) if struct == struct0 else None))
         else:
             import cloudpickle
 
