@@ -29,7 +29,7 @@ def _builtin_models():
 
 
 @pytest.mark.parametrize("name", [
-    n if n in ("driven_spin", "dipole_array") else pytest.param(n, marks=pytest.mark.slow) for n in _builtin_models()
+    n if n == "driven_spin" else pytest.param(n, marks=pytest.mark.slow) for n in _builtin_models()
 ])
 def test_value_and_grad_merges_defaults_and_uses_model_observables(name):
     """One parameter of a built-in model: the other defaults merge in as in simulate (this raised

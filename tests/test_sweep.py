@@ -58,6 +58,7 @@ def test_structural_axis_in_the_same_sweep():
     assert ds.attrs["structural_axes"] == "N"
 
 
+@pytest.mark.slow
 def test_random_numbers_depend_only_on_key_and_point():
     model, init = _spin()
     for mode in ("common", "independent"):
@@ -184,6 +185,7 @@ def _executor_sweep(executor, store=None):
     return tw.sweep((model, init), {"Omega": [0.5, 1.0, 1.5, 2.0]}, TS, executor=executor, task_size=2, store=store, **KW)
 
 
+@pytest.mark.slow
 def test_process_pool_executor_gives_the_in_process_result(tmp_path):
     ref = _executor_sweep(None)
     with concurrent.futures.ProcessPoolExecutor(2, mp_context=multiprocessing.get_context("spawn")) as ex:

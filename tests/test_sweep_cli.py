@@ -96,6 +96,7 @@ def test_run_in_a_subprocess_gives_the_numbers_of_tw_sweep(ran):
     assert_same(xr.load_dataset(ran.nc), ran.ref)
 
 
+@pytest.mark.slow
 def test_status_prints_the_points_done(ran, capsys, keep_sys_path):
     assert cli.main(["status", str(ran.store)]) == 0
     out = capsys.readouterr().out
@@ -110,6 +111,7 @@ def test_status_prints_the_points_done(ran, capsys, keep_sys_path):
     assert "sweep complete" in capsys.readouterr().out
 
 
+@pytest.mark.slow
 def test_resume_finds_every_point_done_and_computes_nothing(ran, capsys, keep_sys_path):
     import xarray as xr
 
@@ -125,6 +127,7 @@ def test_resume_finds_every_point_done_and_computes_nothing(ran, capsys, keep_sy
     assert_same(xr.load_dataset(nc), ran.ref)
 
 
+@pytest.mark.slow
 def test_a_store_of_another_sweep_is_refused(ran, tmp_path, capsys, keep_sys_path):
     spec = write_spec(tmp_path, n_traj=32)
     assert cli.main(["resume", str(spec), "--store", str(ran.store)]) == 2

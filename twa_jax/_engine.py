@@ -143,6 +143,22 @@ def _chunk(plan, params, start, chunk_size, reduction, extra, refactor, adjoint)
     return jax.lax.with_sharding_constraint(out, NamedSharding(mesh, P()))
 
 
+def _onto_mesh(tree, devices):
+    """Arrays committed to other devices (a result of an earlier run on fewer devices, e.g. a
+    cotangent) are replicated onto ``devices``; uncommitted ones are left for jit to place."""
+    mesh = Mesh(np.asarray(devices), ("traj",))
+    rep = NamedSharding(mesh, P())
+    want = set(devices)
+
+    def move(x):
+        if isinstance(x, jax.Array) and not isinstance(x, jax.core.Tracer) and getattr(x, "committed", False) \
+                and set(x.sharding.device_set) != want:
+            return jax.device_put(x, rep)
+        return x
+
+    return jax.tree_util.tree_map(move, tree)
+
+
 def _local_copy(x):
     """One local copy of an array replicated over several devices (or processes), so results of
     runs on different devices combine freely."""
@@ -174,7 +190,7 @@ def run(plan, reduction, combine, *, chunk_size, params=None, extra=None, refact
         ``(acc, n_used)``: the combined reduction and the number of trajectories covered.
     """
     params = plan.params if params is None else params
-    core = plan.device_part()
+    core, params, extra = _onto_mesh((plan.device_part(), params, extra), plan.devices)
     step = plan.n_devices * chunk_size
     starts = range(0, plan.n_traj, step)
     show = plan.progress if plan.progress is not None else len(starts) > 1

@@ -102,8 +102,9 @@ def value_and_grad_plan(loss, plan, diff, rest):
     n_traj = plan.n_traj
     chunk = plan.reverse_chunk()
     if chunk * plan.n_devices >= n_traj:
+        core, diff, rest = _engine._onto_mesh((plan.device_part(), diff, rest), plan.devices)
         (val, (mean, n, bad)), g = _engine._chunk(
-            plan.device_part(), diff, jnp.asarray(0), chunk, _engine.LossAndGrad(loss), rest, refactor, "reverse")
+            core, diff, jnp.asarray(0), chunk, _engine.LossAndGrad(loss), rest, refactor, "reverse")
         return val, g, mean, n, bad
     (sums, n, bad), _ = _engine.run(plan, _engine.Sums(), _engine.add, chunk_size=chunk, params=diff, extra=rest,
                                     refactor=refactor, desc="forward pass")

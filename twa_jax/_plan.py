@@ -137,11 +137,38 @@ def _rate_scale(model, noise, initial, params, dtype):
     return jnp.max(jax.vmap(one)(s, a))
 
 
-def estimate_dt(model, noise, initial, params, dtype):
+def _rate_scale_eager(model, noise, initial, params, dtype, n_samples):
+    """:func:`_rate_scale` evaluated op by op, at the mean point and ``n_samples`` samples
+    (cheaper than compiling for a model that runs once)."""
+    pts = [initial.mean()] + ([initial.sample(k) for k in jax.random.split(jax.random.key(0), 4)][:n_samples])
+    scale = 0.0
+    for s, a in pts:
+        y = to_internal(s, a, dtype)
+        Phi = None
+        if noise is not None:
+            L = jnp.asarray(model.jumps(*to_user(y), params))
+            Phi = 0.5 * noise.apply_gamma(L)
+        om, vb = generator(model, y, Phi, params, 1.0)
+        if om.size:
+            scale = max(scale, float(jnp.max(jnp.linalg.norm(om, axis=-2))))
+        if vb.size:
+            rel = jnp.linalg.norm(vb, axis=-2) / (jnp.linalg.norm(y[1], axis=-2) + 1.0)
+            scale = max(scale, float(jnp.max(rel)))
+    return scale
+
+
+def estimate_dt(model, noise, initial, params, dtype, *, compiled=False, n_samples=4):
     """``DT_SAFETY / scale`` with ``scale`` the largest of: spin rotation rates of the drift,
     relative boson velocities, and the largest eigenvalue of Gamma, at the initial mean point
-    and at a few samples of the initial state (fixed key: the choice is deterministic)."""
-    scale = float(_rate_scale(model, noise, initial, params, dtype))
+    and at a few samples of the initial state (fixed key: the choice is deterministic).
+
+    ``compiled``: evaluate in one compiled call (for many points of one model: a sweep);
+    otherwise op by op (a model that runs once pays no compilation). ``n_samples``: samples of
+    the initial state besides its mean (at most 4; the default step uses all 4)."""
+    if compiled and n_samples == 4:
+        scale = float(_rate_scale(model, noise, initial, params, dtype))
+    else:
+        scale = _rate_scale_eager(model, noise, initial, params, dtype, n_samples)
     if noise is not None:
         scale = max(scale, float(noise.max_rate))
     if not np.isfinite(scale):
@@ -252,7 +279,7 @@ class Plan(eqx.Module):
         noise = self.noise
         if self.model.is_dissipative and callable(self.model.gamma):
             noise = decompose(self.model.gamma_of(_as_arrays(new)))
-        dt = estimate_dt(self.model, noise, self.initial, _as_arrays(new), self.dtype) if estimate_step else None
+        dt = estimate_dt(self.model, noise, self.initial, _as_arrays(new), self.dtype, compiled=True) if estimate_step else None
         return new, noise, dt
 
     def reverse_chunk(self, rows: int = 2) -> int:
@@ -381,8 +408,8 @@ def make_plan(
         if not concrete:
             raise ValueError("give dt explicitly when simulate is traced (jit/grad): the default dt needs concrete parameters")
         dt = estimate_dt(model, noise, initial, params, dtype)
-    elif concrete:
-        est = estimate_dt(model, noise, initial, params, dtype)
+    elif concrete:  # a quick estimate (the mean point only) for the warning
+        est = estimate_dt(model, noise, initial, params, dtype, n_samples=0)
         if dt > DT_WARN_FACTOR * est:
             warnings.warn(
                 f"dt={dt:g} is {dt / est:.3g} times the estimated stable step {est:.3g} of this model "
