@@ -114,47 +114,31 @@ def default_checkpoints(n_steps: int) -> int:
 
 
 # --------------------------------------------------------------------------- time grid
+def _scale_at(model, noise, params, dtype, s1, a1):
+    """The largest spin rotation rate of the drift and relative boson velocity at one point."""
+    y = to_internal(s1, a1, dtype)
+    Phi = None
+    if noise is not None:
+        L = jnp.asarray(model.jumps(*to_user(y), params))
+        Phi = 0.5 * noise.apply_gamma(L)
+    om, vb = generator(model, y, Phi, params, 1.0)
+    spin = jnp.max(jnp.linalg.norm(om, axis=-2), initial=0.0)
+    rel = jnp.linalg.norm(vb, axis=-2) / (jnp.linalg.norm(y[1], axis=-2) + 1.0)
+    return jnp.maximum(spin, jnp.max(rel, initial=0.0))
+
+
+def _points(initial, n_samples):
+    """The initial mean point and ``n_samples`` samples (fixed key: the choice is deterministic)."""
+    return [initial.mean()] + [initial.sample(k) for k in jax.random.split(jax.random.key(0), 4)][:n_samples]
+
+
 @eqx.filter_jit
 def _rate_scale(model, noise, initial, params, dtype):
-    """The largest spin rotation rate of the drift and relative boson velocity at the initial
-    mean point and four samples of the initial state (fixed key), in one compiled call."""
-    s0, a0 = initial.mean()
-    s, a = jax.vmap(initial.sample)(jax.random.split(jax.random.key(0), 4))
-    s = jnp.concatenate([jnp.asarray(s0, dtype)[None], jnp.asarray(s, dtype)])
-    a = jnp.concatenate([jnp.asarray(a0)[None], jnp.asarray(a)])
-
-    def one(s1, a1):
-        y = to_internal(s1, a1, dtype)
-        Phi = None
-        if noise is not None:
-            L = jnp.asarray(model.jumps(*to_user(y), params))
-            Phi = 0.5 * noise.apply_gamma(L)
-        om, vb = generator(model, y, Phi, params, 1.0)
-        spin = jnp.max(jnp.linalg.norm(om, axis=-2), initial=0.0)
-        rel = jnp.linalg.norm(vb, axis=-2) / (jnp.linalg.norm(y[1], axis=-2) + 1.0)
-        return jnp.maximum(spin, jnp.max(rel, initial=0.0))
-
-    return jnp.max(jax.vmap(one)(s, a))
-
-
-def _rate_scale_eager(model, noise, initial, params, dtype, n_samples):
-    """:func:`_rate_scale` evaluated op by op, at the mean point and ``n_samples`` samples
-    (cheaper than compiling for a model that runs once)."""
-    pts = [initial.mean()] + ([initial.sample(k) for k in jax.random.split(jax.random.key(0), 4)][:n_samples])
-    scale = 0.0
-    for s, a in pts:
-        y = to_internal(s, a, dtype)
-        Phi = None
-        if noise is not None:
-            L = jnp.asarray(model.jumps(*to_user(y), params))
-            Phi = 0.5 * noise.apply_gamma(L)
-        om, vb = generator(model, y, Phi, params, 1.0)
-        if om.size:
-            scale = max(scale, float(jnp.max(jnp.linalg.norm(om, axis=-2))))
-        if vb.size:
-            rel = jnp.linalg.norm(vb, axis=-2) / (jnp.linalg.norm(y[1], axis=-2) + 1.0)
-            scale = max(scale, float(jnp.max(rel)))
-    return scale
+    """:func:`_scale_at` over the mean point and four samples, in one compiled call."""
+    pts = _points(initial, 4)
+    s = jnp.stack([jnp.asarray(p[0], dtype) for p in pts])
+    a = jnp.stack([jnp.asarray(p[1]) for p in pts])
+    return jnp.max(jax.vmap(lambda s1, a1: _scale_at(model, noise, params, dtype, s1, a1))(s, a))
 
 
 def estimate_dt(model, noise, initial, params, dtype, *, compiled=False, n_samples=4):
@@ -168,7 +152,7 @@ def estimate_dt(model, noise, initial, params, dtype, *, compiled=False, n_sampl
     if compiled and n_samples == 4:
         scale = float(_rate_scale(model, noise, initial, params, dtype))
     else:
-        scale = _rate_scale_eager(model, noise, initial, params, dtype, n_samples)
+        scale = max(float(_scale_at(model, noise, params, dtype, *p)) for p in _points(initial, n_samples))
     if noise is not None:
         scale = max(scale, float(noise.max_rate))
     if not np.isfinite(scale):
