@@ -9,12 +9,14 @@ from . import _xla_workaround
 
 _xla_workaround.apply()  # before anything starts JAX's backends
 
-from . import models as models, states as states  # noqa: E402
+from . import models as models, observables as observables, states as states, weyl as weyl  # noqa: E402
+from ._compare import Comparison as Comparison, compare as compare
 from ._brackets import effective_hamiltonian as effective_hamiltonian
 from ._forms import quadratic_form as quadratic_form
 from ._fit import FitResult as FitResult, fit as fit
 from ._grad import value_and_grad as value_and_grad
 from ._model import Model as Model
+from ._quantize import SameSiteWarning as SameSiteWarning
 from ._noise import NoiseBasis as NoiseBasis, decompose as decompose_gamma
 from ._observables import boson_number as boson_number
 from ._result import Result as Result

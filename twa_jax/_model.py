@@ -46,9 +46,18 @@ class Model(eqx.Module):
             key the caller's ``params`` does not give. The built-in models set them.
         observables: the model's own observables ``{name: f(spins, bosons)}``, recorded by
             :func:`~twa_jax.simulate` when it is called without ``observables``.
-        quantum: ``quantum(params, basis) -> twa_jax.exact.QuantumModel``, the exact quantum
-            counterpart (QuTiP operators) built from the same parameters; the built-in models set
-            it, :mod:`twa_jax.exact` uses it.
+        quantum: a hand-written exact twin, ``quantum(params, basis, cutoff) ->
+            twa_jax.exact.QuantumModel`` (QuTiP operators built from the same parameters), or
+            ``None`` for a ``basis`` (``"full"`` or ``"piqs"``) it does not build. Not needed
+            for polynomial models: :func:`twa_jax.exact.twin` reads their twin off these functions.
+        allow_same_site: names of observables whose products of one site's spin components are
+            intended (no :class:`~twa_jax.SameSiteWarning` for them).
+
+    Warns:
+        SameSiteWarning: for a spin-1/2 model (checked when the default ``params`` suffice to
+            call the functions) whose Hamiltonian, jump operators or observables multiply
+            components of one site's spin: quantum mechanically such a product is a constant
+            (``s^a s^b -> delta_ab``), in TWA it is not. The warning names the site and the fix.
 
     Raises:
         TypeError, ValueError: on inconsistent sizes, non-callable functions, or a Gamma that is
@@ -73,11 +82,12 @@ class Model(eqx.Module):
     params: dict | None = None
     observable_items: tuple | None = eqx.field(static=True, default=None)
     quantum: Callable | None = eqx.field(static=True, default=None)
+    allow_same_site: tuple = eqx.field(static=True, default=())
     noise_basis: Any = None  # the factor of a constant Gamma (see __init__)
 
     def __init__(
         self, hamiltonian, jumps=None, gamma=None, n_spins=0, n_bosons=0, spin_S=None,
-        *, params=None, observables=None, quantum=None,
+        *, params=None, observables=None, quantum=None, allow_same_site=(),
     ):
         self.hamiltonian = hamiltonian
         self.jumps = jumps
@@ -94,8 +104,9 @@ class Model(eqx.Module):
             observables = tuple(observables.items())  # hashable: part of the compiled program
         self.observable_items = observables
         if quantum is not None and not callable(quantum):
-            raise TypeError(f"quantum must be a function quantum(params, basis), got {quantum!r}")
+            raise TypeError(f"quantum must be a function quantum(params, basis, cutoff), got {quantum!r}")
         self.quantum = quantum
+        self.allow_same_site = tuple(allow_same_site)
         # a constant Gamma is validated and factored once, here; the run plan reuses the factor
         self.noise_basis = decompose(gamma) if gamma is not None and not callable(gamma) else None
 
@@ -121,6 +132,20 @@ class Model(eqx.Module):
             )
         if self.jumps is not None and not callable(self.jumps):
             raise TypeError(f"jumps must be a function L(spins, bosons, params), got {self.jumps!r}")
+        self._warn_same_site()
+
+    def _warn_same_site(self):
+        """The same-site check (see the class's Warns), with the default parameters if they suffice."""
+        if self.spin_S is not None or self.n_spins == 0:
+            return
+        from ._quantize import warn_same_site
+
+        params = self.with_params()
+        try:
+            self.check(params)
+        except Exception:  # the defaults do not suffice (or are bad): the run plan checks later
+            return
+        warn_same_site(self, params, self.observables, allow=self.allow_same_site)
 
     # ------------------------------------------------------------------ helpers
     @property

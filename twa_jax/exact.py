@@ -1,23 +1,25 @@
-"""Exact quantum references for the built-in models (QuTiP, an optional dependency).
+"""Exact quantum references: the master equation of a model's quantum twin (QuTiP, optional).
 
-Every built-in model of :mod:`twa_jax.models` builds its quantum counterpart from the same
-parameters (``model.quantum(params, basis)`` returns a :class:`QuantumModel`), so the classical and
-the quantum problem cannot drift apart. :func:`solve` integrates it and returns the same
-:class:`~twa_jax.Result` type as :func:`~twa_jax.simulate`, with the same observable names::
+Any model whose Hamiltonian, jump operators and observables are polynomials in the spin components
+and boson amplitudes has an exact twin read off its own functions (:func:`twin`): the polynomial
+comes from automatic differentiation and is quantized in the symmetric (Weyl) ordering that TWA
+uses, so the exact side is the quantum model whose Weyl symbol you wrote. :func:`solve` integrates
+it and returns the same :class:`~twa_jax.Result` type as :func:`~twa_jax.simulate`, with the same
+observable names, so one line checks TWA at small size::
 
     res_twa = tw.simulate(model, init, ts, n_traj=10_000, key=0)
     res_ex = tw.exact.solve(model, init, ts)
-    err = abs(res_twa.mean["sz"] - res_ex.mean["sz"])
+    print(tw.compare(res_twa, res_ex))
 
 Methods:
 
-* ``"full"``: the Lindblad master equation in the full Hilbert space. The Liouvillian is QuTiP's
-  (``qutip.liouvillian``), restricted to the components of the density matrix that are reachable
-  from the initial state (symmetries such as conservation of the excitation-number difference
-  between ket and bra then cost nothing), and integrated with SciPy's DOP853 (rtol 1e-8,
-  atol 1e-10; ``rtol=``, ``atol=``).
-* ``"piqs"``: the same in the permutation-symmetric (Dicke) basis of QuTiP's PIQS, for ensembles of
-  identical spins with local dissipation (Tavis-Cummings, central spin, collective decay), so that
+* ``"full"``: the Lindblad master equation in the full Hilbert space of the derived twin (or of a
+  hand-written one, ``quantum=``). The Liouvillian is QuTiP's (``qutip.liouvillian``), restricted
+  to the components of the density matrix that are reachable from the initial state (symmetries
+  such as conservation of the excitation-number difference between ket and bra then cost
+  nothing), and integrated with SciPy's DOP853 (rtol 1e-8, atol 1e-10; ``rtol=``, ``atol=``).
+* ``"piqs"``: the same in the permutation-symmetric (Dicke) basis of QuTiP's PIQS, for the
+  built-in ensembles of identical spins (Tavis-Cummings, central spin, collective decay), so that
   N = 15-50 are exact. PIQS builds its Liouvillian in 32-bit floats (``docs/conventions.md``,
   "Exact references"): about 1e-7 relative, far below TWA's own error.
 * ``"mcsolve"``: QuTiP's quantum trajectories, with their own standard error (``Result.sem``);
@@ -25,7 +27,10 @@ Methods:
   It takes ``n_traj=`` and ``seed=``, and only it does; ``rtol``/``atol`` do not apply to it
   (:data:`METHOD_OPTIONS`).
 
-QuTiP is imported when this module is, so ``import twa_jax`` does not need it.
+A hand-written twin is the escape hatch for a model that is not polynomial:
+``quantum(params, basis, cutoff) -> QuantumModel`` (or ``None`` for a basis it does not build),
+given to :class:`~twa_jax.Model` or to :func:`solve`. QuTiP is imported when this module is, so
+``import twa_jax`` does not need it.
 """
 
 from __future__ import annotations
@@ -141,15 +146,20 @@ def split_state(state):
         return (state,), ()
     if isinstance(state, GaussianBosonState):
         return (), (state,)
-    raise TypeError(f"initial must be a twa_jax.states state, got {type(state).__name__}")
+    raise TypeError(
+        f"the initial state {type(state).__name__} has no quantum twin: the built-in states of tw.states "
+        "(spin-1/2 product states, spin_coherent, vacuum/coherent/thermal bosons and their products) have "
+        "one; for a state of your own, give its class a method quantum(cutoff) returning a qutip.Qobj "
+        "(ket or density matrix, spins first, then boson modes)"
+    )
 
 
 def spin_directions(state) -> np.ndarray:
-    """``(n, 3)`` unit vectors of the spin-1/2 part of a state (exact references need spin-1/2)."""
+    """``(n, 3)`` unit vectors of the spin-1/2 part of a state (PIQS needs spin-1/2)."""
     parts, _ = split_state(state)
     for p in parts:
         if not isinstance(p, SpinHalfState):
-            raise NotImplementedError("exact references support spin-1/2 states only (not tw.states.spin_coherent)")
+            raise NotImplementedError("basis='piqs' supports spin-1/2 states only (not tw.states.spin_coherent)")
     if not parts:
         return np.zeros((0, 3))
     return np.concatenate([np.asarray(p.directions) for p in parts], 0)
@@ -163,10 +173,33 @@ def boson_params(state):
     return (np.concatenate([np.asarray(p.alpha) for p in parts]), np.concatenate([np.asarray(p.n_th) for p in parts]))
 
 
-def product_initial(directions, alpha, n_th, cutoff):
-    """Full-space product state of spin coherent states and Gaussian boson states (a ket when
-    everything is pure)."""
-    factors = [spin_ket(d) for d in directions] + [boson_dm(a, n, cutoff) for a, n in zip(alpha, n_th)]
+def spin_coherent_ket(S, direction) -> qt.Qobj:
+    """The spin-S coherent state along ``direction`` (``qutip.basis(2S+1, 0)`` is ``m = S``)."""
+    x, y, z = np.asarray(direction, float) / np.linalg.norm(direction)
+    return qt.spin_coherent(S, np.arccos(np.clip(z, -1, 1)), np.arctan2(y, x))
+
+
+def state_twin(state, cutoff: int | None) -> qt.Qobj:
+    """The quantum state of a :mod:`twa_jax.states` state on ``spins x bosons``: spin-1/2 or
+    spin-S coherent states per site, displaced thermal states per mode, their tensor product
+    (a ket when everything is pure). A user state needs a ``quantum(cutoff)`` method."""
+    own = getattr(state, "quantum", None)
+    if callable(own):
+        out = own(cutoff)
+        if not isinstance(out, qt.Qobj):
+            raise TypeError(f"{type(state).__name__}.quantum(cutoff) must return a qutip.Qobj, got {type(out).__name__}")
+        return out
+    spins, bosons = split_state(state)
+    factors = []
+    for p in spins:
+        if isinstance(p, SpinHalfState):
+            factors += [spin_ket(d) for d in np.asarray(p.directions)]
+        else:
+            factors += [spin_coherent_ket(p.S, d) for d in np.asarray(p.directions)]
+    alpha, n_th = boson_params(state)
+    if len(alpha) and cutoff is None:
+        raise ValueError("a state with boson modes needs a cutoff")
+    factors += [boson_dm(a, n, cutoff) for a, n in zip(alpha, n_th)]
     if all(f.isket for f in factors):
         return qt.tensor(factors)
     return qt.tensor([qt.ket2dm(f) if f.isket else f for f in factors])
@@ -207,6 +240,72 @@ def as_numpy_params(params):
     return {k: np.asarray(v) for k, v in params.items()}
 
 
+# ----------------------------------------------------------------------------- the derived twin
+def twin(model, params=None, *, cutoff: int | None = 20, observables=None) -> QuantumModel:
+    """The exact quantum twin of ``model``, read off its own functions (full Hilbert space).
+
+    The Hamiltonian, the jump operators and the observables are read as polynomials in the spin
+    components and boson amplitudes by automatic differentiation, and quantized in the symmetric
+    (Weyl) ordering TWA uses: spin components become Pauli matrices (``spin_S=None``) or spin-S
+    operators, a product on one site becomes the symmetrized product of its operators (for
+    spin-1/2, ``s^a s^b -> delta_ab``), a boson monomial becomes the symmetrized product of ``a``
+    and ``a^dag``, built exactly in ``cutoff + 1`` Fock levels. Gamma is used as given.
+
+    Args:
+        model: any :class:`~twa_jax.Model`.
+        params: parameter overrides, as for :func:`~twa_jax.simulate`.
+        cutoff: highest Fock level per boson mode (ignored without bosons).
+        observables: ``{name: f(spins, bosons)}`` as for :func:`~twa_jax.simulate` (default: the
+            model's own, else ``sx, sy, sz`` and ``n``).
+
+    Returns:
+        A :class:`QuantumModel` with ``basis="full"``; its ``H``, ``c_ops`` and ``observables``
+        are ordinary QuTiP operators (spins first, then boson modes).
+
+    Raises:
+        ValueError: a function that is not a polynomial (or of too high a degree); the message
+            names it and says to write ``quantum=`` by hand.
+    """
+    from ._observables import default_observables
+    from ._quantize import polynomials, quantize, space_dims
+
+    p = _checked_params(model, params)
+    N, M, S = model.n_spins, model.n_bosons, model.spin_S
+    cut = cutoff if M else None
+    model.check({k: jnp.asarray(v) for k, v in p.items()})
+    obs = observables if observables is not None else (model.observables or default_observables(N, M))
+    fns = {"Hamiltonian": lambda s, a: model.hamiltonian(s, a, p)}
+    if model.jumps is not None:
+        fns["jump operators"] = lambda s, a: model.jumps(s, a, p)
+    fns.update({f"observable {name!r}": f for name, f in obs.items()})
+    ops = {k: quantize(poly, S, cut) for k, poly in polynomials(fns, N, M).items()}
+    H = ops["Hamiltonian"][()]
+    H = (H + H.dag()) / 2  # rounding only: the symbol is real
+    c_ops = ()
+    if model.jumps is not None:
+        L = list(np.ravel(ops["jump operators"]))
+        c_ops = tuple(collapse_operators(L, np.asarray(model.gamma_of(p))))
+    qobs = {}
+    for name in obs:
+        o = ops[f"observable {name!r}"]
+        qobs[name] = o[()] if o.shape == () else o
+    dims = space_dims(N, M, S, cut or 0)
+    tops = []
+    for m in range(M):
+        ops = [qt.qeye(d) for d in dims]
+        ops[N + m] = qt.fock_dm(cut + 1, cut)
+        tops.append(qt.tensor(ops))
+    return QuantumModel(H, c_ops, qobs, lambda state: state_twin(state, cut), "full", None, cut, tuple(tops))
+
+
+def _checked_params(model, params):
+    p = as_numpy_params(model.with_params(params))
+    for k, v in p.items():
+        if not np.all(np.isfinite(v)):
+            raise ValueError(f"parameter {k!r} is not finite: {v}")
+    return p
+
+
 # ----------------------------------------------------------------------------- solvers
 def _reachable(A: sp.csr_matrix, support: np.ndarray) -> np.ndarray:
     """Indices of the components reachable from ``support`` under ``dv/dt = A v``."""
@@ -219,12 +318,20 @@ def _reachable(A: sp.csr_matrix, support: np.ndarray) -> np.ndarray:
 
 
 def _flatten_observables(qm: QuantumModel):
-    """``(names, operators)``: ``names`` lists ``(name, count, is_vector)`` in order; the
-    operators end with the projectors on each boson mode's top Fock level (cutoff check)."""
+    """``(names, operators)``: ``names`` lists ``(name, shape, is_complex)`` in order (``shape``
+    ``()`` for one operator, ``(k,)`` for a list, any shape for an object array); the operators
+    end with the projectors on each boson mode's top Fock level (cutoff check)."""
     names, flat = [], []
     for name, op in qm.observables.items():
-        ops = op if isinstance(op, (list, tuple)) else [op]
-        names.append((name, len(ops), isinstance(op, (list, tuple))))
+        arr = np.empty((), object)
+        if isinstance(op, qt.Qobj):
+            arr[()] = op
+        else:
+            arr = np.empty(len(op), object) if isinstance(op, (list, tuple)) else np.asarray(op, object)
+            if isinstance(op, (list, tuple)):
+                arr[:] = list(op)
+        ops = list(arr.ravel())
+        names.append((name, arr.shape, not all(o.isherm for o in ops)))
         flat.extend(ops)
     return names, flat + list(qm.boson_top)
 
@@ -249,7 +356,7 @@ def _solve_liouvillian(qm: QuantumModel, rho0: qt.Qobj, ts, rtol, atol):
     )
     if not sol.success:
         raise RuntimeError(f"exact solver failed: {sol.message}")
-    vals = (W @ sol.y).real  # (n_ops, n_times)
+    vals = W @ sol.y  # (n_ops, n_times), complex
     return names, vals, {"dim": A.shape[0], "reachable": len(idx), "nfev": sol.nfev}
 
 
@@ -261,9 +368,9 @@ def _mcsolve(qm: QuantumModel, psi0: qt.Qobj, ts, n_traj, seed):
         qm.H, psi0, ts, list(qm.c_ops), e_ops=flat, ntraj=n_traj, seeds=seed,
         options={"progress_bar": False, "keep_runs_results": True, "store_states": False},
     )
-    runs = np.asarray(res.runs_expect).real  # (n_ops, n_traj, n_times)
+    runs = np.asarray(res.runs_expect)  # (n_ops, n_traj, n_times)
     mean = runs.mean(1)
-    sem = runs.std(1, ddof=1) / np.sqrt(runs.shape[1])
+    sem = np.sqrt(np.var(runs.real, 1, ddof=1) + np.var(runs.imag, 1, ddof=1)) / np.sqrt(runs.shape[1])
     return names, mean, sem
 
 
@@ -288,25 +395,39 @@ def solve(
     ts,
     *,
     params=None,
+    observables=None,
     method: str = "auto",
     cutoff: int | None = None,
+    quantum: Callable | None = None,
     n_traj: int | None = None,
     seed: int | None = None,
     rtol: float | None = None,
     atol: float | None = None,
 ) -> Result:
-    """Exact solution of a built-in model's master equation, as a :class:`~twa_jax.Result`.
+    """Exact solution of a model's master equation, as a :class:`~twa_jax.Result`.
+
+    The quantum model is, in this order: ``quantum`` (if given), the model's own ``quantum`` hook
+    (the built-in ensembles offer ``basis="piqs"``), else the twin read off the model's functions
+    (:func:`twin`, full Hilbert space).
 
     Args:
-        model: a model from :mod:`twa_jax.models` (it carries its quantum counterpart).
+        model: any :class:`~twa_jax.Model` whose Hamiltonian, jump operators and observables are
+            polynomials in the spin components and boson amplitudes, or one with a ``quantum``
+            hook.
         initial: the same :mod:`twa_jax.states` state given to :func:`~twa_jax.simulate`
-            (spin-1/2 product states, Gaussian boson states).
+            (spin-1/2 product states in any directions, spin-S coherent states, vacuum, coherent
+            and thermal bosons, and their products; a state of your own with a ``quantum(cutoff)``
+            method).
         ts: ``(n_times,)`` increasing save times.
         params: parameter overrides, as for :func:`~twa_jax.simulate`.
+        observables: ``{name: f(spins, bosons)}`` as for :func:`~twa_jax.simulate` (default: the
+            model's own); quantized like the model (full basis only).
         method: ``"full"``, ``"piqs"``, ``"mcsolve"`` or ``"auto"`` (full space up to dimension
             2048, else PIQS when the model offers it).
         cutoff: highest Fock level kept per boson mode (default 20). The population of the top
             level is checked: above 1e-6 a ``RuntimeError`` asks for a larger cutoff.
+        quantum: a hand-written twin ``quantum(params, basis, cutoff) -> QuantumModel`` (return
+            ``None`` for a basis it does not build), for models that are not polynomial.
         n_traj: quantum trajectories for ``method="mcsolve"`` (default 500).
         seed: seed of ``mcsolve`` (default 0).
         rtol, atol: tolerances of the density-matrix integration (DOP853; default 1e-8 and 1e-10),
@@ -315,21 +436,25 @@ def solve(
     Returns:
         A :class:`~twa_jax.Result` with ``method="exact-full"``, ``"exact-piqs"`` (``sem`` zero)
         or ``"mcsolve"`` (``sem`` the trajectory standard error, ``n_traj`` the trajectories).
+        Observables whose operators are not Hermitian (complex symbols) have complex means.
 
     Raises:
-        ValueError: an unknown ``method``, bad ``ts``/``cutoff``/``n_traj``/parameters, or an
+        ValueError: an unknown ``method``, bad ``ts``/``cutoff``/``n_traj``/parameters, an
             option the method does not use (:data:`METHOD_OPTIONS`: ``n_traj`` and ``seed`` are
-            for ``"mcsolve"`` only, ``rtol`` and ``atol`` for the density-matrix methods only).
+            for ``"mcsolve"`` only, ``rtol`` and ``atol`` for the density-matrix methods only),
+            a function that is not a polynomial (pass ``quantum=``), or ``method="piqs"`` for a
+            model without a PIQS twin.
+        TypeError: an initial state without a quantum twin.
     """
     t_start = time.perf_counter()
-    if getattr(model, "quantum", None) is None:
-        raise TypeError("this model has no quantum counterpart; exact references exist for tw.models builders")
     if method not in METHODS:
         raise ValueError(f"method must be one of {METHODS}, got {method!r}")
     ts = np.asarray(ts, float)
     if ts.ndim != 1 or ts.size < 2 or np.any(np.diff(ts) <= 0) or not np.all(np.isfinite(ts)):
         raise ValueError("ts must be a 1-D strictly increasing array of at least two finite times")
     check_options(method, n_traj=n_traj, seed=seed, rtol=rtol, atol=atol)
+    if quantum is not None and not callable(quantum):
+        raise TypeError(f"quantum must be a function quantum(params, basis, cutoff), got {quantum!r}")
     seed = 0 if seed is None else seed
     rtol = 1e-8 if rtol is None else rtol
     atol = 1e-10 if atol is None else atol
@@ -337,17 +462,33 @@ def solve(
         cutoff = 20
     if isinstance(cutoff, bool) or not isinstance(cutoff, (int, np.integer)) or cutoff < 1:
         raise ValueError(f"cutoff must be a positive int, got {cutoff!r}")
-    p = as_numpy_params(model.with_params(params))
-    for k, v in p.items():
-        if not np.all(np.isfinite(v)):
-            raise ValueError(f"parameter {k!r} is not finite: {v}")
+    p = _checked_params(model, params)
+    hook = quantum if quantum is not None else getattr(model, "quantum", None)
     if method == "auto":
-        dim = 2**model.n_spins * (cutoff + 1) ** model.n_bosons
-        method = "full" if dim <= AUTO_FULL_DIM else "piqs"
+        d = 2 if model.spin_S is None else int(round(2 * model.spin_S + 1))
+        dim = d**model.n_spins * (cutoff + 1) ** model.n_bosons
+        method = "full" if dim <= AUTO_FULL_DIM or hook is None else "piqs"
     basis = "piqs" if method == "piqs" else "full"
-    qm = model.quantum(p, basis=basis, cutoff=int(cutoff))
+    qm = hook(p, basis=basis, cutoff=int(cutoff)) if hook is not None else None
+    if qm is not None and observables is not None:
+        raise ValueError(
+            "observables= needs the twin read off the model's functions; this model's hand-written "
+            f"quantum twin ({basis} basis) offers only its own observables {sorted(qm.observables)}"
+        )
+    if qm is None:
+        if basis == "piqs":
+            raise ValueError(
+                "method='piqs' needs a permutation-symmetric twin in the Dicke basis, which only the "
+                "built-in ensembles (tavis_cummings, central_spin, dicke) offer; use method='full' "
+                "(small N) or method='mcsolve'"
+            )
+        if observables is not None:
+            from ._quantize import warn_same_site
+
+            warn_same_site(model, p, observables)
+        qm = twin(model, p, cutoff=int(cutoff), observables=observables)
     rho0 = qm.initial(initial)
-    n_obs = len(qm.boson_top)
+    n_top = len(qm.boson_top)
     if method == "mcsolve":
         n_traj = 500 if n_traj is None else n_traj
         if isinstance(n_traj, bool) or not isinstance(n_traj, (int, np.integer)) or n_traj < 2:
@@ -356,17 +497,19 @@ def solve(
         info = {}
     else:
         names, vals, info = _solve_liouvillian(qm, rho0, ts, rtol, atol)
-        sems = np.zeros_like(vals)
-    if n_obs:
-        top = vals[-n_obs:].max()
+        sems = np.zeros(vals.shape)
+    if n_top:
+        top = vals[-n_top:].real.max()
         if top > 1e-6:
             raise RuntimeError(
                 f"the top Fock level (cutoff={cutoff}) reaches population {top:.2g}; raise cutoff"
             )
     mean, sem, i = {}, {}, 0
-    for name, k, is_vector in names:
-        m, s = vals[i : i + k].T, sems[i : i + k].T
-        mean[name], sem[name] = (m, s) if is_vector else (m[:, 0], s[:, 0])
+    for name, shape, is_complex in names:
+        k = int(np.prod(shape))
+        m, s = vals[i : i + k].T, sems[i : i + k].T  # (n_times, k)
+        mean[name] = (m if is_complex else m.real).reshape((len(ts),) + shape)
+        sem[name] = s.reshape((len(ts),) + shape)
         i += k
     return Result(
         ts=jnp.asarray(ts),

@@ -1,6 +1,9 @@
 """The paper's models (Sec. III), each a :class:`~twa_jax.Model` with default parameters named as
 in the paper, its own observables, and its exact quantum counterpart built from the same
-parameters (``model.quantum(params, basis, cutoff)``, used by :mod:`twa_jax.exact`).
+parameters. Their exact twins in the full Hilbert space are read off these functions by
+:func:`twa_jax.exact.twin`, like any model's; the ensembles (Tavis-Cummings, central spin, Dicke)
+add a hand-written twin in the permutation-symmetric basis (``model.quantum(params, "piqs",
+cutoff)``) for large N.
 
 Conventions (``docs/conventions.md``, "Master equation" and "Spin normalization"): Pauli
 matrices, ``sigma^- = (sigma^x - i sigma^y)/2``, jump operators ``L_i`` with dissipation matrix
@@ -109,45 +112,6 @@ def _qt():
     return qutip
 
 
-def _averages(ops, n):
-    """``{"sx", "sy", "sz"}`` site averages from per-site Pauli lists."""
-    return {name: sum(o) / n for name, o in zip(("sx", "sy", "sz"), ops)}
-
-
-def _full_space(n_spins, n_bosons, cutoff):
-    """Pauli lists of ``n_spins`` spins and annihilators of ``n_bosons`` modes on
-    ``2^n_spins x (cutoff + 1)^n_bosons``."""
-    qt = _qt()
-    dims = [2] * n_spins + [cutoff + 1] * n_bosons
-    eye = [qt.qeye(d) for d in dims]
-
-    def embed(op, i):
-        ops = list(eye)
-        ops[i] = op
-        return qt.tensor(ops)
-
-    paulis = [[embed(op, i) for i in range(n_spins)] for op in (qt.sigmax(), qt.sigmay(), qt.sigmaz())]
-    a = [embed(qt.destroy(cutoff + 1), n_spins + m) for m in range(n_bosons)]
-    top = tuple(embed(qt.fock_dm(cutoff + 1, cutoff), n_spins + m) for m in range(n_bosons))
-    return paulis, a, top
-
-
-def _lowering(paulis):
-    sx, sy, _ = paulis
-    return [(x - 1j * y) / 2 for x, y in zip(sx, sy)]
-
-
-def _full_initial(n_bosons, cutoff):
-    ex = _exact()
-
-    def initial(state):
-        d = ex.spin_directions(state)
-        alpha, n_th = ex.boson_params(state)
-        return ex.product_initial(d, alpha, n_th, cutoff)
-
-    return initial
-
-
 def _homogeneous(p, names, model):
     for k in names:
         if np.ndim(p[k]) and not np.allclose(p[k], np.ravel(p[k])[0]):
@@ -232,17 +196,7 @@ def driven_spin(Omega=1.0, gamma_down=0.0, gamma_up=0.0, kappa=0.0) -> Model:
     def gamma(p):
         return jnp.stack([p["gamma_down"], p["gamma_up"], p["kappa"]]).astype(float)
 
-    def quantum(p, basis="full", cutoff=None):
-        if basis != "full":
-            raise ValueError("driven_spin has only the full basis")
-        ex = _exact()
-        paulis, _, _ = _full_space(1, 0, 0)
-        sx, sy, sz = (o[0] for o in paulis)
-        sm = _lowering(paulis)[0]
-        c = ex.collapse_operators([sm, sm.dag(), sz], [p["gamma_down"], p["gamma_up"], p["kappa"]])
-        return ex.QuantumModel(p["Omega"] * sx, tuple(c), {"sx": sx, "sy": sy, "sz": sz}, _full_initial(0, 0))
-
-    return Model(H, jumps=L, gamma=gamma, n_spins=1, params=params, observables=SPIN_OBSERVABLES, quantum=quantum)
+    return Model(H, jumps=L, gamma=gamma, n_spins=1, params=params, observables=SPIN_OBSERVABLES)
 
 
 def tavis_cummings(n: int, omega=1.0, eps=1.0, g=1.0, kappa=1.0, gamma_down=0.0, gamma_up=0.0) -> Model:
@@ -277,6 +231,7 @@ def tavis_cummings(n: int, omega=1.0, eps=1.0, g=1.0, kappa=1.0, gamma_down=0.0,
         return _ensemble_rates(p, n)
 
     def quantum(p, basis="full", cutoff=20):
+        """The Dicke-basis twin (``basis="piqs"``); ``None`` for the full space."""
         ex, qt = _exact(), _qt()
         top = qt.fock_dm(cutoff + 1, cutoff)
         if basis == "piqs":
@@ -294,15 +249,7 @@ def tavis_cummings(n: int, omega=1.0, eps=1.0, g=1.0, kappa=1.0, gamma_down=0.0,
             Hq = float(p["omega"]) * A.dag() * A + h["eps"] * jz + h["g"] / np.sqrt(n) * (A.dag() * jm + A * jm.dag())
             obs = {"sx": 2 * jx / n, "sy": 2 * jy / n, "sz": 2 * jz / n, "n": [A.dag() * A]}
             return ex.QuantumModel(Hq, (np.sqrt(float(p["kappa"])) * A,), obs, initial, "piqs", Ld, cutoff, (wrap(top),))
-        paulis, (A,), tops = _full_space(n, 1, cutoff)
-        sm = _lowering(paulis)
-        eps_, g_ = np.broadcast_to(p["eps"], (n,)), np.broadcast_to(p["g"], (n,))
-        Hq = float(p["omega"]) * A.dag() * A + sum(
-            e / 2 * z + gi / np.sqrt(n) * (A.dag() * m + A * m.dag()) for e, gi, z, m in zip(eps_, g_, paulis[2], sm)
-        )
-        c = ex.collapse_operators([A] + sm + [m.dag() for m in sm], np.asarray(gamma(p)))
-        obs = {**_averages(paulis, n), "n": [A.dag() * A]}
-        return ex.QuantumModel(Hq, tuple(c), obs, _full_initial(1, cutoff), "full", None, cutoff, tops)
+        return None  # the full space: the twin read off H, L and the observables
 
     return Model(
         H, jumps=L, gamma=gamma, n_spins=n, n_bosons=1, params=params,
@@ -346,6 +293,7 @@ def central_spin(n: int, omega=1.0, eps=1.0, g=1.0, kappa=1.0, gamma_down=0.0, g
     obs.update({"sx": site_average(0), "sy": site_average(1), "sz": site_average(2)})
 
     def quantum(p, basis="full", cutoff=None):
+        """The Dicke-basis twin (``basis="piqs"``); ``None`` for the full space."""
         ex, qt = _exact(), _qt()
         if basis == "piqs":
             h = _homogeneous(p, ("eps", "g", "gamma_down", "gamma_up"), "central-spin model")
@@ -361,17 +309,7 @@ def central_spin(n: int, omega=1.0, eps=1.0, g=1.0, kappa=1.0, gamma_down=0.0, g
             Hq = float(p["omega"]) / 2 * tz + h["eps"] * jz + h["g"] / np.sqrt(n) * (tm.dag() * jm + tm * jm.dag())
             obsq = {"tau_x": tx, "tau_y": ty, "tau_z": tz, "sx": 2 * jx / n, "sy": 2 * jy / n, "sz": 2 * jz / n}
             return ex.QuantumModel(Hq, (np.sqrt(float(p["kappa"])) * tm,), obsq, initial, "piqs", Ld)
-        paulis, _, _ = _full_space(n + 1, 0, 0)
-        sm = _lowering(paulis)
-        eps_, g_ = np.broadcast_to(p["eps"], (n,)), np.broadcast_to(p["g"], (n,))
-        Hq = float(p["omega"]) / 2 * paulis[2][0] + sum(
-            e / 2 * z + gi / np.sqrt(n) * (sm[0].dag() * m + sm[0] * m.dag())
-            for e, gi, z, m in zip(eps_, g_, paulis[2][1:], sm[1:])
-        )
-        c = ex.collapse_operators([sm[0]] + sm[1:] + [m.dag() for m in sm[1:]], np.asarray(gamma(p)))
-        obsq = {"tau_x": paulis[0][0], "tau_y": paulis[1][0], "tau_z": paulis[2][0]}
-        obsq.update({k: sum(o[1:]) / n for k, o in zip(("sx", "sy", "sz"), paulis)})
-        return ex.QuantumModel(Hq, tuple(c), obsq, _full_initial(0, 0))
+        return None  # the full space: the twin read off H, L and the observables
 
     return Model(H, jumps=L, gamma=gamma, n_spins=n + 1, params=params, observables=obs, quantum=quantum)
 
@@ -405,20 +343,7 @@ def rydberg_chain(n: int, Omega=1.0, J=1.0, kappa=0.0, gamma_down=0.0, boundary:
     def gamma(p):
         return jnp.concatenate([_per_site(p["gamma_down"], n), _per_site(p["kappa"], n)]).astype(float)
 
-    def quantum(p, basis="full", cutoff=None):
-        if basis != "full":
-            raise ValueError("rydberg_chain has only the full basis (use method='full' or 'mcsolve')")
-        ex, qt = _exact(), _qt()
-        paulis, _, _ = _full_space(n, 0, 0)
-        sm = _lowering(paulis)
-        one = qt.qeye([2] * n)
-        Hq = float(p["Omega"]) * sum(paulis[0]) + float(p["J"]) / 4 * sum(
-            (one + paulis[2][i]) * (one + paulis[2][j]) for i, j in zip(left_site, right_site)
-        )
-        c = ex.collapse_operators(sm + list(paulis[2]), np.asarray(gamma(p)))
-        return ex.QuantumModel(Hq, tuple(c), _averages(paulis, n), _full_initial(0, 0))
-
-    return Model(H, jumps=L, gamma=gamma, n_spins=n, params=params, observables=SPIN_OBSERVABLES, quantum=quantum)
+    return Model(H, jumps=L, gamma=gamma, n_spins=n, params=params, observables=SPIN_OBSERVABLES)
 
 
 def chain_positions(n: int, spacing: float, axis=(1.0, 0.0, 0.0)) -> np.ndarray:
@@ -488,27 +413,16 @@ def _correlated_decay(n, G_unit, J_unit, params, rate, piqs_collective=False) ->
     obs = {**SPIN_OBSERVABLES, "excitation": excitation, "emission_rate": emission_rate(G_unit)}
 
     def quantum(p, basis="full", cutoff=None):
-        ex = _exact()
-        r = float(p[rate])
-        if basis == "piqs":
-            if not piqs_collective:
-                raise ValueError("dipole_array has only the full basis (its Gamma is not permutation symmetric)")
-            (jx, jy, jz, jm), _, Ld, initial = _ensemble_piqs(n, None, None, 0.0, 0.0, collective=r)
-            Hq = float(p["omega_z"]) * 2 * jz + float(p["Omega"]) * 2 * jx
-            obsq = {"sx": 2 * jx / n, "sy": 2 * jy / n, "sz": 2 * jz / n, "excitation": (1 + 2 * jz / n) / 2}
-            obsq["emission_rate"] = jm.dag() * jm / n
-            return ex.QuantumModel(Hq, (), obsq, initial, "piqs", Ld)
-        paulis, _, _ = _full_space(n, 0, 0)
-        sm = _lowering(paulis)
-        one = _qt().qeye([2] * n)
-        Hq = float(p["omega_z"]) * sum(paulis[2]) + float(p["Omega"]) * sum(paulis[0])
-        hops = [r * Ju[i, j] * sm[i].dag() * sm[j] for i in range(n) for j in range(n) if i != j and Ju[i, j] != 0]
-        if hops:
-            Hq = Hq + sum(hops)
-        c = ex.collapse_operators(sm, r * np.asarray(G_unit))
-        obsq = _averages(paulis, n)
-        obsq["excitation"] = (one + obsq["sz"]) / 2
-        obsq["emission_rate"] = sum(G_unit[i, j] * sm[i].dag() * sm[j] for i in range(n) for j in range(n)) / n
-        return ex.QuantumModel(Hq, tuple(c), obsq, _full_initial(0, 0))
+        """Fully collective decay in the Dicke basis (``basis="piqs"``); ``None`` for the full space."""
+        if basis != "piqs":
+            return None  # the full space: the twin read off H, L and the observables
+        ex, r = _exact(), float(p[rate])
+        (jx, jy, jz, jm), _, Ld, initial = _ensemble_piqs(n, None, None, 0.0, 0.0, collective=r)
+        Hq = float(p["omega_z"]) * 2 * jz + float(p["Omega"]) * 2 * jx
+        obsq = {"sx": 2 * jx / n, "sy": 2 * jy / n, "sz": 2 * jz / n, "excitation": (1 + 2 * jz / n) / 2}
+        obsq["emission_rate"] = jm.dag() * jm / n
+        return ex.QuantumModel(Hq, (), obsq, initial, "piqs", Ld)
 
-    return Model(H, jumps=L, gamma=gamma, n_spins=n, params=params, observables=obs, quantum=quantum)
+    # Eq. 61 keeps its same-site (diagonal) terms on purpose (docs/conventions.md, "Emission rate")
+    return Model(H, jumps=L, gamma=gamma, n_spins=n, params=params, observables=obs,
+                 quantum=quantum if piqs_collective else None, allow_same_site=("emission_rate",))

@@ -1,0 +1,131 @@
+"""``tw.compare``: TWA against an exact (or any reference) result, per observable, in one line."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+
+@dataclass(frozen=True)
+class Deviation:
+    """How far one observable of a TWA result is from the reference.
+
+    Attributes:
+        max_abs: the largest ``|twa - reference|`` over times and components.
+        max_sigma: the largest deviation in units of the combined standard error
+            ``sqrt(sem_twa^2 + sem_ref^2)``, over the points where that is positive (NaN if none).
+        t: the time of ``max_abs``; ``index``: its component (``()`` for a scalar observable).
+        sem: the combined standard error at that point.
+        sigma_t: the time of ``max_sigma``.
+    """
+
+    max_abs: float
+    max_sigma: float
+    t: float
+    index: tuple
+    sem: float
+    sigma_t: float
+
+
+@dataclass(frozen=True)
+class Comparison:
+    """The result of :func:`compare`: ``deviations[name]`` per observable, and both results."""
+
+    deviations: dict
+    twa: object
+    reference: object
+
+    def __getitem__(self, name) -> Deviation:
+        return self.deviations[name]
+
+    def __str__(self):
+        rows = [f"{'observable':<16} {'max |dev|':>10} {'at t':>8} {'sem there':>10} {'max dev/sem':>12} {'at t':>8}"]
+        for name, d in self.deviations.items():
+            label = name + (str(list(d.index)) if d.index else "")
+            rows.append(
+                f"{label:<16} {d.max_abs:>10.4g} {d.t:>8.3g} {d.sem:>10.2g} {d.max_sigma:>12.3g} {d.sigma_t:>8.3g}"
+            )
+        return "\n".join(rows)
+
+    def plot(self, names=None, *, axes=None, n_sigma: float = 2.0):
+        """Overlay per observable: the TWA mean with a band of ``n_sigma`` standard errors, and the
+        reference as a dashed line. Returns the figure."""
+        import matplotlib.pyplot as plt
+
+        names = list(self.deviations) if names is None else list(names)
+        if axes is None:
+            fig, axes = plt.subplots(1, len(names), figsize=(4.2 * len(names), 3.2), squeeze=False)
+            axes = axes[0]
+        else:
+            axes = np.atleast_1d(axes)
+            fig = axes[0].figure
+        ts = np.asarray(self.twa.ts)
+        for ax, name in zip(axes, names):
+            m, s = _as_columns(self.twa.mean[name]), _as_columns(self.twa.sem[name])
+            r = _as_columns(self.reference.mean[name])
+            for k in range(m.shape[1]):
+                suffix = f"[{k}]" if m.shape[1] > 1 else ""
+                line = ax.plot(ts, m[:, k].real, label=f"TWA{suffix}")[0]
+                ax.fill_between(ts, m[:, k].real - n_sigma * s[:, k], m[:, k].real + n_sigma * s[:, k],
+                                color=line.get_color(), alpha=0.25, lw=0)
+                ax.plot(np.asarray(self.reference.ts), r[:, k].real, "--", color="k", lw=1,
+                        label=f"{getattr(self.reference, 'method', 'reference')}{suffix}")
+            ax.set_xlabel("t")
+            ax.set_title(f"{name}: max |dev| {self.deviations[name].max_abs:.3g}")
+            ax.legend(fontsize=7)
+        fig.tight_layout()
+        return fig
+
+
+def _as_columns(x):
+    x = np.asarray(x)
+    return x.reshape(x.shape[0], -1)
+
+
+def compare(twa, reference, *, names=None) -> Comparison:
+    """Compare a TWA :class:`~twa_jax.Result` with a reference (usually ``tw.exact.solve``'s).
+
+    Args:
+        twa: the result to check.
+        reference: a result on the same save times (its own ``sem`` counts, e.g. for
+            ``method="mcsolve"``; zero for a density-matrix solution).
+        names: the observables to compare (default: every one both results have).
+
+    Returns:
+        A :class:`Comparison`: ``str()`` prints a table, ``.plot()`` overlays the curves, and
+        ``comparison[name]`` is a :class:`Deviation` with the largest absolute deviation, the
+        largest deviation in standard errors, and where each occurs.
+
+    Raises:
+        ValueError: different save times, no observable in common, or shapes that differ.
+    """
+    ts, tr = np.asarray(twa.ts, float), np.asarray(reference.ts, float)
+    if ts.shape != tr.shape or not np.allclose(ts, tr, rtol=1e-12, atol=1e-12):
+        raise ValueError(
+            f"the two results have different save times ({ts.size} from {ts[0]:g} to {ts[-1]:g}, and "
+            f"{tr.size} from {tr[0]:g} to {tr[-1]:g}); solve both on the same ts"
+        )
+    common = [k for k in twa.mean if k in reference.mean]
+    names = common if names is None else list(names)
+    if not names:
+        raise ValueError(f"no observable in common: {sorted(twa.mean)} and {sorted(reference.mean)}")
+    out = {}
+    for name in names:
+        if name not in twa.mean or name not in reference.mean:
+            raise ValueError(f"observable {name!r} is not in both results (common: {common})")
+        m, r = np.asarray(twa.mean[name]), np.asarray(reference.mean[name])
+        if m.shape != r.shape:
+            raise ValueError(f"observable {name!r} has shape {m.shape} in the TWA result but {r.shape} in the reference")
+        sem = np.sqrt(np.asarray(twa.sem[name], float) ** 2 + np.asarray(reference.sem[name], float) ** 2)
+        dev = np.abs(m - r)
+        i = np.unravel_index(int(np.argmax(dev)), dev.shape)
+        with np.errstate(divide="ignore", invalid="ignore"):
+            z = np.where(sem > 0, dev / sem, np.nan)
+        if np.all(np.isnan(z)):
+            zmax, zt = float("nan"), float("nan")
+        else:
+            j = np.unravel_index(int(np.nanargmax(z)), z.shape)
+            zmax, zt = float(z[j]), float(ts[j[0]])
+        out[name] = Deviation(float(dev[i]), zmax, float(ts[i[0]]), tuple(int(k) for k in i[1:]), float(sem[i]), zt)
+    return Comparison(out, twa, reference)
