@@ -92,6 +92,7 @@ def test_four_devices_give_the_statistics_of_one():
     assert out["per_device_batch"] == [8], out["per_device_batch"]
 
 
+@pytest.mark.slow
 def test_gradients_are_the_same_on_one_two_and_four_devices():
     """value_and_grad shards its chunks over the devices like simulate: the same value and
     gradient (float64, 1e-12) on 1, 2 and 4 CPU devices, in one chunk and in several."""

@@ -199,6 +199,7 @@ def test_value_and_grad_bad_input():
         tw.value_and_grad(_sz_mean_loss, model, init, ts, params=p, n_traj=4, key=None, dt=0.1)
 
 
+@pytest.mark.slow
 def test_default_gradient_chunks_follow_free_memory(monkeypatch):
     """Reverse-mode chunks are sized from free memory like simulate's: with almost no memory the
     gradient is accumulated one trajectory at a time and equals the one-chunk result."""
@@ -214,6 +215,7 @@ def test_default_gradient_chunks_follow_free_memory(monkeypatch):
         np.testing.assert_allclose(g[k], g1[k], rtol=1e-10, err_msg=k)
 
 
+@pytest.mark.slow
 def test_checkpoints_change_cost_not_result():
     """Storing every step (no recomputation in the reverse pass) gives the same gradient as
     diffrax's default checkpointing; a bad value is named."""

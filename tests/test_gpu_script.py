@@ -80,7 +80,7 @@ def _check_accuracy(step, d):
 
 
 @pytest.mark.parametrize("only", [
-    "c",
+    pytest.param("c", marks=pytest.mark.slow),
     pytest.param("a,b,d,e", marks=pytest.mark.slow),
 ])
 def test_run_gpu_tiny(tmp_path, only):

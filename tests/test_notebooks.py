@@ -10,7 +10,13 @@ nbclient = pytest.importorskip("nbclient")
 NB_DIR = Path(__file__).resolve().parents[1] / "notebooks"
 
 
-@pytest.mark.parametrize("name", ["quickstart.ipynb", "superradiance.ipynb", "fitting.ipynb", "sweep.ipynb"])
+@pytest.mark.parametrize("name", [
+    "quickstart.ipynb",
+    "sweep.ipynb",
+    # the functions these two use are tested on their own (test_fit.py, test_exact_models.py)
+    pytest.param("superradiance.ipynb", marks=pytest.mark.slow),
+    pytest.param("fitting.ipynb", marks=pytest.mark.slow),
+])
 def test_notebook_runs(name, monkeypatch):
     monkeypatch.setenv("TWA_NB_NTRAJ", "200")
     monkeypatch.setenv("TWA_NB_SIZE", "ci")

@@ -49,6 +49,7 @@ def test_batched_points_equal_point_by_point_runs():
     assert int(ds["n_failed"].sum()) == 0 and set(np.asarray(ds["failed"]).ravel()) == {""}
 
 
+@pytest.mark.slow
 def test_structural_axis_in_the_same_sweep():
     ds = tw.sweep(build, {"N": [2, 3], "Omega": [0.0, 0.5]}, TS, **KW)
     assert ds["emission_rate"].dims == ("N", "Omega", "time")

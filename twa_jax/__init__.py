@@ -26,7 +26,7 @@ from . import _sweep_plot as sweep_plot  # noqa: E402  (errorbars, time_bands, o
 from ._solvers import RotationHeun as RotationHeun, StochasticHeun as StochasticHeun, TWATerm as TWATerm
 from ._brackets import drift as drift, noise_increment as noise_increment, velocity as velocity
 
-__version__ = "0.4.0"
+__version__ = "0.5.0"
 
 
 def __getattr__(name):

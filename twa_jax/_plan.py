@@ -31,7 +31,7 @@ import numpy as np
 
 from . import _checks
 from ._brackets import generator, to_internal, to_user
-from ._checks import all_concrete, check_finite_tree, is_concrete
+from ._checks import all_concrete, check_finite_tree
 from ._model import Model
 from ._noise import NoiseBasis, decompose
 

@@ -19,7 +19,6 @@ import inspect
 import itertools
 import numbers
 import time
-import traceback
 import warnings
 
 import jax

@@ -40,6 +40,7 @@ import warnings
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
+import jax
 import jax.numpy as jnp
 import numpy as np
 import qutip as qt
@@ -68,19 +69,24 @@ AUTO_FULL_DIM = 2**11
 
 @dataclass(frozen=True)
 class QuantumModel:
-    """The quantum counterpart of a built-in model: QuTiP operators on one Hilbert space.
+    """A model's quantum twin: QuTiP operators on one Hilbert space.
+
+    :func:`twin` builds it from a model's functions; a hand-written ``quantum(params, basis,
+    cutoff)`` hook returns one too.
 
     Attributes:
         H: the Hamiltonian.
         c_ops: collapse operators with the rates absorbed; a dense Gamma is diagonalized,
             ``Gamma = V diag(g) V^dag`` gives ``C_k = sqrt(g_k) sum_i conj(V_ik) L_i``.
-        observables: ``{name: operator}`` or ``{name: [operators]}`` (a vector observable, such as
-            ``"n"`` per boson mode); names match the TWA observables of the model.
+        observables: ``{name: operator}``, ``{name: [operators]}`` (a vector observable, such as
+            ``"n"`` per boson mode) or ``{name: object array of operators}`` (any shape); names
+            match the TWA observables. A non-Hermitian operator gives a complex mean.
         initial: maps a :mod:`twa_jax.states` state to a ket or density matrix of this space.
         basis: ``"full"`` or ``"piqs"``.
         dicke_liouvillian: ``basis="piqs"`` only: PIQS's Liouvillian of the spin ensemble (local
             dissipation in the Dicke basis), acting on the first tensor factor.
         cutoff: boson Fock-space cutoff (highest kept level), or ``None`` without bosons.
+        boson_top: projectors on each mode's top Fock level (the cutoff check).
     """
 
     H: qt.Qobj
@@ -90,7 +96,7 @@ class QuantumModel:
     basis: str = "full"
     dicke_liouvillian: qt.Qobj | None = None
     cutoff: int | None = None
-    boson_top: tuple = field(default=())  # projectors on each mode's top Fock level
+    boson_top: tuple = field(default=())
 
     def liouvillian(self) -> qt.Qobj:
         """The full Liouvillian superoperator (QuTiP column-stacking convention)."""
@@ -133,7 +139,7 @@ def boson_dm(alpha, n_th, cutoff: int) -> qt.Qobj:
     (a ket for a coherent state)."""
     dim = cutoff + 1
     if n_th == 0:
-        return qt.coherent(dim, complex(alpha), method="analytic")
+        return qt.coherent(dim, complex(alpha), method="analytic").unit()
     d = qt.displace(dim, complex(alpha))
     return d * qt.thermal_dm(dim, float(n_th)) * d.dag()
 
@@ -223,10 +229,14 @@ def dicke_initial(directions):
 def collapse_operators(L: list, gamma) -> list:
     """Collapse operators for ``sum_ij Gamma_ji (L_i rho L_j^dag - ...)``: rates for a diagonal
     Gamma, eigen-channels ``sqrt(g_k) sum_i conj(V_ik) L_i`` for a dense one (null ones dropped)."""
+    from ._checks import check_gamma_matrix, check_psd
+
     g = np.asarray(gamma)
+    check_gamma_matrix(g, "gamma")
     if g.ndim == 1:
         return [np.sqrt(r) * op for r, op in zip(g, L) if r > 0]
     w, v = np.linalg.eigh(g)
+    check_psd(w, g.dtype)  # a negative eigenvalue would otherwise be dropped silently
     keep = w > 1e-12 * max(np.max(np.abs(w)), 1e-300)
     out = []
     for k in np.flatnonzero(keep):
@@ -286,8 +296,10 @@ def twin(model, params=None, *, cutoff: int | None = 20, observables=None) -> Qu
         L = list(np.ravel(ops["jump operators"]))
         c_ops = tuple(collapse_operators(L, np.asarray(model.gamma_of(p))))
     qobs = {}
-    for name in obs:
+    for name, f in obs.items():
         o = ops[f"observable {name!r}"]
+        if not jnp.iscomplexobj(jax.eval_shape(f, jnp.zeros((N, 3)), jnp.zeros(M, complex))):
+            o = np.vectorize(lambda x: (x + x.dag()) / 2, otypes=[object])(o)  # real symbol: Hermitian
         qobs[name] = o[()] if o.shape == () else o
     dims = space_dims(N, M, S, cut or 0)
     tops = []
@@ -361,6 +373,8 @@ def _solve_liouvillian(qm: QuantumModel, rho0: qt.Qobj, ts, rtol, atol):
 
 
 def _mcsolve(qm: QuantumModel, psi0: qt.Qobj, ts, n_traj, seed):
+    if not qm.c_ops:
+        raise ValueError("method='mcsolve' needs dissipation (this model has no jump with a nonzero rate); use method='full'")
     if not psi0.isket:
         raise ValueError("method='mcsolve' needs a pure initial state (no thermal bosons)")
     names, flat = _flatten_observables(qm)
@@ -488,6 +502,13 @@ def solve(
             warn_same_site(model, p, observables)
         qm = twin(model, p, cutoff=int(cutoff), observables=observables)
     rho0 = qm.initial(initial)
+    want = qm.H.dims[0]
+    if rho0.dims[0] != want:
+        raise ValueError(
+            f"the initial state's twin lives on a space of dims {rho0.dims[0]}, the model's on {want}: "
+            f"the state does not fit the model (n_spins={model.n_spins}, n_bosons={model.n_bosons}, "
+            f"spin_S={model.spin_S})"
+        )
     n_top = len(qm.boson_top)
     if method == "mcsolve":
         n_traj = 500 if n_traj is None else n_traj

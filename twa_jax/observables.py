@@ -97,7 +97,7 @@ def squeezing(result, n_spins: int, spin_S=None, *, J="J", JJ="JJ"):
     out, err = [], []
     for jt, sjt, jjt, sjjt in zip(j, sj, jj, sjj):
         norm = np.linalg.norm(jt)
-        if norm == 0:
+        if not (norm > 0 and np.all(np.isfinite(jjt))):
             out.append(np.nan)
             err.append(np.nan)
             continue
@@ -107,10 +107,10 @@ def squeezing(result, n_spins: int, spin_S=None, *, J="J", JJ="JJ"):
         w, v = np.linalg.eigh(basis.T @ cov @ basis)
         u = basis @ v[:, 0]  # the direction of least variance
         value = 2 * j_max * w[0] / norm**2
-        # first-order bound: d(value)/d(JJ_ab) = 2 J_max u_a u_b / |J|^2; the J dependence through
-        # cov and |J| bounded by its gradient magnitude
+        # first-order bound: d(value)/d(JJ_ab) = 2 J_max u_a u_b / |J|^2; through <J>, the plane
+        # perpendicular to it turns (d lambda = -2 (u.C n)(u.dJ)/|J|) and |J|^2 changes
         d_jj = 2 * j_max * np.abs(np.outer(u, u)) / norm**2
-        d_j = 2 * j_max * (2 * np.abs(u * (u @ jt)) / norm**2 + 2 * abs(w[0]) * np.abs(jt) / norm**4)
+        d_j = 2 * j_max * (2 * np.abs(u) * abs(u @ cov @ n) / norm**3 + 2 * abs(w[0]) * np.abs(jt) / norm**4)
         out.append(value)
         err.append(float(np.sum(d_jj * sjjt) + np.sum(d_j * sjt)))
     return np.asarray(out), np.asarray(err)

@@ -22,6 +22,7 @@ they can be used inside a model and differentiated.
 from __future__ import annotations
 
 import math
+import numbers
 
 import jax.numpy as jnp
 
@@ -31,7 +32,7 @@ def normal_ordered(a, p: int, q: int):
 
     ``sum_{k=0}^{min(p,q)} k! C(p,k) C(q,k) (-1/2)^k conj(a)^(p-k) a^(q-k)``.
     """
-    _check_powers(p, q)
+    p, q = _check_powers(p, q)
     a = jnp.asarray(a)
     return sum(
         math.factorial(k) * math.comb(p, k) * math.comb(q, k) * (-0.5) ** k * jnp.conj(a) ** (p - k) * a ** (q - k)
@@ -42,7 +43,7 @@ def normal_ordered(a, p: int, q: int):
 def anti_normal_ordered(a, p: int, q: int):
     """Weyl symbol of ``a^q a^dag^p`` (anti-normal order): the sum of :func:`normal_ordered`
     with ``+1/2`` in place of ``-1/2``."""
-    _check_powers(p, q)
+    p, q = _check_powers(p, q)
     a = jnp.asarray(a)
     return sum(
         math.factorial(k) * math.comb(p, k) * math.comb(q, k) * 0.5**k * jnp.conj(a) ** (p - k) * a ** (q - k)
@@ -87,5 +88,6 @@ def sigma_minus_plus(s):
 
 def _check_powers(p, q):
     for name, v in (("p", p), ("q", q)):
-        if isinstance(v, bool) or not isinstance(v, int) or v < 0:
+        if isinstance(v, bool) or not isinstance(v, numbers.Integral) or v < 0:
             raise ValueError(f"{name} must be an int >= 0, got {v!r}")
+    return int(p), int(q)

@@ -1,6 +1,7 @@
 """Built-in models of the paper (Sec. III), each a :class:`~twa_jax.Model` with default
-parameters named as in the paper, its own observables, and its exact quantum counterpart
-(used by :mod:`twa_jax.exact`).
+parameters named as in the paper and its own observables. Their exact twins are read off these
+functions by :func:`twa_jax.exact.twin`; the ensembles add a hand-written one in PIQS's
+permutation-symmetric basis.
 
 * :func:`driven_spin` (Sec. III B), :func:`tavis_cummings` (Eq. 28), :func:`central_spin`
   (Eq. 37), :func:`rydberg_chain` (Eq. 45), :func:`dipole_array` (Eqs. 50-56), :func:`dicke`
