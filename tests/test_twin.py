@@ -261,6 +261,21 @@ def test_quantum_hook_signature():
     assert calls[0] == ("full", 20)
 
 
+@pytest.mark.filterwarnings("ignore::twa_jax.SameSiteWarning")
+def test_auto_falls_back_to_the_full_space_when_the_hook_has_no_piqs_twin(monkeypatch):
+    calls = []
+
+    def quantum(params, basis, cutoff):
+        calls.append(basis)
+        return None if basis == "piqs" else tw.exact.QuantumModel(qt.sigmax(), (), {"sz": qt.sigmaz()},
+                                                                  lambda state: qt.basis(2, 1))
+
+    monkeypatch.setattr(tw.exact, "AUTO_FULL_DIM", 1)  # so that "auto" tries PIQS first
+    model = tw.Model(lambda s, a, p: jnp.cos(s[0, 0]), n_spins=1, quantum=quantum)
+    res = tw.exact.solve(model, S.spins_down(1), np.linspace(0, 1, 3))
+    assert calls == ["piqs", "full"] and res.method == "exact-full"
+
+
 # ----------------------------------------------------------------------------- rejections
 @pytest.mark.filterwarnings("ignore::twa_jax.SameSiteWarning")
 def test_non_polynomial_and_too_high_degree_are_refused():

@@ -478,12 +478,16 @@ def solve(
         raise ValueError(f"cutoff must be a positive int, got {cutoff!r}")
     p = _checked_params(model, params)
     hook = quantum if quantum is not None else getattr(model, "quantum", None)
-    if method == "auto":
+    auto = method == "auto"
+    if auto:
         d = 2 if model.spin_S is None else int(round(2 * model.spin_S + 1))
         dim = d**model.n_spins * (cutoff + 1) ** model.n_bosons
         method = "full" if dim <= AUTO_FULL_DIM or hook is None else "piqs"
     basis = "piqs" if method == "piqs" else "full"
     qm = hook(p, basis=basis, cutoff=int(cutoff)) if hook is not None else None
+    if qm is None and basis == "piqs" and auto:  # the hook has no Dicke-basis twin: the full space
+        method = basis = "full"
+        qm = hook(p, basis=basis, cutoff=int(cutoff))
     if qm is not None and observables is not None:
         raise ValueError(
             "observables= needs the twin read off the model's functions; this model's hand-written "
