@@ -120,6 +120,7 @@ def _free_port():
         return s.getsockname()[1]
 
 
+@pytest.mark.slow
 def test_two_processes_give_the_statistics_of_one(tmp_path):
     """Two processes joined by jax.distributed.initialize (coordinator on localhost, two CPU
     devices each, as two hosts of a cluster) return, on each process, the result of a

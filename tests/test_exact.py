@@ -33,7 +33,7 @@ def _exact_driven_spin(Omega, gamma, ts):
     return {"sx": np.asarray(r.expect[0]), "sy": np.asarray(r.expect[1]), "sz": np.asarray(r.expect[2])}
 
 
-@pytest.mark.parametrize("ratio", [0.1, 0.5, 1.0, 4.0])
+@pytest.mark.parametrize("ratio", [0.1, pytest.param(0.5, marks=pytest.mark.slow), pytest.param(1.0, marks=pytest.mark.slow), 4.0])
 def test_driven_spin_against_qutip(ratio):
     Omega = 1.0
     gamma = ratio * Omega

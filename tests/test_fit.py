@@ -59,6 +59,7 @@ def test_gradient_matches_finite_differences_dense_gamma_and_geometry():
         assert abs(fd) > 1e-3  # each parameter matters
 
 
+@pytest.mark.slow
 def test_gradient_through_rank_one_collective_gamma():
     """Collective decay Gamma = g * ones (rank 1; the eigendecomposition's derivative is NaN there):
     the pathwise derivative equals the same-key finite difference."""

@@ -12,8 +12,9 @@ NB_DIR = Path(__file__).resolve().parents[1] / "notebooks"
 
 @pytest.mark.parametrize("name", [
     "quickstart.ipynb",
-    "sweep.ipynb",
-    # the functions these two use are tested on their own (test_fit.py, test_exact_models.py)
+    # the functions these three use are tested on their own (test_sweep.py, test_fit.py,
+    # test_exact_models.py)
+    pytest.param("sweep.ipynb", marks=pytest.mark.slow),
     pytest.param("superradiance.ipynb", marks=pytest.mark.slow),
     pytest.param("fitting.ipynb", marks=pytest.mark.slow),
 ])

@@ -154,6 +154,7 @@ def test_no_noise_and_mean_field_methods():
     assert np.max(np.abs(np.asarray(nn.mean["sz"]) - np.asarray(tw_.mean["sz"]))) > 5 * float(np.max(tw_.sem["sz"]))
 
 
+@pytest.mark.slow
 def test_float32_run_is_finite_and_close_to_float64():
     import jax
 

@@ -210,6 +210,7 @@ def test_submitit_and_dask_executors_give_the_in_process_result(tmp_path):
     np.testing.assert_allclose(ds["sz"], ref["sz"], atol=1e-12)
 
 
+@pytest.mark.slow
 def test_sweep_dataset_round_trips_through_netcdf_and_zarr(tmp_path):
     ds = tw.sweep(build, {"N": [2, 3], "Omega": [0.0, 0.5]}, TS, time_average={"emission_rate": (0.5, 1.0)}, **KW)
     assert ds["emission_rate_average"].dims == ("N", "Omega")

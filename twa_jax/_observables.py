@@ -45,6 +45,10 @@ def boson_number(s, a):
     return jnp.abs(a) ** 2 - 0.5
 
 
+for _f in (spin_x, spin_y, spin_z, boson_number):
+    _f.linear_per_site = True  # affine in each site's spin: the same-site check can skip it
+
+
 def chunk_moments(x, weight):
     """Count, mean and sum of squared deviations over axis 0 of ``x``, for rows with ``weight``.
 

@@ -65,6 +65,7 @@ def site_average(k):
     (the satellites of the central-spin model)."""
     def f(s, a):
         return jnp.mean(s[1:, k])
+    f.linear_per_site = True
     return f
 
 
@@ -72,6 +73,7 @@ def central(k):
     """Observable: component ``k`` of the first (central) spin."""
     def f(s, a):
         return s[0, k]
+    f.linear_per_site = True
     return f
 
 
@@ -79,6 +81,8 @@ def excitation(s, a):
     """Mean excited population ``(1 + <sigma^z>)/2`` per site (site-averaged)."""
     return (1 + jnp.mean(s[:, 2])) / 2
 
+
+excitation.linear_per_site = True
 
 def emission_rate(gamma_unit):
     r"""Observable: the normalized emission rate of Eq. (61),
