@@ -298,15 +298,16 @@ def twin(model, params=None, *, cutoff: int | None = 20, observables=None) -> Qu
     qobs = {}
     for name, f in obs.items():
         o = ops[f"observable {name!r}"]
-        if not jnp.iscomplexobj(jax.eval_shape(f, jnp.zeros((N, 3)), jnp.zeros(M, complex))):
+        out = jax.eval_shape(lambda s, a, f=f: jnp.asarray(f(s, a)), jnp.zeros((N, 3)), jnp.zeros(M, complex))
+        if not jnp.issubdtype(out.dtype, jnp.complexfloating):
             o = np.vectorize(lambda x: (x + x.dag()) / 2, otypes=[object])(o)  # real symbol: Hermitian
         qobs[name] = o[()] if o.shape == () else o
     dims = space_dims(N, M, S, cut or 0)
     tops = []
     for m in range(M):
-        ops = [qt.qeye(d) for d in dims]
-        ops[N + m] = qt.fock_dm(cut + 1, cut)
-        tops.append(qt.tensor(ops))
+        factors = [qt.qeye(d) for d in dims]
+        factors[N + m] = qt.fock_dm(cut + 1, cut)
+        tops.append(qt.tensor(factors))
     return QuantumModel(H, c_ops, qobs, lambda state: state_twin(state, cut), "full", None, cut, tuple(tops))
 
 
