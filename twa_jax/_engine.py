@@ -52,38 +52,72 @@ class Batch(NamedTuple):
         return self.valid & self.finite
 
 
-def solve_batch(plan, params, noise, keys, adjoint="reverse"):
-    """Observables at the save times for the trajectories with keys ``keys (n_batch,)``.
+#: the noise of a run with key ``k`` comes from ``fold_in(k, NOISE_STREAM)``; trajectory ``i``'s
+#: initial point from ``fold_in(k, i)`` (indices stay below 2**31, so the streams never meet)
+NOISE_STREAM = 2**32 - 1
 
-    Trajectory ``b`` is a pure function of ``keys[b]``: its initial point comes from the first
-    half of ``split(keys[b])``, its noise from the second (:class:`GridNoise`). The batch is
+
+def noise_key(key):
+    """The key of a run's noise (:class:`~twa_jax._solvers.GridNoise`), for one key or ``(P,)``."""
+    if key.ndim:
+        return jax.vmap(noise_key)(key)
+    return jax.random.fold_in(key, NOISE_STREAM)
+
+
+def initial_points(plan, key, idx):
+    """Internal ``(spins (n, 3, N), bosons (n, 2, M))`` of the trajectories ``idx``: trajectory
+    ``i`` samples from the first half of ``split(fold_in(key, i))``."""
+    if plan.method == "mean_field":
+        s, a = jax.vmap(lambda _: plan.initial.mean())(idx)
+    else:
+        keys = jax.vmap(lambda i: jax.random.split(jax.random.fold_in(key, i))[0])(idx)
+        s, a = jax.vmap(plan.initial.sample)(keys)
+    return to_internal(s, a, plan.grid.dtype)
+
+
+def solve_batch(plan, params, noise, key, idx, adjoint="reverse", n_points=None):
+    """Observables at the save times for the trajectories with global indices ``idx (n,)``.
+
+    Trajectory ``i`` is a pure function of ``(key, i)``: its initial point comes from
+    ``fold_in(key, i)`` (:func:`initial_points`), its noise from the run's noise key, the step and
+    ``i`` (:class:`GridNoise`, one generator call per step for the whole batch). The batch is
     solved as one diffrax solve of the stacked state (one loop, the bracket ``vmap``-ed inside the
     term), not as a ``vmap`` of per-trajectory solves: a vmapped while loop turns every step's
-    bookkeeping into per-trajectory selects, and its matrix-vector products stay separate.
+    bookkeeping into per-trajectory selects.
+
+    ``n_points``: ``params`` and ``noise`` are stacked over ``P = n_points`` sweep points (leading
+    axis), solved in the same loop; ``key`` is one key (common random numbers: the points share
+    initial points and noise, drawn once) or ``(P,)`` keys.
 
     ``adjoint``: ``"reverse"`` (diffrax's ``RecursiveCheckpointAdjoint`` with the plan's
     ``checkpoints``; reverse-mode differentiable), ``"forward"`` (``ForwardMode``: forward-mode
     differentiable, nothing stored).
 
     Returns:
-        ``{name: (n_batch, n_save, ...)}``.
+        ``{name: (n, n_save, ...)}``, with ``points`` ``{name: (P, n, n_save, ...)}``.
     """
-    dtype = plan.grid.dtype
-    k_init, k_noise = jax.vmap(jax.random.split, out_axes=1)(keys)
-    if plan.method == "mean_field":
-        s, a = jax.vmap(lambda _: plan.initial.mean())(keys)
+    points = n_points is not None
+    if points and key.ndim:
+        y0 = jax.vmap(lambda k: initial_points(plan, k, idx))(key)
     else:
-        s, a = jax.vmap(plan.initial.sample)(k_init)
-    y0 = to_internal(s, a, dtype)  # (n_batch, 3, N), (n_batch, 2, M)
+        y0 = initial_points(plan, key, idx)
+        if points:  # common random numbers: one draw for every point
+            y0 = jax.tree_util.tree_map(lambda x: jnp.broadcast_to(x, (n_points,) + x.shape), y0)
     path = None
     if plan.method == "twa" and noise is not None and noise.n_channels > 0:
-        path = GridNoise(k_noise, plan.grid, noise.n_channels)
-    term = PackedTerm.pack(TWATerm(plan.model, noise, path), params)
+        path = GridNoise(noise_key(key), idx, plan.grid, noise.n_channels)
+    term = PackedTerm.pack(TWATerm(plan.model, noise, path, points), params)
     observables = plan.observables
 
+    def one(y1):
+        s_, a_ = to_user(y1)
+        return {name: f(s_, a_) for name, f in observables.items()}
+
+    per_traj = jax.vmap(one)
+    batched = jax.vmap(per_traj) if points else per_traj
+
     def fn(t, y, args):
-        s_, a_ = to_user(y)
-        return {name: jax.vmap(f)(s_, a_) for name, f in observables.items()}
+        return batched(y)
 
     sol = dfx.diffeqsolve(
         term,
@@ -99,18 +133,21 @@ def solve_batch(plan, params, noise, keys, adjoint="reverse"):
         adjoint=dfx.ForwardMode() if adjoint == "forward" else dfx.RecursiveCheckpointAdjoint(checkpoints=plan.checkpoints),
         throw=False,
     )
-    return {name: jnp.moveaxis(v, 0, 1) for name, v in sol.ys.items()}
+    return {name: jnp.moveaxis(v, 0, 2 if points else 1) for name, v in sol.ys.items()}
 
 
-def _finite_per_time(ys):
+def _finite_per_time(ys, lead=0):
+    """``(..., n, n_save)``: every observable finite at that save time (``lead`` leading axes
+    before the trajectories)."""
     ok = None
     for v in ys.values():
-        f = jnp.all(jnp.isfinite(v.reshape(v.shape[0], v.shape[1], -1)), axis=2)
+        f = jnp.all(jnp.isfinite(v.reshape(v.shape[: lead + 2] + (-1,))), axis=-1)
         ok = f if ok is None else ok & f
     return ok
 
 
-def trajectories(plan, params, start, chunk_size, refactor=False, adjoint="reverse", *, noise=None, key=None) -> Batch:
+def trajectories(plan, params, start, chunk_size, refactor=False, adjoint="reverse", *, noise=None, key=None,
+                 n_points=None) -> Batch:
     """Trajectories ``start .. start + n_devices * chunk_size - 1``, sharded over the devices
     (device ``d`` holds ``start + d * chunk_size + (0 .. chunk_size - 1)``); call under jit.
 
@@ -118,21 +155,21 @@ def trajectories(plan, params, start, chunk_size, refactor=False, adjoint="rever
     without communication inside the loop (unlike a ``vmap`` of while loops, jax issue 20968).
     ``refactor``: factor Gamma again from ``params`` (with the plan's channels) because the caller
     differentiates with respect to parameters Gamma depends on; else the plan's factor is used.
-    ``noise``, ``key``: another factor of Gamma and another key than the plan's (one point of a
-    sweep, see :class:`PointMoments`).
+    ``noise``, ``key``, ``n_points``: other factors of Gamma and keys than the plan's, for
+    ``n_points`` sweep points solved together (see :class:`PointMoments`); the batch's
+    observables and finiteness then carry a leading points axis.
     """
     mesh = Mesh(np.asarray(plan.devices), ("traj",))
-    batch = NamedSharding(mesh, P("traj"))
-    idx = jax.lax.with_sharding_constraint(start + jnp.arange(len(plan.devices) * chunk_size), batch)
-    base_key = plan.key if key is None else key
-    keys = jax.vmap(lambda i: jax.random.fold_in(base_key, i))(idx)
+    lead = 0 if n_points is None else 1
+    idx = jax.lax.with_sharding_constraint(start + jnp.arange(len(plan.devices) * chunk_size), NamedSharding(mesh, P("traj")))
+    key = plan.key if key is None else key
     noise = plan.noise if noise is None else noise
     if refactor and noise is not None:
         noise = decompose_like(plan.model.gamma_of(params), noise)
-    ys = solve_batch(plan, params, noise, keys, adjoint)
-    ys = jax.lax.with_sharding_constraint(ys, batch)
-    finite_t = _finite_per_time(ys)
-    return Batch(idx, ys, idx < plan.n_valid, jnp.all(finite_t, axis=1), finite_t)
+    ys = solve_batch(plan, params, noise, key, idx, adjoint, n_points)
+    ys = jax.lax.with_sharding_constraint(ys, NamedSharding(mesh, P(*([None] * lead), "traj")))
+    finite_t = _finite_per_time(ys, lead)
+    return Batch(idx, ys, idx < plan.n_valid, jnp.all(finite_t, axis=-1), finite_t)
 
 
 @eqx.filter_jit
@@ -254,7 +291,9 @@ class Moments(eqx.Module):
     keep: int = eqx.field(static=True, default=0)
 
     def __call__(self, batch_of, params, extra):
-        b = batch_of(params)
+        return self.reduce(batch_of(params))
+
+    def reduce(self, b: Batch):
         w = b.weight
         out: dict[str, Any] = {"moments": {k: chunk_moments(v, w) for k, v in b.ys.items()}}
         out["averages"] = {
@@ -290,19 +329,19 @@ def combine_moments(a, b):
 class PointMoments(eqx.Module):
     """A sweep's reduction: :class:`Moments` of a batch of points solved together. ``params`` are
     the points' parameters stacked on a leading axis, ``extra = (noise, keys)`` their factors of
-    Gamma and their keys, stacked the same way (``noise`` ``None`` for a closed model): the
-    points become a batch axis next to the trajectories."""
+    Gamma (``None`` for a closed model) and their keys, stacked the same way: the points become an
+    axis of the state next to the trajectories, all in one loop. ``common``: every point uses
+    ``keys[0]`` (common random numbers: the initial points and the noise are drawn once)."""
 
     time_average: tuple = eqx.field(static=True)
+    common: bool = eqx.field(static=True, default=True)
 
     def __call__(self, batch_of, params, extra):
         noise, keys = extra
+        b = batch_of(params, noise=noise, key=keys[0] if self.common else keys, n_points=keys.shape[0])
         moments = Moments(self.time_average)
-
-        def one(p, nb, k):
-            return moments(lambda q: batch_of(q, noise=nb, key=k), p, None)
-
-        return jax.vmap(one)(params, noise, keys)
+        return jax.vmap(lambda ys, fin, fin_t: moments.reduce(b._replace(ys=ys, finite=fin, finite_t=fin_t)))(
+            b.ys, b.finite, b.finite_t)
 
 
 def combine_params(diff, rest):

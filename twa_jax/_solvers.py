@@ -15,9 +15,11 @@ Solvers (both Stratonovich, strong order 1/2, one bracket evaluation per stage, 
 * :class:`StochasticHeun`: the plain Cartesian stochastic Heun scheme, for comparison. It does
   not conserve ``|s_k|`` and can blow up for strong dissipation.
 
-Noise increments come from a key inside the loop (:class:`GridNoise`): step ``j`` of the time
-grid draws from ``fold_in(key, j)``, so a trajectory is a pure function of its key. A chunk of
-trajectories is one solve of the stacked state (see :class:`TWATerm`).
+Noise increments come from a counter-based generator inside the loop (:class:`GridNoise`): step
+``j`` of the time grid draws the numbers of trajectory ``i`` from ``(key, j, i)`` in one call for
+the whole chunk, so a trajectory is a pure function of the key and its index. A chunk of
+trajectories is one solve of the stacked state, trajectories on the last axis (see
+:class:`TWATerm`).
 """
 
 from __future__ import annotations
@@ -32,18 +34,23 @@ import jax.numpy as jnp
 from ._brackets import apply_cartesian, generator_and_jumps, rotate
 from ._model import Model
 from ._noise import NoiseBasis
+from ._random import complex_normals, step_key
 
 
 class GridNoise(dfx.AbstractPath):
-    """Brownian increments on a fixed time grid for a batch of trajectories.
+    """Brownian increments on a fixed time grid for a chunk of trajectories, one generator call
+    per step for the whole chunk.
 
-    Trajectory ``b`` draws the increment of grid step ``j`` (``[grid[j], grid[j+1]]``) from
-    ``fold_in(keys[b], j)``, so its noise depends on its own key only, never on the batch it is
-    solved in. Only increments over one grid step are meaningful (fixed-step solvers). Returns
-    ``(n_batch, K')`` circular complex increments with ``<dW dW^*> = 2 dt``.
+    The increment of grid step ``j`` (``[grid[j], grid[j+1]]``) for trajectory ``idx[b]`` and
+    channel ``c`` is a pure function of ``(key, j, idx[b], c)`` (:mod:`twa_jax._random`), so a
+    trajectory's noise never depends on the chunk it is solved in. Only increments over one grid
+    step are meaningful (fixed-step solvers). Returns ``(n_batch, K')`` circular complex
+    increments with ``<dW dW^*> = 2 dt``; with a batch of keys (``key`` of shape ``(P,)``: sweep
+    points with independent random numbers) ``(P, n_batch, K')``.
     """
 
-    keys: jax.Array  # (n_batch,) noise keys, one per trajectory
+    key: jax.Array  # the run's noise key, or (P,) keys
+    idx: jax.Array  # (n_batch,) global trajectory indices
     grid: jax.Array
     n_channels: int = eqx.field(static=True)
 
@@ -62,53 +69,63 @@ class GridNoise(dfx.AbstractPath):
         # one scalar search per step for the whole batch (t0 is a grid point: StepTo)
         j = jnp.searchsorted(self.grid, t0, side="right") - 1
         dt = jax.lax.stop_gradient(t1 - t0)
+        dtype = self.grid.dtype
 
-        def one(key):
-            return jax.random.normal(jax.random.fold_in(key, j), (self.n_channels, 2), self.grid.dtype)
+        def draw(key):
+            return complex_normals(step_key(key, j), self.idx, self.n_channels, dtype)
 
-        z = jax.vmap(one)(self.keys) * jnp.sqrt(dt)
-        return jax.lax.complex(z[..., 0], z[..., 1])
+        z = jax.vmap(draw)(self.key) if self.key.ndim else draw(self.key)
+        # materialized once per step: otherwise XLA duplicates the generator (cheap-looking
+        # elementwise work) into every consumer fusion of the bracket, several times its cost
+        return jax.lax.optimization_barrier(z * jnp.sqrt(dt).astype(dtype))
 
 
 class TWATerm(dfx.AbstractTerm):
     """The whole TWA right-hand side as one diffrax term, for a batch of trajectories.
 
-    The state is a batch ``(spins (n_batch, 3, N), bosons (n_batch, 2, M))`` (the internal
-    layout of :mod:`twa_jax._brackets`) solved as one
-    diffrax solve: one loop over the time grid for all trajectories, the bracket ``vmap``-ed over
-    the batch (so matrix-vector work becomes matrix-matrix work). Every trajectory still evolves
-    independently of the others.
+    The state is a batch ``(spins (n_batch, 3, N), bosons (n_batch, 2, M))`` (the internal layout
+    of :mod:`twa_jax._brackets`) solved as one diffrax solve: one loop over the time grid for all
+    trajectories, the bracket ``vmap``-ed over the batch (so matrix-vector work becomes
+    matrix-matrix work). Every trajectory still evolves independently of the others.
+
+    With ``points=True`` (a sweep) the state is ``(P, n_batch, 3, N)``: ``P`` parameter points,
+    their parameters and factors of Gamma stacked on a leading axis, all solved in the same loop.
 
     Attributes:
         model: the :class:`~twa_jax.Model`.
         noise: the factorized Gamma, or ``None`` for a closed system.
         path: the noise increments, or ``None`` for noise-free dynamics (``method="no_noise"``).
+        points: whether a points axis is present.
     The model parameters travel as diffrax ``args``.
     """
 
     model: Model
     noise: NoiseBasis | None
     path: GridNoise | None
+    points: bool = eqx.field(static=True, default=False)
 
     def contr(self, t0, t1, **kwargs):
         dW = None if self.path is None else self.path.evaluate(t0, t1)
         return t1 - t0, dW
 
     def generator(self, t, y, args, control):
-        """Rotation generator ``(omega (n_batch, 3, N), vb (n_batch, 2, M))`` of the increment."""
+        """Rotation generator ``(omega (..., 3, N), vb (..., 2, M))`` of the increment."""
         dt, dW = control
-        noise = self.noise
+        model = self.model
 
-        def one(y1, dW1):
+        def one(y1, dW1, params, noise):
             def phi(L):
                 out = noise.apply_gamma(L) * dt
                 if dW1 is not None:
                     out = out + noise.xi(dW1)
                 return 0.5 * out
 
-            return generator_and_jumps(self.model, y1, phi if noise is not None else None, args, dt)
+            return generator_and_jumps(model, y1, phi if noise is not None else None, params, dt)
 
-        return jax.vmap(one, in_axes=(0, None if dW is None else 0))(y, dW)
+        f = jax.vmap(one, in_axes=(0, None if dW is None else 0, None, None))
+        if self.points:  # dW (n_batch, K'): common to the points; (P, n_batch, K'): per point
+            f = jax.vmap(f, in_axes=(0, None if dW is None or dW.ndim == 2 else 0, 0, 0))
+        return f(y, dW, args, self.noise)
 
     def vf(self, t, y, args):
         """Deterministic drift ``dy/dt`` (no noise)."""
@@ -173,7 +190,7 @@ class _BoundTerm(TWATerm):
     params: Any = None
 
     def __init__(self, term, params):
-        self.model, self.noise, self.path, self.params = term.model, term.noise, term.path, params
+        self.model, self.noise, self.path, self.points, self.params = term.model, term.noise, term.path, term.points, params
 
     def generator(self, t, y, args, control):
         return super().generator(t, y, self.params, control)

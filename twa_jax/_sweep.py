@@ -199,7 +199,7 @@ def _solve_batch(first, values, ids, chunk, batch, opts):
     else:
         keys = [key] * len(ids)
     keys = jnp.stack(keys + [keys[-1]] * (batch - len(ids)))
-    acc, _ = _engine.run(first, _engine.PointMoments(first.time_average), _engine.combine_moments,
+    acc, _ = _engine.run(first, _engine.PointMoments(first.time_average, opts["random_numbers"] == "common"), _engine.combine_moments,
                          chunk_size=chunk, params=params, extra=(noise, keys))
     mean, sem = {}, {}
     for name, mom in acc["moments"].items():
