@@ -251,16 +251,8 @@ def check_observables(observables, model, dtype):
     return dict(observables), shapes, dtypes
 
 
-def check_indexing(model, params, observables, dtype) -> None:
-    """Run the model's functions once on a concrete point with JAX's index checks on.
-
-    JAX clamps out-of-range indices instead of raising (``s[5, 0]`` with three spins reads
-    ``s[2, 0]``), so a wrong index in a model would run silently; ``checkify`` finds it. Skipped
-    when ``params`` are traced."""
-    from jax.experimental import checkify
-
-    if not all_concrete(params):
-        return
+def _index_checked(model, params, observables, dtype):
+    """``[(name, thunk)]`` of the model's functions at a concrete zero point."""
     s = jnp.zeros((model.n_spins, 3), dtype)
     a = jnp.zeros((model.n_bosons,), jnp.result_type(dtype, jnp.complex64))
     funcs = [("hamiltonian", lambda: model.hamiltonian(s, a, params))]
@@ -268,8 +260,41 @@ def check_indexing(model, params, observables, dtype) -> None:
         funcs.append(("jumps", lambda: model.jumps(s, a, params)))
     if callable(model.gamma):
         funcs.append(("gamma", lambda: model.gamma(params)))
-    funcs += [(f"observable {name!r}", (lambda f=f: f(s, a))) for name, f in observables.items()]
-    for name, fn in funcs:
+    funcs += [(f"observable {name!r}", (lambda f=f: f(s, a))) for name, f in observables]
+    return funcs
+
+
+def _index_error(model, params, observables, dtype):
+    from jax.experimental import checkify
+
+    funcs = _index_checked(model, params, observables, dtype)
+    return checkify.checkify(lambda: [fn() for _, fn in funcs], errors=checkify.index_checks)()[0]
+
+
+#: one compiled check of every function together, cached per model (a new parameter value reuses
+#: it); op by op, a model's first check compiled each primitive on its own (seconds)
+_index_error_jit = None
+
+
+def check_indexing(model, params, observables, dtype) -> None:
+    """Run the model's functions once on a concrete point with JAX's index checks on.
+
+    JAX clamps out-of-range indices instead of raising (``s[5, 0]`` with three spins reads
+    ``s[2, 0]``), so a wrong index in a model would run silently; ``checkify`` finds it. Skipped
+    when ``params`` are traced."""
+    global _index_error_jit
+    from jax.experimental import checkify
+
+    if not all_concrete(params):
+        return
+    import equinox as eqx
+
+    if _index_error_jit is None:
+        _index_error_jit = eqx.filter_jit(_index_error)
+    obs = tuple(observables.items())
+    if not _index_error_jit(model, params, obs, dtype).get():
+        return
+    for name, fn in _index_checked(model, params, obs, dtype):  # only on error: name the culprit
         err, _ = checkify.checkify(fn, errors=checkify.index_checks)()
         msg = err.get()
         if msg:

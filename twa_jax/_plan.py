@@ -129,30 +129,27 @@ def _scale_at(model, noise, params, dtype, s1, a1):
 
 def _points(initial, n_samples):
     """The initial mean point and ``n_samples`` samples (fixed key: the choice is deterministic)."""
-    return [initial.mean()] + [initial.sample(k) for k in jax.random.split(jax.random.key(0), 4)][:n_samples]
+    return [initial.mean()] + [initial.sample(k) for k in jax.random.split(jax.random.key(0), 4)[:n_samples]]
 
 
 @eqx.filter_jit
-def _rate_scale(model, noise, initial, params, dtype):
-    """:func:`_scale_at` over the mean point and four samples, in one compiled call."""
-    pts = _points(initial, 4)
+def _rate_scale(model, noise, initial, params, dtype, n_samples):
+    """:func:`_scale_at` over the mean point and ``n_samples`` samples, in one compiled call."""
+    pts = _points(initial, n_samples)
     s = jnp.stack([jnp.asarray(p[0], dtype) for p in pts])
     a = jnp.stack([jnp.asarray(p[1]) for p in pts])
     return jnp.max(jax.vmap(lambda s1, a1: _scale_at(model, noise, params, dtype, s1, a1))(s, a))
 
 
-def estimate_dt(model, noise, initial, params, dtype, *, compiled=False, n_samples=4):
+def estimate_dt(model, noise, initial, params, dtype, *, n_samples=4):
     """``DT_SAFETY / scale`` with ``scale`` the largest of: spin rotation rates of the drift,
     relative boson velocities, and the largest eigenvalue of Gamma, at the initial mean point
-    and at a few samples of the initial state (fixed key: the choice is deterministic).
+    and at ``n_samples`` (at most 4) samples of the initial state (fixed key: the choice is
+    deterministic).
 
-    ``compiled``: evaluate in one compiled call (for many points of one model: a sweep);
-    otherwise op by op (a model that runs once pays no compilation). ``n_samples``: samples of
-    the initial state besides its mean (at most 4; the default step uses all 4)."""
-    if compiled and n_samples == 4:
-        scale = float(_rate_scale(model, noise, initial, params, dtype))
-    else:
-        scale = max(float(_scale_at(model, noise, params, dtype, *p)) for p in _points(initial, n_samples))
+    One compiled call, cached for the model and state (a new parameter value reuses it): op by op,
+    the first evaluation of a model compiles every primitive on its own, which cost 4-9 s."""
+    scale = float(_rate_scale(model, noise, initial, params, dtype, n_samples))
     if noise is not None:
         scale = max(scale, float(noise.max_rate))
     if not np.isfinite(scale):
@@ -263,7 +260,7 @@ class Plan(eqx.Module):
         noise = self.noise
         if self.model.is_dissipative and callable(self.model.gamma):
             noise = decompose(self.model.gamma_of(_as_arrays(new)))
-        dt = estimate_dt(self.model, noise, self.initial, _as_arrays(new), self.dtype, compiled=True) if estimate_step else None
+        dt = estimate_dt(self.model, noise, self.initial, _as_arrays(new), self.dtype) if estimate_step else None
         return new, noise, dt
 
     def reverse_chunk(self, rows: int = 2) -> int:
