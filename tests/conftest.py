@@ -26,3 +26,13 @@ def pytest_collection_modifyitems(config, items):
 @pytest.fixture
 def key():
     return jax.random.key(1234)
+
+
+@pytest.fixture(autouse=True)
+def _no_open_figures():
+    """Every test starts without a current matplotlib figure (plots drawn with ``ax=None`` go
+    onto ``plt.gca()``, so a figure left open by an earlier test in the same worker leaks in)."""
+    yield
+    import matplotlib.pyplot as plt
+
+    plt.close("all")
