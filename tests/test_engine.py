@@ -122,6 +122,23 @@ def test_target_sem_stops_at_the_first_chunk_below_target_and_equals_a_fixed_run
     assert max(float(jnp.max(v)) for v in fewer.sem.values()) > 0.06
 
 
+def test_target_sem_pilot_stops_within_1p3x_of_the_count_needed():
+    # default chunk (the whole budget fits in memory): a pilot, then chunks sized from its spread
+    model, init, ts = _spin_model(), tw.states.spins_down(1), np.linspace(0, 1, 3)
+    kw = dict(key=3, dt=0.1, progress=False)
+    target = 0.01
+    res = tw.simulate(model, init, ts, n_traj=200_000, target_sem=target, **kw)
+    n = res.n_traj
+    assert max(float(jnp.max(v)) for v in res.sem.values()) <= target
+    # the count needed is more than n / 1.3: a fixed run of that many misses the target
+    fewer = tw.simulate(model, init, ts, n_traj=int(n / 1.3), **kw)
+    assert max(float(jnp.max(v)) for v in fewer.sem.values()) > target, n
+    fixed = tw.simulate(model, init, ts, n_traj=n, **kw)
+    for k in res.mean:
+        np.testing.assert_allclose(res.mean[k], fixed.mean[k], rtol=0, atol=1e-12)
+        np.testing.assert_allclose(res.sem[k], fixed.sem[k], rtol=0, atol=1e-12)
+
+
 def test_time_average_and_kept_trajectories_agree_with_a_hand_computation():
     model, init, ts = _spin_model(), tw.states.spins_down(1), np.linspace(0, 2, 9)
     res = tw.simulate(model, init, ts, n_traj=40, key=5, dt=0.05, chunk_size=16, progress=False,

@@ -212,7 +212,7 @@ def _progress_bar(plan, total, desc):
 
 
 def run(plan, reduction, combine, *, chunk_size, params=None, extra=None, refactor=False, adjoint="reverse",
-        stop=None, desc="trajectories"):
+        next_size=None, desc="trajectories"):
     """The chunk loop: every chunk of ``plan``'s trajectories through ``reduction``, combined.
 
     Args:
@@ -221,30 +221,32 @@ def run(plan, reduction, combine, *, chunk_size, params=None, extra=None, refact
         combine: ``combine(acc, out) -> acc`` (host side, pure jnp).
         chunk_size: trajectories per device per chunk.
         params: parameters (default ``plan.params``); extra: more traced input of the reduction.
-        stop: ``stop(acc) -> bool`` after each chunk: stop adding chunks (``target_sem``).
+        next_size: ``next_size(acc, used) -> int``: trajectories per device of the next chunk
+            (``acc`` is None before the first), 0 to stop (``target_sem``); default
+            ``chunk_size`` throughout. Each distinct size compiles its own program.
 
     Returns:
         ``(acc, n_used)``: the combined reduction and the number of trajectories covered.
     """
     params = plan.params if params is None else params
     core, params, extra = _onto_mesh((plan.device_part(), params, extra), plan.devices)
-    step = plan.n_devices * chunk_size
-    starts = range(0, plan.n_traj, step)
-    show = plan.progress if plan.progress is not None else len(starts) > 1
+    n_chunks = -(-plan.n_traj // (plan.n_devices * chunk_size))
+    show = plan.progress if plan.progress is not None else (n_chunks > 1 or next_size is not None)
     bar = _progress_bar(plan, plan.n_traj, desc) if show else None
     acc, used = None, 0
     try:
-        for start in starts:
-            red = reduction(start) if not isinstance(reduction, eqx.Module) else reduction
-            out = _chunk(core, params, jnp.asarray(start), chunk_size, red, extra, refactor, adjoint)
+        while used < plan.n_traj:
+            size = chunk_size if next_size is None else next_size(acc, used)
+            if size <= 0:
+                break
+            red = reduction(used) if not isinstance(reduction, eqx.Module) else reduction
+            out = _chunk(core, params, jnp.asarray(used), size, red, extra, refactor, adjoint)
             out = jax.tree_util.tree_map(_local_copy, out)
             acc = out if acc is None else combine(acc, out)
-            new = min(plan.n_traj, start + step)
+            new = min(plan.n_traj, used + plan.n_devices * size)
             if bar is not None:
                 bar.update(new - used)
             used = new
-            if stop is not None and used < plan.n_traj and stop(acc):
-                break
     finally:
         if bar is not None:
             bar.close()
