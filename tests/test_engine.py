@@ -198,6 +198,21 @@ def test_new_values_and_new_keys_reuse_the_compiled_chunk():
     # the default dt changes with the parameters; with the same number of steps, nothing recompiles
     tw.simulate(model, init, TS, n_traj=8, key=2, dt=0.051)
     assert _engine._chunk._cached._cache_size() == n0
+    # default dt: the estimate is rounded down onto a ladder 2**(k/4), so nearby values share it
+    a = tw.simulate(model, init, TS, n_traj=8, key=0, params={"Omega": 1.0, "gamma": 0.4})
+    n1 = _engine._chunk._cached._cache_size()
+    b = tw.simulate(model, init, TS, n_traj=8, key=0, params={"Omega": 1.05, "gamma": 0.4})
+    assert a.dt == b.dt
+    assert _engine._chunk._cached._cache_size() == n1
+
+
+@pytest.mark.parametrize("dt", [0.1, 0.0173, 1.0, 2.0**-5, 3.7])
+def test_dt_ladder_rounds_down_by_at_most_a_quarter_octave(dt):
+    from twa_jax._plan import on_dt_ladder
+
+    d = on_dt_ladder(dt)
+    assert dt * 2 ** -0.25 < d <= dt * (1 + 1e-12)
+    assert 4 * np.log2(d) == pytest.approx(round(4 * np.log2(d)), abs=1e-9)
 
 
 def test_complex_gamma_gives_no_diffrax_complex_warning():

@@ -142,7 +142,7 @@ def _rate_scale(model, noise, initial, params, dtype, n_samples):
 
 
 def estimate_dt(model, noise, initial, params, dtype, *, n_samples=4):
-    """``DT_SAFETY / scale`` with ``scale`` the largest of: spin rotation rates of the drift,
+    """``DT_SAFETY / scale`` (rounded down by :func:`on_dt_ladder`) with ``scale`` the largest of: spin rotation rates of the drift,
     relative boson velocities, and the largest eigenvalue of Gamma, at the initial mean point
     and at ``n_samples`` (at most 4) samples of the initial state (fixed key: the choice is
     deterministic).
@@ -154,7 +154,18 @@ def estimate_dt(model, noise, initial, params, dtype, *, n_samples=4):
         scale = max(scale, float(noise.max_rate))
     if not np.isfinite(scale):
         raise ValueError("the drift is not finite at the initial state; check the model and params")
-    return DT_SAFETY / scale if scale > 0 else math.inf
+    return on_dt_ladder(DT_SAFETY / scale) if scale > 0 else math.inf
+
+
+#: default steps are rounded down to ``2**(k / DT_LADDER)``: nearby parameter values (a sweep, a
+#: fit, a loop over values) get the same step and so the same number of steps, and reuse the
+#: compiled program; the step is at most ``2**(1/4)`` (19 %) finer than the estimate
+DT_LADDER = 4
+
+
+def on_dt_ladder(dt):
+    """``dt`` rounded down to the nearest ``2**(k / DT_LADDER)``, integer ``k``."""
+    return 2.0 ** (math.floor(DT_LADDER * math.log2(dt) + 1e-9) / DT_LADDER)
 
 
 def time_grid(ts_np, dt):
