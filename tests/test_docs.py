@@ -107,5 +107,10 @@ def test_readme_is_short_and_its_python_blocks_parse():
         ast.parse(block)
     # the two set-up commands, the second exactly what .ci/run runs
     assert "pip install -e '.[test]' && python -m pytest -q" in readme
-    assert "pip install -e '.[test]' && python -m pytest -q" in (ROOT / ".ci" / "run").read_text()
+    ci = (ROOT / ".ci" / "run").read_text()
+    assert "-e '.[test]' && python -m pytest -q" in ci
     assert "pip install -e '.[cuda12]'" in readme
+    # the README's BibTeX is the docs' (docs/citation.bib), with the package version
+    bib = (ROOT / "docs" / "citation.bib").read_text().strip()
+    assert bib in readme
+    assert f"version = {{{_pyproject_version()}}}" in bib
