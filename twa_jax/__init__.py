@@ -1,8 +1,9 @@
 """twa_jax: the dissipative truncated Wigner approximation in JAX.
 
 Write a model as plain JAX functions (Hamiltonian, jump operators, dissipation matrix), pick an
-initial state, and call :func:`simulate`. See README.md, and ``docs/conventions.md`` for the
-conventions (rates, normalizations, Weyl symbols, standard errors, accuracy).
+initial state, and call :func:`simulate`. See README.md, the docs site (``mkdocs serve``), and
+``docs/conventions.md`` for the conventions (rates, normalizations, Weyl symbols, standard errors,
+accuracy).
 """
 
 from . import _xla_workaround

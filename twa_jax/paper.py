@@ -9,7 +9,7 @@ curve, the maximum and final-time absolute and relative deviation of TWA from th
 the largest standard error, the trajectory count, the wall times and the machine. The paper's
 cumulant-expansion curves are left out. Where the paper does not print a parameter (the drive
 strengths of Figs. 2, 5 and 6, the spacings of Fig. 7, the time windows), the value used is
-stated in the JSON and in README.md.
+stated in the JSON and on the docs' Validation page (``docs/validation.md``).
 
 Progress goes to stderr (``tqdm``): one bar over the figures and one over the current figure's
 cases (curves, sizes); ``--no-progress`` turns both off. The figures run in float64 (switched on
