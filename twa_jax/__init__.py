@@ -20,6 +20,7 @@ from ._model import Model as Model
 from ._quantize import SameSiteWarning as SameSiteWarning
 from ._noise import NoiseBasis as NoiseBasis, decompose as decompose_gamma
 from ._observables import boson_number as boson_number
+from ._protocol import Pulse as Pulse
 from ._result import Result as Result
 from ._solve import simulate as simulate
 from ._sweep import sweep as sweep

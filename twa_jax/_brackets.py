@@ -44,25 +44,25 @@ def to_user(y):
     return jnp.stack(_xyz(s), axis=-1), jax.lax.complex(b[..., 0, :], b[..., 1, :])
 
 
-def _h_and_l(model: Model, y, params):
+def _h_and_l(model: Model, y, params, t=0.0):
     s, a = to_user(y)
-    H = model.hamiltonian(s, a, params)
+    H = model.H(s, a, params, t)
     if model.jumps is None:
         return H, None
-    L = model.jumps(s, a, params)
+    L = model.L(s, a, params, t)
     return H, jnp.asarray(L)
 
 
-def effective_hamiltonian(model: Model, y, Phi, params, h=1.0):
-    """``H~ = h H + 2 sum_i Im(conj(L_i) Phi_i)`` at the internal state ``y``."""
-    H, L = _h_and_l(model, y, params)
+def effective_hamiltonian(model: Model, y, Phi, params, h=1.0, t=0.0):
+    """``H~ = h H + 2 sum_i Im(conj(L_i) Phi_i)`` at the internal state ``y`` (and time ``t``)."""
+    H, L = _h_and_l(model, y, params, t)
     out = h * H
     if L is not None and Phi is not None:
         out = out + 2.0 * jnp.sum(jnp.imag(jnp.conj(L) * Phi))
     return out
 
 
-def _generator_from_grad(model: Model, grad_y):
+def _generator_from_grad(model, grad_y):
     gs, gb = grad_y
     omega = model.spin_factor * gs
     # da = -i dH~/d(conj a) with d/d(conj a) = (d/dx + i d/dy)/2  =>  dx = g_y/2, dy = -g_x/2
@@ -70,7 +70,7 @@ def _generator_from_grad(model: Model, grad_y):
     return omega, vb
 
 
-def generator(model: Model, y, Phi, params, h=1.0):
+def generator(model: Model, y, Phi, params, h=1.0, t=0.0):
     """Rotation vectors of the spins and boson increments of ``H~(y; h, Phi)`` at the internal
     state ``y``.
 
@@ -78,11 +78,19 @@ def generator(model: Model, y, Phi, params, h=1.0):
         ``(omega, vb)``: ``omega`` is ``(3, N)`` with ``ds = omega x s``; ``vb`` is ``(2, M)``,
         the real and imaginary parts of ``da``.
     """
-    g = jax.grad(effective_hamiltonian, argnums=1)(model, y, Phi, params, h)
+    g = jax.grad(effective_hamiltonian, argnums=1)(model, y, Phi, params, h, t)
     return _generator_from_grad(model, g)
 
 
-def generator_and_jumps(model: Model, y, phi_fn, params, h):
+def symbol_generator(model: Model, G, y, params):
+    """Rotation vectors and boson increments ``(omega, vb)`` of the flow of an arbitrary real
+    symbol ``G(spins, bosons, params)`` (a pulse's generator) at the internal state ``y``, with the
+    model's spin normalization."""
+    g = jax.grad(lambda y_: G(*to_user(y_), params))(y)
+    return _generator_from_grad(model, g)
+
+
+def generator_and_jumps(model: Model, y, phi_fn, params, h, t=0.0):
     """Like :func:`generator` with ``Phi = phi_fn(L(y))``, from one forward and one backward pass.
 
     ``Phi`` depends on the jump operators at the same point (the drift ``Gamma L / 2``) but is
@@ -90,9 +98,9 @@ def generator_and_jumps(model: Model, y, phi_fn, params, h):
     for ``f(L) = 2 Im(conj(L) . Phi)`` JAX's cotangent is ``2 i conj(Phi)``.
     """
     if phi_fn is None or model.jumps is None:
-        g = jax.grad(lambda y_: h * model.hamiltonian(*to_user(y_), params))(y)
+        g = jax.grad(lambda y_: h * model.H(*to_user(y_), params, t))(y)
         return _generator_from_grad(model, g)
-    (H, L), vjp = jax.vjp(lambda y_: _h_and_l(model, y_, params), y)
+    (H, L), vjp = jax.vjp(lambda y_: _h_and_l(model, y_, params, t), y)
     Phi = phi_fn(L)
     ct_L = (2j * jnp.conj(Phi)).astype(jnp.result_type(L.dtype, jnp.complex64))
     if not jnp.iscomplexobj(L):
@@ -168,21 +176,22 @@ def rotate(s, theta):
 
 
 # ------------------------------------------------------------------ user-facing equations of motion
-def velocity(model: Model, spins, bosons, Phi, params, h=1.0):
+def velocity(model: Model, spins, bosons, Phi, params, h=1.0, t=0.0):
     """``{psi, H~(psi; h, Phi)}`` at a user-format point: ``(ds (N, 3), da (M,) complex)``.
 
     With ``h = 1`` and ``Phi = Gamma L / 2`` this is the drift; with ``h = 0`` and
     ``Phi = xi / 2`` the noise term (paper Eq. 7).
     """
     y = to_internal(spins, bosons)
-    return to_user(apply_cartesian(y, generator(model, y, Phi, params, h)))
+    return to_user(apply_cartesian(y, generator(model, y, Phi, params, h, t)))
 
 
-def drift(model: Model, spins, bosons, params=None):
+def drift(model: Model, spins, bosons, params=None, t=0.0):
     """Deterministic part of ``d(spins, bosons)/dt`` (``Phi = Gamma L / 2``), from autodiff.
 
     Args:
-        spins: ``(N, 3)``; bosons: ``(M,)`` complex; params: the model parameters.
+        spins: ``(N, 3)``; bosons: ``(M,)`` complex; params: the model parameters; t: the time
+            (time-dependent models only).
 
     Returns:
         ``(ds/dt (N, 3), da/dt (M,) complex)``.
@@ -192,15 +201,15 @@ def drift(model: Model, spins, bosons, params=None):
     if model.jumps is not None:
         from ._noise import decompose
 
-        L = jnp.asarray(model.jumps(jnp.asarray(spins), jnp.asarray(bosons), params))
-        Phi = 0.5 * decompose(model.gamma_of(params)).apply_gamma(L)
-    return velocity(model, spins, bosons, Phi, params, 1.0)
+        L = jnp.asarray(model.L(jnp.asarray(spins), jnp.asarray(bosons), params, t))
+        Phi = 0.5 * decompose(model.gamma_of(params, t)).apply_gamma(L)
+    return velocity(model, spins, bosons, Phi, params, 1.0, t)
 
 
-def noise_increment(model: Model, spins, bosons, xi, params=None):
+def noise_increment(model: Model, spins, bosons, xi, params=None, t=0.0):
     """Noise part of the increment for jump-space noise ``xi`` (``(K,)`` complex, ``Phi = xi/2``).
 
     Linear in ``xi``; with ``<xi xi^dag> = 2 Gamma dt`` it is the stochastic increment of Eq. 7.
     """
     params = {} if params is None else params
-    return velocity(model, spins, bosons, 0.5 * jnp.asarray(xi), params, 0.0)
+    return velocity(model, spins, bosons, 0.5 * jnp.asarray(xi), params, 0.0, t)

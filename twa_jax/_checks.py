@@ -255,11 +255,11 @@ def _index_checked(model, params, observables, dtype):
     """``[(name, thunk)]`` of the model's functions at a concrete zero point."""
     s = jnp.zeros((model.n_spins, 3), dtype)
     a = jnp.zeros((model.n_bosons,), jnp.result_type(dtype, jnp.complex64))
-    funcs = [("hamiltonian", lambda: model.hamiltonian(s, a, params))]
+    funcs = [("hamiltonian", lambda: model.H(s, a, params))]
     if model.jumps is not None:
-        funcs.append(("jumps", lambda: model.jumps(s, a, params)))
+        funcs.append(("jumps", lambda: model.L(s, a, params)))
     if callable(model.gamma):
-        funcs.append(("gamma", lambda: model.gamma(params)))
+        funcs.append(("gamma", lambda: model.gamma_of(params)))
     funcs += [(f"observable {name!r}", (lambda f=f: f(s, a))) for name, f in observables]
     return funcs
 

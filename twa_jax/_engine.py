@@ -106,7 +106,9 @@ def solve_batch(plan, params, noise, key, idx, adjoint="reverse", n_points=None)
     path = None
     if plan.method == "twa" and noise is not None and noise.n_channels > 0:
         path = GridNoise(noise_key(key), idx, plan.grid, noise.n_channels)
-    term = PackedTerm.pack(TWATerm(plan.model, noise, path, points), params)
+    term = PackedTerm.pack(TWATerm(plan.model, noise, path, points, plan.pulses), params)
+    if plan.pulses:  # pulses at the first grid point act on the initial state
+        y0 = term.term.apply_pulses(plan.grid[0], y0, None)
     observables = plan.observables
 
     def one(y1):
@@ -164,7 +166,7 @@ def trajectories(plan, params, start, chunk_size, refactor=False, adjoint="rever
     idx = jax.lax.with_sharding_constraint(start + jnp.arange(len(plan.devices) * chunk_size), NamedSharding(mesh, P("traj")))
     key = plan.key if key is None else key
     noise = plan.noise if noise is None else noise
-    if refactor and noise is not None:
+    if refactor and noise is not None and not plan.model.gamma_depends_on_time:  # else: at every stage
         noise = decompose_like(plan.model.gamma_of(params), noise)
     ys = solve_batch(plan, params, noise, key, idx, adjoint, n_points)
     ys = jax.lax.with_sharding_constraint(ys, NamedSharding(mesh, P(*([None] * lead), "traj")))

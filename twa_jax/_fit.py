@@ -333,6 +333,7 @@ def fit(
     checkpoints: int | None = None,
     polish: int = 2,
     progress: bool | None = None,
+    pulses=None,
 ) -> FitResult:
     r"""Fit model parameters to data on TWA trajectory means.
 
@@ -377,7 +378,7 @@ def fit(
         optimizer: an ``optax.GradientTransformation`` acting on the internal coordinates (used
             instead of Levenberg-Marquardt); with a custom ``loss`` the default is ``optax.adam``
             with a cosine-decay schedule from ``learning_rate`` (default 0.05) to 1 % of it.
-        observables, dt, solver, method, chunk_size, devices: as in :func:`~twa_jax.simulate`;
+        observables, dt, solver, method, chunk_size, devices, pulses: as in :func:`~twa_jax.simulate`;
             checkpoints: as in :func:`~twa_jax.value_and_grad`.
         polish: at most this many Gauss-Newton steps after an optax optimisation. ``0``: none.
         progress: progress bars over the optimiser's steps and the final passes (``tqdm``);
@@ -397,7 +398,7 @@ def fit(
     observables = _fit_observables(model, observables, data, p0)
     plan = make_plan(model, initial, ts, n_traj=n_traj, key=key, params={**fixed, **p0}, observables=observables,
                      dt=dt, solver=solver, method=method, chunk_size=chunk_size, devices=devices,
-                     checkpoints=checkpoints, progress=progress, differentiable=True)
+                     checkpoints=checkpoints, progress=progress, differentiable=True, pulses=pulses)
     names, data_arr, sig = _check_data(data, sigma, plan)
     is_complex = {k: bool(jnp.iscomplexobj(jnp.zeros((), dict(plan.obs_dtypes)[k]))) for k in names}
     rest = ({k: v for k, v in plan.params.items() if k not in p0}, None)

@@ -143,6 +143,7 @@ def value_and_grad(
     devices=None,
     checkpoints: int | None = None,
     progress: bool | None = None,
+    pulses=None,
 ):
     r"""Value and pathwise gradient of a loss of trajectory means, accumulated chunk by chunk.
 
@@ -162,7 +163,7 @@ def value_and_grad(
         params: the parameters to differentiate with respect to: the gradient is taken with
             respect to every floating leaf of ``params``; the model's other default parameters
             are merged in and held fixed, as in ``simulate``. Must be concrete.
-        n_traj, key, observables, dt, solver, method, chunk_size, devices, progress: as in
+        n_traj, key, observables, dt, solver, method, chunk_size, devices, progress, pulses: as in
             :func:`~twa_jax.simulate` (``key`` required; default observables: the model's).
         checkpoints: states stored per trajectory for the reverse pass (default: diffrax's,
             about ``sqrt(2 n_steps)``). Up to ``n_steps``: more memory per trajectory, fewer
@@ -193,7 +194,7 @@ def value_and_grad(
     params = {} if params is None else params
     plan = make_plan(model, initial, ts, n_traj=n_traj, key=key, params=params, observables=observables, dt=dt,
                      solver=solver, method=method, chunk_size=chunk_size, devices=devices, checkpoints=checkpoints,
-                     progress=progress, differentiable=True)
+                     progress=progress, differentiable=True, pulses=pulses)
     try:
         out = jax.eval_shape(loss, mean_struct(plan))
     except Exception as e:

@@ -12,6 +12,7 @@ amplitudes ``a``.
 
 from __future__ import annotations
 
+import inspect
 from collections.abc import Callable
 from typing import Any
 
@@ -52,6 +53,12 @@ class Model(eqx.Module):
             for polynomial models: :func:`twa_jax.exact.twin` reads their twin off these functions.
         allow_same_site: names of observables whose products of one site's spin components are
             intended (no :class:`~twa_jax.SameSiteWarning` for them).
+        time_dependent: ``True`` declares that the Hamiltonian, the jump operators and a callable
+            ``gamma`` take the time as a last argument: ``H(spins, bosons, params, t)``,
+            ``L(spins, bosons, params, t)``, ``gamma(params, t)`` (a constant Gamma array stays
+            constant). The solver evaluates them at the stage times of its scheme (both ends of
+            each step); see ``docs/conventions.md``, "Protocols in time". Checks that need one
+            time (the same-site warning, the index check) use ``t = 0``.
 
     Warns:
         SameSiteWarning: for a spin-1/2 model (checked when the default ``params`` suffice to
@@ -84,11 +91,15 @@ class Model(eqx.Module):
     quantum: Callable | None = eqx.field(static=True, default=None)
     allow_same_site: tuple = eqx.field(static=True, default=())
     noise_basis: Any = None  # the factor of a constant Gamma (see __init__)
+    time_dependent: bool = eqx.field(static=True, default=False)
 
     def __init__(
         self, hamiltonian, jumps=None, gamma=None, n_spins=0, n_bosons=0, spin_S=None,
-        *, params=None, observables=None, quantum=None, allow_same_site=(),
+        *, params=None, observables=None, quantum=None, allow_same_site=(), time_dependent=False,
     ):
+        if not isinstance(time_dependent, bool):
+            raise TypeError(f"time_dependent must be True or False, got {time_dependent!r}")
+        self.time_dependent = time_dependent
         self.hamiltonian = hamiltonian
         self.jumps = jumps
         self.gamma = gamma
@@ -132,7 +143,35 @@ class Model(eqx.Module):
             )
         if self.jumps is not None and not callable(self.jumps):
             raise TypeError(f"jumps must be a function L(spins, bosons, params), got {self.jumps!r}")
+        self._check_signatures()
         self._warn_same_site()
+
+    def _check_signatures(self):
+        """``time_dependent`` says how many arguments the functions take; check it up front."""
+        funcs = [("hamiltonian", self.hamiltonian, "H(spins, bosons, params", 3)]
+        if self.jumps is not None:
+            funcs.append(("jumps", self.jumps, "L(spins, bosons, params", 3))
+        if callable(self.gamma):
+            funcs.append(("gamma", self.gamma, "gamma(params", 1))
+        for name, f, call, n in funcs:
+            try:
+                sig = inspect.signature(f)
+            except (TypeError, ValueError):  # no signature to read (some builtins): calls will tell
+                continue
+            if self.time_dependent:
+                try:
+                    sig.bind(*range(n + 1))
+                except TypeError:
+                    raise TypeError(
+                        f"time_dependent=True: {name} must take the time as its last argument, "
+                        f"{call}, t); {name}{sig} does not"
+                    ) from None
+            else:
+                try:
+                    sig.bind(*range(n))
+                except TypeError:
+                    hint = " (if it depends on time, pass time_dependent=True)" if _binds(sig, n + 1) else ""
+                    raise TypeError(f"{name} must be callable as {call}); {name}{sig} is not{hint}") from None
 
     def _warn_same_site(self):
         """The same-site check (see the class's Warns), with the default parameters if they suffice."""
@@ -169,6 +208,23 @@ class Model(eqx.Module):
             raise ValueError(f"unknown parameter(s) {unknown}; this model's parameters are {sorted(self.params)}")
         return {**self.params, **params}
 
+    def H(self, spins, bosons, params, t=0.0):
+        """The Hamiltonian's symbol at one point (and time ``t``, for a time-dependent model)."""
+        if self.time_dependent:
+            return self.hamiltonian(spins, bosons, params, t)
+        return self.hamiltonian(spins, bosons, params)
+
+    def L(self, spins, bosons, params, t=0.0):
+        """The jump operators' symbols ``(K,)`` at one point (and time ``t``)."""
+        if self.time_dependent:
+            return self.jumps(spins, bosons, params, t)
+        return self.jumps(spins, bosons, params)
+
+    @property
+    def gamma_depends_on_time(self) -> bool:
+        """Whether Gamma is a function of the time (factored again at every stage)."""
+        return self.time_dependent and callable(self.gamma)
+
     @property
     def spin_factor(self) -> float:
         """Factor ``c`` in ``ds/dt = c (grad_s H~) x s``: 2 for Pauli, 1 for S-normalization."""
@@ -178,14 +234,17 @@ class Model(eqx.Module):
     def is_dissipative(self) -> bool:
         return self.jumps is not None
 
-    def gamma_of(self, params):
-        """Gamma for these parameters, as a ``(K,)`` rate vector or a ``(K, K)`` matrix."""
+    def gamma_of(self, params, t=0.0):
+        """Gamma for these parameters (at time ``t``), as a ``(K,)`` rate vector or a ``(K, K)`` matrix."""
         if self.gamma is None:
             return None
-        g = self.gamma(params) if callable(self.gamma) else self.gamma
+        if callable(self.gamma):
+            g = self.gamma(params, t) if self.time_dependent else self.gamma(params)
+        else:
+            g = self.gamma
         return jnp.asarray(g)
 
-    def check(self, params, dtype=None) -> int:
+    def check(self, params, dtype=None, t=0.0) -> int:
         """Validate the model's functions against ``params`` by abstract evaluation.
 
         Nothing is compiled: shapes and dtypes come from ``jax.eval_shape``.
@@ -198,8 +257,9 @@ class Model(eqx.Module):
         cdtype = jnp.result_type(dtype, jnp.complex64)
         s = jax.ShapeDtypeStruct((self.n_spins, 3), dtype)
         a = jax.ShapeDtypeStruct((self.n_bosons,), cdtype)
+        t = jnp.asarray(t, dtype)
         try:
-            h = jax.eval_shape(self.hamiltonian, s, a, params)
+            h = jax.eval_shape(self.H, s, a, params, t)
         except Exception as e:  # user code failed on abstract inputs: say where
             raise TypeError(
                 f"calling hamiltonian(spins[{self.n_spins}, 3], bosons[{self.n_bosons}], params) "
@@ -215,7 +275,7 @@ class Model(eqx.Module):
         if self.jumps is None:
             return 0
         try:
-            L = jax.eval_shape(self.jumps, s, a, params)
+            L = jax.eval_shape(self.L, s, a, params, t)
         except Exception as e:
             raise TypeError(
                 f"calling jumps(spins[{self.n_spins}, 3], bosons[{self.n_bosons}], params) "
@@ -228,7 +288,7 @@ class Model(eqx.Module):
         if not (jnp.issubdtype(L.dtype, jnp.complexfloating) or jnp.issubdtype(L.dtype, jnp.floating)):
             raise TypeError(f"jumps must return a complex (or real) floating array, got dtype {L.dtype}")
         K = L.shape[0]
-        g = self.gamma_of(params)
+        g = self.gamma_of(params, t)
         check_gamma_matrix(g, "gamma")
         if g.shape[0] != K:
             raise ValueError(
@@ -236,3 +296,11 @@ class Model(eqx.Module):
                 f"expected ({K},) or ({K}, {K})"
             )
         return K
+
+
+def _binds(sig, n) -> bool:
+    try:
+        sig.bind(*range(n))
+        return True
+    except TypeError:
+        return False

@@ -206,6 +206,13 @@ def decompose(gamma, rtol: float = KEEP_RTOL, *, name: str = "gamma") -> NoiseBa
     return NoiseBasis(g, (V * s.astype(V.dtype)) @ jnp.conj(V).T, None, False, False, top)
 
 
+def _sqrt0(g):
+    """``sqrt(max(g, 0))`` with derivative 0 (not NaN) where a rate is 0 (a time-dependent rate
+    that is off part of the time)."""
+    pos = g > 0
+    return jnp.where(pos, jnp.sqrt(jnp.where(pos, g, 1.0)), 0.0)
+
+
 def decompose_like(gamma, reference: NoiseBasis) -> NoiseBasis:
     """Factor a (possibly traced) ``gamma`` with the channels of a concrete ``reference``.
 
@@ -226,9 +233,9 @@ def decompose_like(gamma, reference: NoiseBasis) -> NoiseBasis:
     if reference.diagonal:
         g = jnp.real(g)
         if reference.channels is None:
-            return NoiseBasis(g, jnp.sqrt(g), None, True, False)
+            return NoiseBasis(g, _sqrt0(g), None, True, False)
         keep = np.asarray(reference.channels, int)
-        return NoiseBasis(g, jnp.sqrt(g[keep]), reference.channels, True, False)
+        return NoiseBasis(g, _sqrt0(g[keep]), reference.channels, True, False)
     g = 0.5 * (g + jnp.conj(g).T)
     if not jnp.iscomplexobj(reference.gamma):
         g = jnp.real(g)

@@ -33,7 +33,7 @@ from . import _checks
 from ._brackets import generator, to_internal, to_user
 from ._checks import all_concrete, check_finite_tree
 from ._model import Model
-from ._noise import NoiseBasis, decompose
+from ._noise import NoiseBasis, decompose, decompose_like
 
 #: default time step is ``DT_SAFETY / (fastest frequency or rate of the model)``
 DT_SAFETY = 0.02
@@ -114,17 +114,36 @@ def default_checkpoints(n_steps: int) -> int:
 
 
 # --------------------------------------------------------------------------- time grid
-def _scale_at(model, noise, params, dtype, s1, a1):
-    """The largest spin rotation rate of the drift and relative boson velocity at one point."""
+def _scale_at(model, noise, params, dtype, s1, a1, t=0.0):
+    """The largest spin rotation rate of the drift and relative boson velocity at one point
+    (and time ``t``). For a time-dependent model also ``sqrt`` of their rate of change in time,
+    so that a pulse's shape is resolved (``sqrt(|d omega/dt|)`` is a rate: about ``1 / width``
+    for a pulse of area ~1) and, for a time-dependent Gamma, its largest rate at ``t``."""
     y = to_internal(s1, a1, dtype)
-    Phi = None
-    if noise is not None:
-        L = jnp.asarray(model.jumps(*to_user(y), params))
-        Phi = 0.5 * noise.apply_gamma(L)
-    om, vb = generator(model, y, Phi, params, 1.0)
-    spin = jnp.max(jnp.linalg.norm(om, axis=-2), initial=0.0)
-    rel = jnp.linalg.norm(vb, axis=-2) / (jnp.linalg.norm(y[1], axis=-2) + 1.0)
-    return jnp.maximum(spin, jnp.max(rel, initial=0.0))
+
+    def rates(t):
+        nz = noise
+        if nz is not None and model.gamma_depends_on_time:
+            nz = decompose_like(model.gamma_of(params, t), noise)
+        Phi = None
+        if nz is not None:
+            L = jnp.asarray(model.L(*to_user(y), params, t))
+            Phi = 0.5 * nz.apply_gamma(L)
+        om, vb = generator(model, y, Phi, params, 1.0, t)
+        top = jnp.zeros((), om.dtype) if nz is None or not model.gamma_depends_on_time else nz.max_rate
+        return om, vb, top
+
+    def largest(om, vb):  # spin rotation rates and boson velocities relative to the amplitudes
+        spin = jnp.max(jnp.linalg.norm(om, axis=-2), initial=0.0)
+        rel = jnp.max(jnp.linalg.norm(vb, axis=-2) / (jnp.linalg.norm(y[1], axis=-2) + 1.0), initial=0.0)
+        return jnp.maximum(spin, rel)
+
+    if not model.time_dependent:
+        om, vb, _ = rates(t)
+        return largest(om, vb)
+    t = jnp.asarray(t, dtype)
+    (om, vb, top), (dom, dvb, _) = jax.jvp(rates, (t,), (jnp.ones_like(t),))
+    return jnp.maximum(jnp.maximum(largest(om, vb), jnp.sqrt(largest(dom, dvb))), top)
 
 
 def _points(initial, n_samples):
@@ -133,23 +152,40 @@ def _points(initial, n_samples):
 
 
 @eqx.filter_jit
-def _rate_scale(model, noise, initial, params, dtype, n_samples):
-    """:func:`_scale_at` over the mean point and ``n_samples`` samples, in one compiled call."""
+def _rate_scale(model, noise, initial, params, dtype, n_samples, times):
+    """:func:`_scale_at` over the mean point and ``n_samples`` samples (and, for a
+    time-dependent model, the ``times``), in one compiled call."""
     pts = _points(initial, n_samples)
     s = jnp.stack([jnp.asarray(p[0], dtype) for p in pts])
     a = jnp.stack([jnp.asarray(p[1]) for p in pts])
-    return jnp.max(jax.vmap(lambda s1, a1: _scale_at(model, noise, params, dtype, s1, a1))(s, a))
+    one = lambda s1, a1, t: _scale_at(model, noise, params, dtype, s1, a1, t)  # noqa: E731
+    if times is None:
+        return jnp.max(jax.vmap(lambda s1, a1: one(s1, a1, 0.0))(s, a))
+    return jnp.max(jax.vmap(lambda t: jax.vmap(lambda s1, a1: one(s1, a1, t))(s, a))(times))
 
 
-def estimate_dt(model, noise, initial, params, dtype, *, n_samples=4):
+#: a time-dependent model's rates are sampled at this many evenly spaced times over the run (and
+#: at the save times) for the default step; a feature shorter than the spacing can be missed
+N_RATE_TIMES = 512
+
+
+def rate_times(ts_np, dtype):
+    """Times at which a time-dependent model's default step looks at its rates."""
+    t = np.union1d(np.linspace(ts_np[0], ts_np[-1], N_RATE_TIMES), ts_np)
+    return jnp.asarray(t, dtype)
+
+
+def estimate_dt(model, noise, initial, params, dtype, *, n_samples=4, ts_np=None):
     """``DT_SAFETY / scale`` (rounded down by :func:`on_dt_ladder`) with ``scale`` the largest of: spin rotation rates of the drift,
     relative boson velocities, and the largest eigenvalue of Gamma, at the initial mean point
     and at ``n_samples`` (at most 4) samples of the initial state (fixed key: the choice is
-    deterministic).
+    deterministic). A time-dependent model (``ts_np``: the save times) is looked at over the whole
+    run (:func:`rate_times`), with the rate of change of its drift (see :func:`_scale_at`).
 
     One compiled call, cached for the model and state (a new parameter value reuses it): op by op,
     the first evaluation of a model compiles every primitive on its own, which cost 4-9 s."""
-    scale = float(_rate_scale(model, noise, initial, params, dtype, n_samples))
+    times = rate_times(ts_np, dtype) if model.time_dependent else None
+    scale = float(_rate_scale(model, noise, initial, params, dtype, n_samples, times))
     if noise is not None:
         scale = max(scale, float(noise.max_rate))
     if not np.isfinite(scale):
@@ -168,16 +204,45 @@ def on_dt_ladder(dt):
     return 2.0 ** (math.floor(DT_LADDER * math.log2(dt) + 1e-9) / DT_LADDER)
 
 
-def time_grid(ts_np, dt):
-    """Fixed-step grid containing every save time; each interval is split evenly."""
-    pieces, save_idx, pos = [ts_np[:1]], [0], 0
-    for t0, t1 in zip(ts_np[:-1], ts_np[1:]):
+def time_grid(ts_np, dt, knots=()):
+    """Fixed-step grid containing every save time and every time of ``knots`` (pulses); each
+    interval between them is split evenly. Returns the grid and the save times' indices in it."""
+    points = np.union1d(ts_np, np.asarray(knots, float)) if len(knots) else np.asarray(ts_np, float)
+    pieces, index, pos = [points[:1]], [0], 0
+    for t0, t1 in zip(points[:-1], points[1:]):
         n = max(1, int(math.ceil((t1 - t0) / dt - 1e-9))) if np.isfinite(dt) else 1
         pieces.append(t0 + (t1 - t0) * np.arange(1, n + 1) / n)
         pieces[-1][-1] = t1
         pos += n
-        save_idx.append(pos)
-    return np.concatenate(pieces), np.asarray(save_idx)
+        index.append(pos)
+    index = np.asarray(index)
+    return np.concatenate(pieces), index[np.searchsorted(points, ts_np)]
+
+
+def pulses_on_grid(pulses, grid_np, dtype):
+    """The pulses with their times as the grid's own numbers (compared exactly in the step)."""
+    out = []
+    for p in pulses:
+        j = int(np.argmin(np.abs(grid_np - p.time)))
+        out.append(eqx.tree_at(lambda q: q.at, p, jnp.asarray(grid_np[j], dtype), is_leaf=lambda x: x is None))
+    return tuple(out)
+
+
+def noise_of(model, params, ts_np=None, dtype=None):
+    """The factor of Gamma for a run. A time-dependent Gamma is factored at each stage of the
+    solve (:class:`~twa_jax._solvers.TWATerm`) on the channels kept here: those of the mean of
+    Gamma over the run (:func:`rate_times`), so a channel switched on later is not dropped."""
+    if not model.is_dissipative:
+        return None
+    if model.noise_basis is not None:  # a constant Gamma was validated and factored with the model
+        return model.noise_basis
+    if not model.gamma_depends_on_time:
+        return decompose(model.gamma_of(params))
+    times = rate_times(ts_np, dtype)
+    gs = jax.vmap(lambda t: model.gamma_of(params, t))(times)
+    for k in range(0, len(times), max(1, len(times) // 8)):  # validate (shape, Hermitian, PSD) at a few times
+        decompose(gs[k], name=f"gamma(params, t={float(times[k]):.4g})")
+    return decompose(jnp.mean(gs, axis=0), name="gamma averaged over the run")
 
 
 # --------------------------------------------------------------------------- the plan
@@ -199,6 +264,7 @@ class Plan(eqx.Module):
     key: jax.Array
     solver: Any
     n_valid: jax.Array  # n_traj as an array: trajectories from here on are padding
+    pulses: tuple  # Pulse modules, their times on the grid
     observable_items: tuple = eqx.field(static=True)
     obs_shapes: tuple = eqx.field(static=True)
     obs_dtypes: tuple = eqx.field(static=True)
@@ -251,11 +317,12 @@ class Plan(eqx.Module):
 
     def with_dt(self, ts_np, dt) -> "Plan":
         """The same plan on the time grid of step ``dt`` over the save times ``ts_np``."""
-        grid_np, save_idx = time_grid(np.asarray(ts_np, float), float(dt))
+        grid_np, save_idx = time_grid(np.asarray(ts_np, float), float(dt), [p.time for p in self.pulses])
         grid = jnp.asarray(grid_np, self.dtype)
         checkpoints = None if self.checkpoints is None else min(self.checkpoints, len(grid_np) - 1)
         return dataclasses.replace(self, grid=grid, save_ts=jnp.asarray(grid_np[save_idx], self.dtype), dt=float(np.max(np.diff(grid_np))),
-                                   n_steps=len(grid_np) - 1, checkpoints=checkpoints)
+                                   n_steps=len(grid_np) - 1, checkpoints=checkpoints,
+                                   pulses=pulses_on_grid(self.pulses, grid_np, self.dtype))
 
     def values_at(self, params, estimate_step=False):
         """``(params, noise, dt estimate or None)`` of the same run at other parameter values (one
@@ -269,9 +336,10 @@ class Plan(eqx.Module):
         ):
             raise ValueError(f"params {params} do not have the structure and shapes of the first point's")
         noise = self.noise
+        ts_np = np.asarray(self.ts, float)
         if self.model.is_dissipative and callable(self.model.gamma):
-            noise = decompose(self.model.gamma_of(_as_arrays(new)))
-        dt = estimate_dt(self.model, noise, self.initial, _as_arrays(new), self.dtype) if estimate_step else None
+            noise = noise_of(self.model, _as_arrays(new), ts_np, self.dtype)
+        dt = estimate_dt(self.model, noise, self.initial, _as_arrays(new), self.dtype, ts_np=ts_np) if estimate_step else None
         return new, noise, dt
 
     def reverse_chunk(self, rows: int = 2) -> int:
@@ -332,6 +400,7 @@ def make_plan(
     progress=None,
     checkpoints=None,
     differentiable=False,
+    pulses=None,
 ) -> Plan:
     """Validate the arguments of a run once and build its :class:`Plan`.
 
@@ -388,26 +457,26 @@ def make_plan(
     averages = _check_time_average(time_average, ts_np, observables)
     _check_initial_sample(initial, model, dtype)
     _checks.check_indexing(model, params, observables, dtype)
+    from ._protocol import check_pulses
 
-    # === Gamma, factored once
-    noise = None
-    if model.is_dissipative:
-        # a constant Gamma was validated and factored when the model was built
-        noise = model.noise_basis if model.noise_basis is not None else decompose(model.gamma_of(params))
+    pulses = check_pulses(pulses, model, params, initial, ts_np, dtype)
+
+    # === Gamma, factored once (a time-dependent one: its channels, factored again at each stage)
+    noise = noise_of(model, params, ts_np, dtype)
 
     # === the time grid
     if dt is None:
         if not concrete:
             raise ValueError("give dt explicitly when simulate is traced (jit/grad): the default dt needs concrete parameters")
-        dt = estimate_dt(model, noise, initial, params, dtype)
+        dt = estimate_dt(model, noise, initial, params, dtype, ts_np=ts_np)
     elif concrete:  # a quick estimate (the mean point only) for the warning
-        est = estimate_dt(model, noise, initial, params, dtype, n_samples=0)
+        est = estimate_dt(model, noise, initial, params, dtype, n_samples=0, ts_np=ts_np)
         if dt > DT_WARN_FACTOR * est:
             warnings.warn(
                 f"dt={dt:g} is {dt / est:.3g} times the estimated stable step {est:.3g} of this model "
                 f"(0.02 over its fastest rate); results may be inaccurate or blow up", RuntimeWarning, stacklevel=3,
             )
-    grid_np, save_idx = time_grid(ts_np, float(dt))
+    grid_np, save_idx = time_grid(ts_np, float(dt), [p.time for p in pulses])
     grid = jnp.asarray(grid_np, dtype)
     if checkpoints is not None:
         checkpoints = min(_checks.check_int(checkpoints, "checkpoints"), len(grid_np) - 1)
@@ -423,6 +492,7 @@ def make_plan(
         key=key_obj,
         solver=solver,
         n_valid=jnp.asarray(n_traj),
+        pulses=pulses_on_grid(pulses, grid_np, dtype),
         observable_items=tuple(observables.items()),
         obs_shapes=tuple(shapes.items()),
         obs_dtypes=tuple(dtypes.items()),

@@ -392,11 +392,11 @@ def warn_same_site(model, params, observables, allow=()):
     dynamics, in an observable it is estimated with an error that grows in time."""
     if model.spin_S is not None or model.n_spins == 0:
         return
-    fns = [("Hamiltonian", lambda s, a: model.hamiltonian(s, a, params),
+    fns = [("Hamiltonian", lambda s, a: model.H(s, a, params),
             "write the quantum operator's symbol with the same-site products reduced "
             "(e.g. sigma^z sigma^z = 1 on one site, so drop s_z**2)")]
     if model.jumps is not None:
-        fns.append(("jump operators", lambda s, a: model.jumps(s, a, params),
+        fns.append(("jump operators", lambda s, a: model.L(s, a, params),
                     "use a jump operator linear in each site's spin"))
     for name, fo in (observables or {}).items():
         if name in allow or getattr(fo, "linear_per_site", False):  # the package's own linear ones

@@ -42,6 +42,7 @@ def simulate(
     time_average: dict | None = None,
     keep_trajectories: int | None = None,
     progress: bool | None = None,
+    pulses=None,
 ) -> Result:
     r"""Simulate a driven-dissipative model with the truncated Wigner approximation.
 
@@ -94,6 +95,9 @@ def simulate(
             ``Result.trajectories[name]`` of shape ``(k, n_times, ...)``; statistics unchanged.
         progress: a progress bar over chunks (``tqdm``, terminals and notebooks); default: shown
             when the run has more than one chunk.
+        pulses: a list of :class:`~twa_jax.Pulse`: instantaneous unitaries applied to every
+            trajectory at their times (within ``ts``'s span); a save time equal to a pulse's time
+            records the state just after it.
 
     Returns:
         A :class:`~twa_jax.Result`.
@@ -117,7 +121,7 @@ def simulate(
         model, initial, ts, n_traj=n_traj, key=key, params=params, observables=observables, dt=dt,
         solver=solver, method=method, chunk_size=chunk_size, devices=devices, throw=throw,
         target_sem=target_sem, time_average=time_average, keep_trajectories=keep_trajectories,
-        progress=progress,
+        progress=progress, pulses=pulses,
     )
     if target_sem is not None and not all_concrete(plan.params):
         raise ValueError("target_sem decides on concrete standard errors; it cannot be used under jax.grad/jax.jit")

@@ -15,6 +15,11 @@ Solvers (both Stratonovich, strong order 1/2, one bracket evaluation per stage, 
 * :class:`StochasticHeun`: the plain Cartesian stochastic Heun scheme, for comparison. It does
   not conserve ``|s_k|`` and can blow up for strong dissipation.
 
+Time-dependent models are evaluated at the stage times of the scheme: the first stage at the
+step's start ``t0``, the corrector at its end ``t1`` (the trapezoidal rule of Heun's method, so
+the Stratonovich scheme keeps its order). Pulses at a grid point ``t1`` act on the state at the
+end of the step that reaches it.
+
 Noise increments come from a counter-based generator inside the loop (:class:`GridNoise`): step
 ``j`` of the time grid draws the numbers of trajectory ``i`` from ``(key, j, i)`` in one call for
 the whole chunk, so a trajectory is a pure function of the key and its index. A chunk of
@@ -33,7 +38,7 @@ import jax.numpy as jnp
 
 from ._brackets import apply_cartesian, generator_and_jumps, rotate
 from ._model import Model
-from ._noise import NoiseBasis
+from ._noise import NoiseBasis, decompose_like
 from ._random import complex_normals, step_key
 
 
@@ -103,24 +108,30 @@ class TWATerm(dfx.AbstractTerm):
     noise: NoiseBasis | None
     path: GridNoise | None
     points: bool = eqx.field(static=True, default=False)
+    pulses: tuple = ()
 
     def contr(self, t0, t1, **kwargs):
         dW = None if self.path is None else self.path.evaluate(t0, t1)
         return t1 - t0, dW
 
     def generator(self, t, y, args, control):
-        """Rotation generator ``(omega (..., 3, N), vb (..., 2, M))`` of the increment."""
+        """Rotation generator ``(omega (..., 3, N), vb (..., 2, M))`` of the increment, with the
+        model's functions at the stage time ``t`` (time-dependent models; a time-dependent Gamma
+        is factored there, on the channels of the plan's factor)."""
         dt, dW = control
         model = self.model
 
         def one(y1, dW1, params, noise):
+            if noise is not None and model.gamma_depends_on_time:
+                noise = decompose_like(model.gamma_of(params, t), noise)
+
             def phi(L):
                 out = noise.apply_gamma(L) * dt
                 if dW1 is not None:
                     out = out + noise.xi(dW1)
                 return 0.5 * out
 
-            return generator_and_jumps(model, y1, phi if noise is not None else None, params, dt)
+            return generator_and_jumps(model, y1, phi if noise is not None else None, params, dt, t)
 
         f = jax.vmap(one, in_axes=(0, None if dW is None else 0, None, None))
         if self.points:  # dW (n_batch, K'): common to the points; (P, n_batch, K'): per point
@@ -134,6 +145,17 @@ class TWATerm(dfx.AbstractTerm):
 
     def vf_prod(self, t, y, args, control):
         return apply_cartesian(y, self.generator(t, y, args, control))
+
+    def apply_pulses(self, t, y, args):
+        """The state after the pulses at time ``t`` (a grid point; none: ``y`` unchanged)."""
+        for pulse in self.pulses:
+            def kick(y, pulse=pulse):
+                if not self.points:
+                    return pulse.apply(self.model, y, args)
+                return jax.vmap(lambda y1, p1: pulse.apply(self.model, y1, p1))(y, args)
+
+            y = jax.lax.cond(t == pulse.at, kick, lambda y: y, y)
+        return y
 
     def prod(self, vf, control):
         raise NotImplementedError("TWATerm increments come from vf_prod (drift and noise together)")
@@ -191,6 +213,7 @@ class _BoundTerm(TWATerm):
 
     def __init__(self, term, params):
         self.model, self.noise, self.path, self.points, self.params = term.model, term.noise, term.path, term.points, params
+        self.pulses = term.pulses
 
     def generator(self, t, y, args, control):
         return super().generator(t, y, self.params, control)
@@ -200,6 +223,9 @@ class _BoundTerm(TWATerm):
 
     def vf_prod(self, t, y, args, control):
         return super().vf_prod(t, y, self.params, control)
+
+    def apply_pulses(self, t, y, args):
+        return super().apply_pulses(t, y, self.params)
 
 
 def _unwrap(terms) -> TWATerm:
@@ -265,7 +291,7 @@ class RotationHeun(_AbstractTWAHeun):
         y_pred = (rotate(s0, g0[0]), b0 + g0[1])
         g1 = terms.generator(t1, y_pred, args, control)
         om, vb = _half_sum(g0, g1)
-        y1 = (rotate(s0, om), b0 + vb)
+        y1 = terms.apply_pulses(t1, (rotate(s0, om), b0 + vb), args)
         return y1, None, dict(y0=y0, y1=y1), None, dfx.RESULTS.successful
 
 
@@ -279,7 +305,7 @@ class StochasticHeun(_AbstractTWAHeun):
         k0 = apply_cartesian(y0, terms.generator(t0, y0, args, control))
         y_pred = jax.tree_util.tree_map(jnp.add, y0, k0)
         k1 = apply_cartesian(y_pred, terms.generator(t1, y_pred, args, control))
-        y1 = jax.tree_util.tree_map(lambda y, a, b: y + 0.5 * (a + b), y0, k0, k1)
+        y1 = terms.apply_pulses(t1, jax.tree_util.tree_map(lambda y, a, b: y + 0.5 * (a + b), y0, k0, k1), args)
         return y1, None, dict(y0=y0, y1=y1), None, dfx.RESULTS.successful
 
 

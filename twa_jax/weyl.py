@@ -91,3 +91,20 @@ def _check_powers(p, q):
         if isinstance(v, bool) or not isinstance(v, numbers.Integral) or v < 0:
             raise ValueError(f"{name} must be an int >= 0, got {v!r}")
     return int(p), int(q)
+
+
+def collective(s, direction):
+    """Weyl symbol of the collective spin ``J_n = sum_i n . sigma_i / 2`` along ``direction``
+    (``"x"``, ``"y"``, ``"z"`` or a unit 3-vector) for Pauli-normalized spins ``s (n, 3)``.
+
+    As a pulse generator, ``tw.Pulse(t, lambda s, a, p: tw.weyl.collective(s, "x"), theta)``
+    rotates every spin by ``theta`` about x (``exp(-i theta J_x)``). For ``spin_S`` models
+    (``S``-normalized spins) the symbol of ``sum_i n . S_i`` is ``s.sum(0) @ n`` instead."""
+    if isinstance(direction, str):
+        if direction not in ("x", "y", "z"):
+            raise ValueError(f"direction must be 'x', 'y', 'z' or a 3-vector, got {direction!r}")
+        return 0.5 * jnp.sum(s[:, "xyz".index(direction)])
+    n = jnp.asarray(direction)
+    if n.shape != (3,):
+        raise ValueError(f"direction must be 'x', 'y', 'z' or a 3-vector, got shape {n.shape}")
+    return 0.5 * jnp.sum(s @ n)
