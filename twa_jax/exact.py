@@ -251,7 +251,7 @@ def as_numpy_params(params):
 
 
 # ----------------------------------------------------------------------------- the derived twin
-def twin(model, params=None, *, cutoff: int | None = 20, observables=None) -> QuantumModel:
+def twin(model, params=None, *, cutoff: int | None = 20, observables=None, t: float = 0.0) -> QuantumModel:
     """The exact quantum twin of ``model``, read off its own functions (full Hilbert space).
 
     The Hamiltonian, the jump operators and the observables are read as polynomials in the spin
@@ -267,6 +267,8 @@ def twin(model, params=None, *, cutoff: int | None = 20, observables=None) -> Qu
         cutoff: highest Fock level per boson mode (ignored without bosons).
         observables: ``{name: f(spins, bosons)}`` as for :func:`~twa_jax.simulate` (default: the
             model's own, else ``sx, sy, sz`` and ``n``).
+        t: the time at which a time-dependent model's operators are taken (:func:`solve`
+            follows them in time).
 
     Returns:
         A :class:`QuantumModel` with ``basis="full"``; its ``H``, ``c_ops`` and ``observables``
@@ -284,9 +286,9 @@ def twin(model, params=None, *, cutoff: int | None = 20, observables=None) -> Qu
     cut = cutoff if M else None
     model.check({k: jnp.asarray(v) for k, v in p.items()})
     obs = observables if observables is not None else (model.observables or default_observables(N, M))
-    fns = {"Hamiltonian": lambda s, a: model.hamiltonian(s, a, p)}
+    fns = {"Hamiltonian": lambda s, a: model.H(s, a, p, t)}
     if model.jumps is not None:
-        fns["jump operators"] = lambda s, a: model.jumps(s, a, p)
+        fns["jump operators"] = lambda s, a: model.L(s, a, p, t)
     fns.update({f"observable {name!r}": f for name, f in obs.items()})
     ops = {k: quantize(poly, S, cut) for k, poly in polynomials(fns, N, M).items()}
     H = ops["Hamiltonian"][()]
@@ -294,7 +296,7 @@ def twin(model, params=None, *, cutoff: int | None = 20, observables=None) -> Qu
     c_ops = ()
     if model.jumps is not None:
         L = list(np.ravel(ops["jump operators"]))
-        c_ops = tuple(collapse_operators(L, np.asarray(model.gamma_of(p))))
+        c_ops = tuple(collapse_operators(L, np.asarray(model.gamma_of(p, t))))
     qobs = {}
     for name, f in obs.items():
         o = ops[f"observable {name!r}"]
@@ -418,6 +420,7 @@ def solve(
     seed: int | None = None,
     rtol: float | None = None,
     atol: float | None = None,
+    pulses=None,
 ) -> Result:
     """Exact solution of a model's master equation, as a :class:`~twa_jax.Result`.
 
@@ -447,6 +450,12 @@ def solve(
         seed: seed of ``mcsolve`` (default 0).
         rtol, atol: tolerances of the density-matrix integration (DOP853; default 1e-8 and 1e-10),
             for ``"full"``, ``"piqs"`` and ``"auto"``.
+        pulses: a list of :class:`~twa_jax.Pulse`, as for :func:`~twa_jax.simulate`: each
+            applied as ``rho -> U rho U^dag``, ``U = exp(-i angle G)`` with ``G`` the quantized
+            generator; a save at a pulse's time records the state after it. A time-dependent
+            model (``time_dependent=True``) is followed in time: the coefficients of its
+            quantized Hamiltonian, jump operators and Gamma are functions of time. Both need the
+            twin read off the model's functions (``method="full"``).
 
     Returns:
         A :class:`~twa_jax.Result` with ``method="exact-full"``, ``"exact-piqs"`` (``sem`` zero)
@@ -484,6 +493,17 @@ def solve(
         d = 2 if model.spin_S is None else int(round(2 * model.spin_S + 1))
         dim = d**model.n_spins * (cutoff + 1) ** model.n_bosons
         method = "full" if dim <= AUTO_FULL_DIM or hook is None else "piqs"
+    protocol = model.time_dependent or bool(pulses)
+    if protocol:  # the twin is read off the functions, with coefficients in time
+        if method not in ("auto", "full") or quantum is not None:
+            raise ValueError(
+                "a time-dependent model or pulses need the twin read off the model's functions: "
+                f"method='full' (got method={method!r}{', and quantum=' if quantum is not None else ''})"
+            )
+        from ._protocol import check_pulses
+
+        pulses = check_pulses(pulses, model, {k: jnp.asarray(v) for k, v in p.items()}, initial, ts, jnp.zeros(()).dtype)
+        method, hook = "full", None
     basis = "piqs" if method == "piqs" else "full"
     qm = hook(p, basis=basis, cutoff=int(cutoff)) if hook is not None else None
     if qm is None and basis == "piqs" and auto:  # the hook has no Dicke-basis twin: the full space
@@ -505,7 +525,7 @@ def solve(
             from ._quantize import warn_same_site
 
             warn_same_site(model, p, observables)
-        qm = twin(model, p, cutoff=int(cutoff), observables=observables)
+        qm = twin(model, p, cutoff=int(cutoff), observables=observables, t=float(ts[0]))
     rho0 = qm.initial(initial)
     want = qm.H.dims[0]
     if rho0.dims[0] != want:
@@ -521,6 +541,11 @@ def solve(
             raise ValueError(f"n_traj must be an int >= 2, got {n_traj!r}")
         names, vals, sems = _mcsolve(qm, rho0, ts, int(n_traj), seed)
         info = {}
+    elif protocol:
+        from ._exact_protocol import solve_protocol
+
+        names, vals, info = solve_protocol(model, qm, p, rho0, ts, pulses, int(cutoff), rtol, atol)
+        sems = np.zeros(vals.shape)
     else:
         names, vals, info = _solve_liouvillian(qm, rho0, ts, rtol, atol)
         sems = np.zeros(vals.shape)
