@@ -12,6 +12,7 @@ _xla_workaround.apply()  # before anything starts JAX's backends
 
 from . import models as models, observables as observables, states as states, weyl as weyl  # noqa: E402
 from ._compare import Comparison as Comparison, compare as compare
+from ._correlation import Correlation as Correlation, correlation as correlation, spectrum as spectrum
 from ._brackets import effective_hamiltonian as effective_hamiltonian
 from ._forms import quadratic_form as quadratic_form
 from ._fit import FitResult as FitResult, fit as fit

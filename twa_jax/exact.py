@@ -572,3 +572,6 @@ def solve(
         params={k: jnp.asarray(v) for k, v in p.items()},
         wall_time=time.perf_counter() - t_start,
     )
+
+
+from ._exact_correlation import correlation as correlation, spectrum as spectrum  # noqa: E402

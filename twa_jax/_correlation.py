@@ -1,0 +1,274 @@
+"""Two-time correlations ``<A(t + tau) B(t)>`` from TWA trajectories.
+
+For operators ``A``, ``B`` with Weyl symbols ``A_W``, ``B_W``,
+
+    <A(t+tau) B(t)> = 1/2 <{A(t+tau), B(t)}> + 1/2 <[A(t+tau), B(t)]>,
+
+(two-time averages in the quantum-regression sense: ``<A(t+tau) B(t)> = Tr[A V_tau(B rho_t)]``).
+
+* The symmetrized part is the trajectory average of ``A_W(t+tau) B_W(t)``.
+* The commutator is a linear response: kick every trajectory at ``t`` by the unitary
+  ``exp(-i eps B)`` (a :class:`~twa_jax.Pulse` whose generator is ``B_W``), keep its initial point
+  and noise, and differentiate: ``d/d eps <A(t+tau)> = -i <[A(t+tau), B(t)]>`` at ``eps = 0``, so
+  ``1/2 <[A, B]> = (i/2) d<A>/d eps``. The derivative is forward-mode (``jax.linearize``), per
+  trajectory, one tangent per kick. A complex ``B_W = B_1 + i B_2`` (a non-Hermitian ``B``) takes
+  two real kicks, by linearity.
+
+Both parts are averages of per-trajectory quantities, so the standard error comes from the spread
+between trajectories like every other mean of the package. ``docs/conventions.md``,
+"Two-time correlations", states the conventions.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+
+import equinox as eqx
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from . import _engine
+from ._checks import check_model
+from ._observables import chunk_moments, finalize, merge_moments
+from ._plan import make_plan
+from ._protocol import Pulse
+
+_EPS = "__kick_{}_{}"
+
+
+@dataclasses.dataclass(frozen=True)
+class Correlation:
+    """``<A(t + tau) B(t)>`` on a grid of start times and lags, with standard errors.
+
+    Attributes:
+        ts: ``(n_t,)`` start times; taus: ``(n_tau,)`` lags.
+        value, sem: ``(n_t, n_tau)`` complex ``<A(t+tau) B(t)>`` and its standard error.
+        symmetrized, symmetrized_sem: ``1/2 <{A(t+tau), B(t)}>`` (the trajectory average of
+            ``A_W(t+tau) B_W(t)``).
+        commutator, commutator_sem: ``1/2 <[A(t+tau), B(t)]>`` (the linear response to a kick).
+        n_traj: trajectories used; n_failed: trajectories left out (non-finite).
+    """
+
+    ts: np.ndarray
+    taus: np.ndarray
+    value: np.ndarray
+    sem: np.ndarray
+    symmetrized: np.ndarray
+    symmetrized_sem: np.ndarray
+    commutator: np.ndarray
+    commutator_sem: np.ndarray
+    n_traj: int
+    n_failed: int = 0
+
+    def __repr__(self):
+        return (f"Correlation(<A(t+tau) B(t)> at {len(self.ts)} start times x {len(self.taus)} lags, "
+                f"{self.n_traj} trajectories, largest sem {float(np.max(self.sem, initial=0.0)):.3g})")
+
+
+class CorrelationMoments(eqx.Module):
+    """The reduction: per-trajectory ``A(t_i + tau_j) B(t_i)`` and ``(i/2) dA(t_i + tau_j)/d eps``
+    (tangents of the kicks), reduced to moments inside the compiled chunk."""
+
+    eps_names: tuple = eqx.field(static=True)  # (n_gen * n_t,) kick parameters, generator-major
+    i_t: tuple = eqx.field(static=True)  # save index of each start time
+    i_tt: tuple = eqx.field(static=True)  # (n_t, n_tau) save indices of t_i + tau_j
+    n_gen: int = eqx.field(static=True)  # 1 (Hermitian B) or 2 (real and imaginary parts)
+    spectrum: bool = eqx.field(static=True, default=False)  # also 2 Re(F C) averaged over start times
+
+    def __call__(self, batch_of, params, extra):
+        n_t = len(self.i_t)
+        eps0 = jnp.zeros(len(self.eps_names), jnp.result_type(float))
+
+        def f(e):
+            b = batch_of({**params, **{n: e[k] for k, n in enumerate(self.eps_names)}})
+            return b.ys["A"], b
+
+        A, lin, b = jax.linearize(f, eps0, has_aux=True)
+        dA = jax.vmap(lin)(jnp.eye(len(self.eps_names), dtype=eps0.dtype))  # (n_eps, n, n_save)
+        itt = np.asarray(self.i_tt)
+        B_t = b.ys["B"][:, np.asarray(self.i_t)]  # (n, n_t)
+        sym = A[:, itt] * B_t[:, :, None]  # (n, n_t, n_tau)
+        resp = [jnp.stack([dA[g * n_t + i][:, itt[i]] for i in range(n_t)], axis=1) for g in range(self.n_gen)]
+        com = 0.5j * resp[0] if self.n_gen == 1 else 0.5 * (1j * resp[0] - resp[1])
+        ok = b.weight & jnp.all(jnp.isfinite(jnp.moveaxis(dA, 0, 1).reshape(A.shape[0], -1)), axis=1)
+        out = {"value": chunk_moments(sym + com, ok), "sym": chunk_moments(sym.astype(com.dtype), ok),
+               "com": chunk_moments(com, ok), "n_bad": jnp.sum(b.valid & ~ok)}
+        if self.spectrum:  # per trajectory: the start times' average, Fourier-transformed (extra = F),
+            # with the trajectory's A (over all lags) and B, whose means' product is subtracted
+            c_avg = jnp.mean(sym + com, axis=1)  # (n, n_tau)
+            X = 2 * jnp.real(c_avg @ extra.T)  # (n, n_omega)
+            a_i, b_i = jnp.mean(A[:, itt], axis=(1, 2)), jnp.mean(B_t, axis=1)
+            Z = jnp.concatenate([X, jnp.stack([jnp.real(a_i), jnp.imag(a_i), jnp.real(b_i), jnp.imag(b_i)], 1)], 1)
+            n = jnp.sum(ok).astype(Z.dtype)
+            mean = jnp.sum(jnp.where(ok[:, None], Z, 0), axis=0) / jnp.maximum(n, 1)
+            dev = jnp.where(ok[:, None], Z - mean, 0)
+            out["spectrum"] = (n, mean, dev.T @ dev)
+        return out
+
+
+def _combine(a, b):
+    merge = {"n_bad": jnp.add, "spectrum": _engine.merge_flat_moments}
+    return {k: merge.get(k, merge_moments)(a[k], b[k]) for k in a}
+
+
+def _run(model, initial, ts, taus, a, b, *, n_traj, key, params, t0, dt, solver, chunk_size, devices, progress,
+         weights=None):
+    """The kicked run behind :func:`correlation` and :func:`spectrum`: ``(moments, n_used, ts, taus)``."""
+    model = check_model(model)
+    ts = _times(ts, "ts", float(t0))
+    taus = _times(taus, "taus", 0.0)
+    fa, fb = _as_function(a, model, "a"), _as_function(b, model, "b")
+    if params is not None and not isinstance(params, dict):
+        raise TypeError(f"params must be a dict, got {type(params).__name__}")
+    save = np.union1d(np.union1d([float(t0)], ts), (ts[:, None] + taus[None, :]).ravel())
+    i_t = tuple(int(np.searchsorted(save, t)) for t in ts)
+    i_tt = tuple(tuple(int(np.searchsorted(save, t + tau)) for tau in taus) for t in ts)
+    dtype = jnp.zeros(()).dtype
+    s0 = jax.ShapeDtypeStruct((model.n_spins, 3), dtype)
+    a0 = jax.ShapeDtypeStruct((model.n_bosons,), jnp.result_type(dtype, jnp.complex64))
+    outs = []
+    for name, f in (("a", fa), ("b", fb)):
+        try:
+            outs.append(jax.eval_shape(f, s0, a0))
+        except Exception as e:
+            raise TypeError(f"{name} failed on spins[{model.n_spins}, 3], bosons[{model.n_bosons}]: {e}") from e
+        if getattr(outs[-1], "shape", None) != ():
+            raise ValueError(f"{name} must return a scalar (one operator), got shape {getattr(outs[-1], 'shape', None)}")
+    gens = [lambda s, a_, p: jnp.real(fb(s, a_))]
+    if jnp.issubdtype(outs[1].dtype, jnp.complexfloating):
+        gens.append(lambda s, a_, p: jnp.imag(fb(s, a_)))
+    names = tuple(_EPS.format(g, i) for g in range(len(gens)) for i in range(len(ts)))
+    eps = {n: 0.0 for n in names}
+    if model.params is not None:  # the kicks' strengths become (zero) parameters of the model
+        model = eqx.tree_at(lambda m: m.params, model, {**model.params, **eps})
+        full = params
+    else:
+        full = {**(params or {}), **eps}
+    pulses = [Pulse(float(t), gens[g], _EPS.format(g, i), steps=1) for g in range(len(gens)) for i, t in enumerate(ts)]
+    plan = make_plan(model, initial, save, n_traj=n_traj, key=key, params=full, observables={"A": fa, "B": fb},
+                     dt=dt, solver=solver, chunk_size=chunk_size, devices=devices, progress=progress, pulses=pulses)
+    red = CorrelationMoments(names, i_t, i_tt, len(gens), weights is not None)
+    chunk = plan.chunk(rows=1 + len(names))
+    acc, used = _engine.run(plan, red, _combine, chunk_size=chunk, extra=weights, adjoint="forward", desc="trajectories")
+    n_bad = int(acc["n_bad"])
+    if n_bad == used:
+        raise RuntimeError("every trajectory became non-finite; reduce dt")
+    return acc, used - n_bad, n_bad, ts, taus
+
+
+def _as_function(f, model, what):
+    if isinstance(f, str):
+        obs = model.observables or {}
+        if f not in obs:
+            raise ValueError(f"{what}={f!r} is not one of the model's observables {sorted(obs)}; pass a function f(spins, bosons)")
+        return obs[f]
+    if not callable(f):
+        raise TypeError(f"{what} must be a function f(spins, bosons) or the name of a model observable, got {f!r}")
+    return f
+
+
+def _times(x, name, lower):
+    x = np.asarray(x, float)
+    if x.ndim == 0:
+        x = x[None]
+    if x.ndim != 1 or x.size == 0 or not np.all(np.isfinite(x)) or np.any(np.diff(x) <= 0):
+        raise ValueError(f"{name} must be a 1-D strictly increasing array of finite times")
+    if x[0] < lower:
+        raise ValueError(f"{name} must be >= {lower:g}, got {x[0]:g}")
+    return x
+
+
+def correlation(model, initial, ts, taus, a, b, *, n_traj, key, params=None, t0=0.0, dt=None,
+                solver="rotation_heun", chunk_size=None, devices=None, progress=None) -> Correlation:
+    r"""Two-time correlation :math:`\langle A(t+\tau) B(t)\rangle` (QuTiP's ``correlation_2op_2t``
+    convention) from TWA trajectories, with its standard error and its two parts.
+
+    Args:
+        model: the :class:`~twa_jax.Model` (constant or time-dependent).
+        initial: the initial state, at time ``t0``.
+        ts: start times ``t`` (increasing, ``>= t0``); a single time after the transient for a
+            steady-state correlation.
+        taus: lags ``tau`` (increasing, ``>= 0``).
+        a, b: observable functions ``f(spins, bosons) -> scalar`` (real or complex), the Weyl
+            symbols of ``A`` and ``B`` (:mod:`twa_jax.weyl`: ``sigma_plus``, ``sigma_minus``,
+            boson amplitudes), or names of the model's observables.
+        n_traj, key, params, dt, solver, chunk_size, devices, progress: as in
+            :func:`~twa_jax.simulate`.
+        t0: the time of the initial state (default 0).
+
+    Returns:
+        A :class:`Correlation`: ``value``, ``sem`` of shape ``(len(ts), len(taus))``, and the
+        symmetrized and commutator parts with their standard errors.
+
+    The commutator part costs one forward-mode tangent per start time (two for a complex ``B``):
+    about ``1 + 2 len(ts)`` times a plain run of the same trajectories.
+    """
+    acc, used, n_bad, ts, taus = _run(model, initial, ts, taus, a, b, n_traj=n_traj, key=key, params=params, t0=t0,
+                                      dt=dt, solver=solver, chunk_size=chunk_size, devices=devices, progress=progress)
+    out = {k: [np.asarray(x) for x in finalize(acc[k])] for k in ("value", "sym", "com")}
+    return Correlation(ts, taus, out["value"][0], out["value"][1], out["sym"][0], out["sym"][1],
+                       out["com"][0], out["com"][1], used, n_bad)
+
+
+def spectrum(model, initial, ts, taus, a, b, *, n_traj, key, omegas=None, params=None, t0=0.0, dt=None,
+             solver="rotation_heun", chunk_size=None, devices=None, progress=None):
+    r"""Steady-state spectrum :math:`S(\omega) = \int d\tau\, e^{-i\omega\tau}(\langle A(\tau) B(0)\rangle - \langle A\rangle\langle B\rangle)`
+    (QuTiP's ``spectrum`` convention: the spectrum of the fluctuations, without the coherent
+    delta peak at ``omega = 0``) from TWA trajectories, with its standard error.
+
+    ``B`` must be ``A``'s adjoint (``b`` the complex conjugate symbol of ``a``, e.g. ``a^dag`` and
+    ``a`` for the emission spectrum of a mode, ``sigma^+`` and ``sigma^-`` for fluorescence), so
+    that ``<A(-tau) B(0)> = conj(<A(tau) B(0)>)`` and ``S(omega) = 2 Re int_0^inf e^{-i omega tau}
+    C(tau) dtau`` is real; it is the transform over both signs of ``tau`` (a two-sided spectrum,
+    angular frequency, in the model's units; with ``A = a^dag``, ``B = a`` a mode at frequency
+    ``omega_0`` peaks at ``+omega_0``). The integral is the trapezoidal rule on the uniform lag
+    grid ``taus`` (from 0; ``C`` should have decayed by ``taus[-1]``), per trajectory, averaged over
+    the start times ``ts`` (all in the steady state), so the standard error comes from the spread
+    between trajectories.
+
+    Args:
+        model, initial, ts, taus, a, b: as in :func:`correlation`; ``taus`` uniform, from 0.
+        n_traj, key, params, t0, dt, solver, chunk_size, devices, progress: as in :func:`correlation`.
+        omegas: angular frequencies (default: ``2 pi k / (2 taus[-1])`` for ``|k| <= len(taus) - 1``,
+            the resolution the lag window allows).
+
+    Returns:
+        ``(omegas, S, sem)``, real arrays.
+    """
+    taus_np = _times(taus, "taus", 0.0)
+    d = np.diff(taus_np)
+    if taus_np[0] != 0 or len(taus_np) < 3 or not np.allclose(d, d[0], rtol=1e-9, atol=0):
+        raise ValueError("spectrum needs a uniform lag grid taus starting at 0 (at least 3 lags)")
+    fa, fb = _as_function(a, check_model(model), "a"), _as_function(b, model, "b")
+    rng = np.random.default_rng(0)
+    s_pts = rng.normal(size=(3, model.n_spins, 3))
+    a_pts = rng.normal(size=(3, model.n_bosons)) + 1j * rng.normal(size=(3, model.n_bosons))
+    for s_, a_ in zip(s_pts, a_pts):
+        va, vb = complex(fa(jnp.asarray(s_), jnp.asarray(a_))), complex(fb(jnp.asarray(s_), jnp.asarray(a_)))
+        if not np.isclose(va, np.conj(vb), rtol=1e-5, atol=1e-6 * max(1.0, abs(va))):
+            raise ValueError("spectrum needs b = a's adjoint (b's symbol the complex conjugate of a's), "
+                             "e.g. a = a^dag, b = a; use tw.correlation for other pairs")
+    if omegas is None:
+        k = np.arange(-(len(taus_np) - 1), len(taus_np))
+        omegas = 2 * np.pi * k / (2 * taus_np[-1])
+    omegas = np.asarray(omegas, float)
+    w = np.full(len(taus_np), d[0])
+    w[[0, -1]] *= 0.5
+    F = jnp.asarray(w[None, :] * np.exp(-1j * omegas[:, None] * taus_np[None, :]))
+    acc, *_ = _run(model, initial, ts, taus_np, fa, fb, n_traj=n_traj, key=key, params=params, t0=t0, dt=dt,
+                   solver=solver, chunk_size=chunk_size, devices=devices, progress=progress, weights=F)
+    n, mean, M2 = (np.asarray(x, float) for x in acc["spectrum"])
+    # S = X - 2 Re(g a b) with g = sum_j F_j (the transform of a constant): the mean part of C,
+    # a delta peak at omega = 0 for the fluctuation spectrum, is subtracted as QuTiP does; the
+    # standard error by the delta method from the trajectories' covariance of (X, a, b)
+    g = np.asarray(F).sum(axis=1)
+    a_, b_ = mean[-4] + 1j * mean[-3], mean[-2] + 1j * mean[-1]
+    S = mean[:-4] - 2 * np.real(g * a_ * b_)
+    J = np.zeros((len(omegas), len(mean)))
+    J[:, : len(omegas)] = np.eye(len(omegas))
+    for col, d in ((-4, b_), (-3, 1j * b_), (-2, a_), (-1, 1j * a_)):  # d(a b) / d(component)
+        J[:, col] = -2 * np.real(g * d)
+    cov = M2 / max(n - 1, 1) / max(n, 1)
+    sem = np.sqrt(np.maximum(np.einsum("wi,ij,wj->w", J, cov, J), 0))
+    return omegas, S, sem
