@@ -31,7 +31,7 @@ import numpy as np
 from . import _engine
 from ._checks import check_model
 from ._observables import chunk_moments, finalize, merge_moments
-from ._plan import make_plan
+from ._plan import make_plan, merge_times
 from ._protocol import Pulse
 
 _EPS = "__kick_{}_{}"
@@ -84,8 +84,13 @@ class CorrelationMoments(eqx.Module):
             b = batch_of({**params, **{n: e[k] for k, n in enumerate(self.eps_names)}})
             return b.ys["A"], b
 
-        A, lin, b = jax.linearize(f, eps0, has_aux=True)
-        dA = jax.vmap(lin)(jnp.eye(len(self.eps_names), dtype=eps0.dtype))  # (n_eps, n, n_save)
+        # one tangent per kick, the primal computed once beside them (a vmap of jvp: nothing is
+        # stored for a later linear pass, unlike jax.linearize)
+        def tangent(v):
+            (A, b), (dA, _) = jax.jvp(f, (eps0,), (v,))
+            return A, b, dA
+
+        A, b, dA = jax.vmap(tangent, out_axes=(None, None, 0))(jnp.eye(len(self.eps_names), dtype=eps0.dtype))
         itt = np.asarray(self.i_tt)
         B_t = b.ys["B"][:, np.asarray(self.i_t)]  # (n, n_t)
         sym = A[:, itt] * B_t[:, :, None]  # (n, n_t, n_tau)
@@ -121,9 +126,10 @@ def _run(model, initial, ts, taus, a, b, *, n_traj, key, params, t0, dt, solver,
     fa, fb = _as_function(a, model, "a"), _as_function(b, model, "b")
     if params is not None and not isinstance(params, dict):
         raise TypeError(f"params must be a dict, got {type(params).__name__}")
-    save = np.union1d(np.union1d([float(t0)], ts), (ts[:, None] + taus[None, :]).ravel())
-    i_t = tuple(int(np.searchsorted(save, t)) for t in ts)
-    i_tt = tuple(tuple(int(np.searchsorted(save, t + tau)) for tau in taus) for t in ts)
+    save = merge_times(np.concatenate([[float(t0)], ts, (ts[:, None] + taus[None, :]).ravel()]))
+    at = lambda t: int(np.argmin(np.abs(save - t)))  # noqa: E731
+    i_t = tuple(at(t) for t in ts)
+    i_tt = tuple(tuple(at(t + tau) for tau in taus) for t in ts)
     dtype = jnp.zeros(()).dtype
     s0 = jax.ShapeDtypeStruct((model.n_spins, 3), dtype)
     a0 = jax.ShapeDtypeStruct((model.n_bosons,), jnp.result_type(dtype, jnp.complex64))

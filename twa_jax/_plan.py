@@ -207,7 +207,7 @@ def on_dt_ladder(dt):
 def time_grid(ts_np, dt, knots=()):
     """Fixed-step grid containing every save time and every time of ``knots`` (pulses); each
     interval between them is split evenly. Returns the grid and the save times' indices in it."""
-    points = np.union1d(ts_np, np.asarray(knots, float)) if len(knots) else np.asarray(ts_np, float)
+    points = merge_times(np.concatenate([ts_np, np.asarray(knots, float)])) if len(knots) else np.asarray(ts_np, float)
     pieces, index, pos = [points[:1]], [0], 0
     for t0, t1 in zip(points[:-1], points[1:]):
         n = max(1, int(math.ceil((t1 - t0) / dt - 1e-9))) if np.isfinite(dt) else 1
@@ -216,7 +216,23 @@ def time_grid(ts_np, dt, knots=()):
         pos += n
         index.append(pos)
     index = np.asarray(index)
-    return np.concatenate(pieces), index[np.searchsorted(points, ts_np)]
+    nearest = np.argmin(np.abs(points[:, None] - np.asarray(ts_np, float)[None, :]), axis=0)
+    return np.concatenate(pieces), index[nearest]
+
+
+#: times closer than this fraction of the span are one time (a pulse at a save time computed in
+#: floating point, a start time plus a lag): as separate grid points they would make a step of
+#: zero length once the grid is rounded to float32
+MERGE_RTOL = 1e-6
+
+
+def merge_times(t):
+    """Sorted unique times, those within ``MERGE_RTOL`` of the span of each other merged."""
+    t = np.unique(np.asarray(t, float))
+    if t.size < 2:
+        return t
+    keep = np.concatenate([[True], np.diff(t) > MERGE_RTOL * (t[-1] - t[0])])
+    return t[keep]
 
 
 def pulses_on_grid(pulses, grid_np, dtype):
@@ -478,6 +494,7 @@ def make_plan(
             )
     grid_np, save_idx = time_grid(ts_np, float(dt), [p.time for p in pulses])
     grid = jnp.asarray(grid_np, dtype)
+    _check_grid_precision(grid_np, ts_np, dtype)
     if checkpoints is not None:
         checkpoints = min(_checks.check_int(checkpoints, "checkpoints"), len(grid_np) - 1)
 
@@ -511,6 +528,24 @@ def make_plan(
         progress=progress,
         throw=bool(throw),
         dtype=dtype,
+    )
+
+
+def _check_grid_precision(grid_np, ts_np, dtype):
+    """The time grid must stay strictly increasing in the run's precision: save times (or steps)
+    closer than its resolution would collapse into steps of zero length."""
+    g = np.asarray(grid_np, np.dtype(dtype))
+    bad = np.flatnonzero(np.diff(g) <= 0)
+    if not bad.size:
+        return
+    t = float(grid_np[bad[0]])
+    close = np.flatnonzero(np.diff(np.asarray(ts_np, np.dtype(dtype))) <= 0)
+    what = (f"save times ts[{close[0]}] = {ts_np[close[0]]:.17g} and ts[{close[0] + 1}] = {ts_np[close[0] + 1]:.17g}"
+            if close.size else f"time steps near t = {t:g} (dt = {np.min(np.diff(grid_np)):.3g})")
+    raise ValueError(
+        f"{what} are equal in {np.dtype(dtype).name}: the time grid needs more resolution than "
+        "that. Merge save times closer than the precision, use a larger dt, or enable float64 "
+        "(jax.config.update('jax_enable_x64', True))"
     )
 
 
