@@ -243,3 +243,48 @@ def test_bad_pulses_are_rejected_by_name():
         tw.Pulse(0.5, 1.0, 1.0)
     with pytest.raises(ValueError, match=r"need the twin read off the model's functions: method='full'"):
         exact.solve(model, tw.states.spins_down(1), ts, pulses=[tw.Pulse(0.5, jx, 1.0)], method="mcsolve")
+
+
+def oat_closed_form(N, tau, chi, gam):
+    """One-axis twisting H = chi J_z^2 from the x-polarized state with dephasing sigma^z_i at rate
+    gam: Kitagawa-Ueda's moments with each coherence damped by exp(-2 gam tau) per site that is
+    off-diagonal in z (dephasing commutes with the Ising Hamiltonian)."""
+    S, mu = N / 2, 2 * chi * tau
+    A = 1 - np.cos(mu) ** (N - 2)
+    B = 4 * np.sin(mu / 2) * np.cos(mu / 2) ** (N - 2)
+    return {"jx": np.exp(-2 * gam * tau) * S * np.cos(chi * tau) ** (N - 1),
+            "jyy": S / 2 + np.exp(-4 * gam * tau) * S / 2 * (S - 0.5) * A,
+            "jzz": S / 2,
+            "jyz": np.exp(-2 * gam * tau) * S / 2 * (S - 0.5) * B / 2}
+
+
+def _sym2(u, v):  # symbol of (U V + V U)/2 for U = sum(u)/2, V = sum(v)/2, same-site products reduced
+    return (u.sum() * v.sum() - (u * v).sum()) / 4
+
+
+def _oat(N, chi, gam):
+    model = tw.Model(lambda s, a, p: p["tau"] * chi * (_sym2(s[:, 2], s[:, 2]) + N / 4),
+                     jumps=lambda s, a, p: s[:, 2] + 0j, gamma=lambda p: jnp.full(N, p["tau"] * gam), n_spins=N,
+                     params={"tau": 0.1})
+    obs = {"jx": lambda s, a: s[:, 0].sum() / 2, "jyy": lambda s, a: _sym2(s[:, 1], s[:, 1]) + N / 4,
+           "jzz": lambda s, a: _sym2(s[:, 2], s[:, 2]) + N / 4, "jyz": lambda s, a: _sym2(s[:, 1], s[:, 2])}
+    return model, obs
+
+
+def test_one_axis_twisting_closed_form_against_the_exact_twin_and_twa():
+    """The closed form the protocols notebook optimizes against: equal to the exact twin at N = 4
+    (two twisting times), and TWA at N = 40 within 4 standard errors of it near the optimum."""
+    chi, gam = 1.0, 0.5
+    along_x = lambda n: tw.states.spins(np.array([1.0, 0.0, 0.0]), n)  # noqa: E731
+    model, obs = _oat(4, chi, gam)
+    for tau in (0.3, 0.8):
+        ex = exact.solve(model, along_x(4), np.array([0.0, 1.0]), params={"tau": tau}, observables=obs)
+        want = oat_closed_form(4, tau, chi, gam)
+        for k in obs:
+            assert abs(float(ex.mean[k][-1]) - want[k]) < 1e-7 * max(1.0, abs(want[k])), (k, tau)
+    model, obs = _oat(40, chi, gam)
+    res = tw.simulate(model, along_x(40), np.array([0.0, 1.0]), params={"tau": 0.08}, observables=obs,
+                      n_traj=2000, key=0, dt=0.02)
+    want = oat_closed_form(40, 0.08, chi, gam)
+    for k in obs:
+        assert abs(float(res.mean[k][-1]) - want[k]) < 4 * float(res.sem[k][-1]) + 1e-6, (k, float(res.mean[k][-1]), want[k])
