@@ -217,8 +217,8 @@ def correlation(model, initial, ts, taus, a, b, *, n_traj, key, params=None, t0=
                        out["com"][0], out["com"][1], used, n_bad)
 
 
-def spectrum(model, initial, ts, taus, a, b, *, n_traj, key, omegas=None, params=None, t0=0.0, dt=None,
-             solver="rotation_heun", chunk_size=None, devices=None, progress=None):
+def spectrum(model, initial, ts, taus, a, b, *, n_traj, key, omegas=None, window=None, coherent=False, params=None,
+             t0=0.0, dt=None, solver="rotation_heun", chunk_size=None, devices=None, progress=None):
     r"""Steady-state spectrum :math:`S(\omega) = \int d\tau\, e^{-i\omega\tau}(\langle A(\tau) B(0)\rangle - \langle A\rangle\langle B\rangle)`
     (QuTiP's ``spectrum`` convention: the spectrum of the fluctuations, without the coherent
     delta peak at ``omega = 0``) from TWA trajectories, with its standard error.
@@ -238,6 +238,12 @@ def spectrum(model, initial, ts, taus, a, b, *, n_traj, key, omegas=None, params
         n_traj, key, params, t0, dt, solver, chunk_size, devices, progress: as in :func:`correlation`.
         omegas: angular frequencies (default: ``2 pi k / (2 taus[-1])`` for ``|k| <= len(taus) - 1``,
             the resolution the lag window allows).
+        window: ``None`` (rectangular), ``"hann"`` (``cos^2(pi tau / (2 taus[-1]))``: no ringing
+            from a correlation cut before it has decayed, at the price of a broader line), or an
+            array of ``len(taus)`` weights multiplying ``C(tau)``.
+        coherent: ``True`` keeps the coherent part ``<A><B>`` in the transform (then ``S`` holds
+            the window's transform of a constant, a peak at 0 of width ``~1 / taus[-1]``, instead
+            of a delta function); default ``False``, the fluctuation spectrum.
 
     Returns:
         ``(omegas, S, sem)``, real arrays.
@@ -261,6 +267,16 @@ def spectrum(model, initial, ts, taus, a, b, *, n_traj, key, omegas=None, params
     omegas = np.asarray(omegas, float)
     w = np.full(len(taus_np), d[0])
     w[[0, -1]] *= 0.5
+    if window is not None:
+        if isinstance(window, str):
+            if window != "hann":
+                raise ValueError(f"window must be None, 'hann' or an array of weights, got {window!r}")
+            w = w * np.cos(np.pi * taus_np / (2 * taus_np[-1])) ** 2
+        else:
+            win = np.asarray(window, float)
+            if win.shape != taus_np.shape or not np.all(np.isfinite(win)):
+                raise ValueError(f"window must have one finite weight per lag ({len(taus_np)}), got shape {win.shape}")
+            w = w * win
     F = jnp.asarray(w[None, :] * np.exp(-1j * omegas[:, None] * taus_np[None, :]))
     acc, *_ = _run(model, initial, ts, taus_np, fa, fb, n_traj=n_traj, key=key, params=params, t0=t0, dt=dt,
                    solver=solver, chunk_size=chunk_size, devices=devices, progress=progress, weights=F)
@@ -270,11 +286,12 @@ def spectrum(model, initial, ts, taus, a, b, *, n_traj, key, omegas=None, params
     # standard error by the delta method from the trajectories' covariance of (X, a, b)
     g = np.asarray(F).sum(axis=1)
     a_, b_ = mean[-4] + 1j * mean[-3], mean[-2] + 1j * mean[-1]
-    S = mean[:-4] - 2 * np.real(g * a_ * b_)
+    keep = 0.0 if coherent else 1.0
+    S = mean[:-4] - keep * 2 * np.real(g * a_ * b_)
     J = np.zeros((len(omegas), len(mean)))
     J[:, : len(omegas)] = np.eye(len(omegas))
     for col, d in ((-4, b_), (-3, 1j * b_), (-2, a_), (-1, 1j * a_)):  # d(a b) / d(component)
-        J[:, col] = -2 * np.real(g * d)
+        J[:, col] = -keep * 2 * np.real(g * d)
     cov = M2 / max(n - 1, 1) / max(n, 1)
     sem = np.sqrt(np.maximum(np.einsum("wi,ij,wj->w", J, cov, J), 0))
     return omegas, S, sem
