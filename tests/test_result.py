@@ -371,3 +371,22 @@ def test_default_observables():
     np.testing.assert_allclose(r.mean["sz"][0], 1.0)
     # Weyl-corrected occupation, <n> = n_th: within 4 sem
     assert np.all(np.abs(np.asarray(r.mean["n"][0]) - [0.0, 1.0]) < 4 * np.asarray(r.sem["n"][0]))
+
+
+# -------------------------------------------------------------------- lookup of a missing name
+
+
+def test_missing_observable_names_the_available_ones(result):
+    with pytest.raises(KeyError, match=r"no observable 'sZ'.*'sz'.*'sz_site'.*did you mean 'sz'"):
+        result.mean["sZ"]
+    with pytest.raises(KeyError, match=r"no observable 'qq'.*'a'") as e:
+        result.sem["qq"]
+    assert "did you mean" not in str(e.value)
+    # still a dict and a pytree like one: a tree map keeps the lookup, the leaves and their paths
+    assert isinstance(result.mean, dict) and set(result.mean) == {"sz", "sz_site", "a"}
+    doubled = jax.tree_util.tree_map(lambda x: 2 * x, result)
+    np.testing.assert_allclose(doubled.mean["sz"], 2 * np.asarray(result.mean["sz"]))
+    with pytest.raises(KeyError, match="did you mean 'sz'"):
+        doubled.mean["SZ"]
+    paths = [jax.tree_util.keystr(p) for p, _ in jax.tree_util.tree_flatten_with_path(result.mean)[0]]
+    assert paths == ["['a']", "['sz']", "['sz_site']"]

@@ -33,6 +33,34 @@ class _Dims(dict):
         return (_Dims, (dict(self),))
 
 
+class _Named(dict):
+    """``{observable name: array}`` whose missing key raises a ``KeyError`` naming the available
+    observables (and the closest name, if one is close). A pytree like a plain dict."""
+
+    def __missing__(self, key):
+        import difflib
+
+        names = [str(k) for k in self]
+        lower = {n.lower(): n for n in names}  # case first: "sZ" -> "sz"
+        close = difflib.get_close_matches(str(key).lower(), list(lower), n=1)
+        hint = f"; did you mean {lower[close[0]]!r}?" if close else ""
+        raise KeyError(f"no observable {key!r}; this Result has {names}{hint}")
+
+    def __reduce__(self):
+        return (_Named, (dict(self),))
+
+
+def _named_flatten(d):
+    keys = sorted(d)
+    return [(jax.tree_util.DictKey(k), d[k]) for k in keys], tuple(keys)
+
+
+jax.tree_util.register_pytree_with_keys(
+    _Named, _named_flatten, lambda keys, values: _Named(zip(keys, values)),
+    flatten_func=lambda d: ([d[k] for k in sorted(d)], tuple(sorted(d))),
+)
+
+
 class Result(eqx.Module):
     """Output of :func:`twa_jax.simulate` (and of the exact references).
 
@@ -74,6 +102,10 @@ class Result(eqx.Module):
     xla_workaround: str | None = eqx.field(static=True, default=None)
 
     def __post_init__(self):
+        for field in ("mean", "sem", "average", "average_sem", "trajectories"):
+            value = getattr(self, field)
+            if isinstance(value, dict) and not isinstance(value, _Named):
+                setattr(self, field, _Named(value))
         if self.dims is not None:
             if not isinstance(self.dims, dict):
                 raise TypeError(
