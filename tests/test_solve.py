@@ -202,3 +202,22 @@ def test_solver_subclass_and_save_times_on_the_grid():
     idx = np.array([0, 1, 7, 8, 20, 40])
     np.testing.assert_allclose(r_some.mean["re"], r_all.mean["re"][idx], rtol=1e-12, atol=1e-12)
     np.testing.assert_allclose(r_some.mean["im"], r_all.mean["im"][idx], rtol=1e-12, atol=1e-12)
+
+
+def test_one_trajectory_has_no_error_bar():
+    """One sampled trajectory says nothing about the spread: sem is NaN (ddof=1), the summary and
+    tw.compare say why; two trajectories give the sample standard error of the two values."""
+    model = _driven_spin(1.0, 0.5)
+    kw = dict(key=2, params={"Omega": 1.0, "gamma": 0.5}, dt=0.02)
+    ts = np.linspace(0, 1, 3)
+    one = tw.simulate(model, tw.states.spins_down(1), ts, n_traj=1, **kw)
+    assert one.n_traj == 1 and np.all(np.isfinite(np.asarray(one.mean["sz"])))
+    assert np.all(np.isnan(np.asarray(one.sem["sz"])))
+    assert "1 trajectory: no error bar" in repr(one)
+    text = str(tw.compare(one, one))
+    assert "1 trajectory: no error bar" in text
+    # the reference value: numpy's ddof=1 standard error of the two kept trajectories
+    two = tw.simulate(model, tw.states.spins_down(1), ts, n_traj=2, keep_trajectories=2, **kw)
+    x = np.asarray(two.trajectories["sz"], float)
+    np.testing.assert_allclose(np.asarray(two.sem["sz"]), np.std(x, axis=0, ddof=1) / np.sqrt(2), rtol=1e-5)
+    assert "no error bar" not in repr(two) and "no error bar" not in str(tw.compare(two, two))

@@ -68,7 +68,8 @@ class Result(eqx.Module):
         ts: ``(n_times,)`` save times.
         mean: ``{name: (n_times, ...)}`` trajectory means of each observable.
         sem: ``{name: (n_times, ...)}`` standard errors of those means (zero for a single
-            deterministic trajectory or an exact result).
+            deterministic trajectory, ``method="mean_field"``, or an exact result; NaN for a
+            sampled run of one trajectory, which says nothing about the spread).
         n_traj: number of trajectories used.
         n_failed: trajectories that turned non-finite and were left out of the statistics.
         method, solver, dt, n_steps, chunk_size, key, params, wall_time: how it was computed.
@@ -166,6 +167,8 @@ class Result(eqx.Module):
         if self.xla_workaround is not None:
             head += f", xla_workaround={self.xla_workaround!r}"
         lines = [head + ")"]
+        if self.n_traj == 1 and self.method in ("twa", "no_noise"):
+            lines.append("  1 trajectory: no error bar (sem is NaN; the spread needs at least 2 trajectories)")
         for name, m in self.mean.items():
             lines.extend(self._repr_observable(name, m))
         if self.trajectories:

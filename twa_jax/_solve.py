@@ -134,13 +134,14 @@ def simulate(
 
     # === finish: statistics, failures, the Result
     mean, sem = {}, {}
+    deterministic = plan.method == "mean_field"
     for name, mom in acc["moments"].items():
-        mean[name], sem[name] = finalize(mom)
+        mean[name], sem[name] = finalize(mom, deterministic)
     average = average_sem = None
     if plan.time_average:
         average, average_sem = {}, {}
         for name, mom in acc["averages"].items():
-            average[name], average_sem[name] = finalize(mom)
+            average[name], average_sem[name] = finalize(mom, deterministic)
     kept = None
     if plan.keep_trajectories:
         kept = {k: v[: plan.keep_trajectories] for k, v in acc["kept"].items()}
