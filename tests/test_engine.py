@@ -276,6 +276,19 @@ def test_dt_far_above_the_estimate_warns_naming_both():
         tw.simulate(_spin_model(), tw.states.spins_down(1), np.array([0.0, 20.0]), n_traj=2, key=0, dt=10.0)
 
 
+def test_dt_warning_names_the_step_used():
+    """The grid splits each save interval evenly, so the step used (Result.dt) can be smaller than
+    the requested dt: the warning judges and names the step used, and the requested one."""
+    with pytest.warns(RuntimeWarning, match=r"dt=10 was requested.*step used \(Result.dt\) 2, which is 2.. times"):
+        res = tw.simulate(_spin_model(), tw.states.spins_down(1), np.linspace(0, 20, 11), n_traj=2, key=0, dt=10.0)
+    assert res.dt == pytest.approx(2.0)
+    # save times 0.2 apart: the step used is 0.2, within 25 estimated stable steps (0.0093): no warning
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        res = tw.simulate(_spin_model(), tw.states.spins_down(1), np.linspace(0, 2, 11), n_traj=2, key=0, dt=10.0)
+    assert res.dt == pytest.approx(0.2)
+
+
 def test_bad_user_states_are_named():
     class NoSizes(tw.states.AbstractState):
         def sample(self, key):

@@ -400,14 +400,24 @@ def make_plan(
         if not concrete:
             raise ValueError("give dt explicitly when simulate is traced (jit/grad): the default dt needs concrete parameters")
         dt = estimate_dt(model, noise, initial, params, dtype)
-    elif concrete:  # a quick estimate (the mean point only) for the warning
-        est = estimate_dt(model, noise, initial, params, dtype, n_samples=0)
-        if dt > DT_WARN_FACTOR * est:
-            warnings.warn(
-                f"dt={dt:g} is {dt / est:.3g} times the estimated stable step {est:.3g} of this model "
-                f"(0.02 over its fastest rate); results may be inaccurate or blow up", RuntimeWarning, stacklevel=3,
-            )
+        requested = None
+    else:
+        requested = float(dt)
     grid_np, save_idx = time_grid(ts_np, float(dt))
+    dt_used = float(np.max(np.diff(grid_np)))  # the grid puts a point at every save time
+    if requested is not None and concrete:  # a quick estimate (the mean point only) for the warning
+        est = estimate_dt(model, noise, initial, params, dtype, n_samples=0)
+        if dt_used > DT_WARN_FACTOR * est:
+            if np.isclose(dt_used, requested, rtol=1e-9):
+                said = f"dt={requested:g} is"
+            else:  # the grid splits every save interval evenly: the step used is smaller
+                said = (f"dt={requested:g} was requested; the grid through the save times makes the step "
+                        f"used (Result.dt) {dt_used:g}, which is")
+            warnings.warn(
+                f"{said} {dt_used / est:.3g} times the estimated stable step "
+                f"{est:.3g} of this model (0.02 over its fastest rate); results may be inaccurate or blow up",
+                RuntimeWarning, stacklevel=3,
+            )
     grid = jnp.asarray(grid_np, dtype)
     if checkpoints is not None:
         checkpoints = min(_checks.check_int(checkpoints, "checkpoints"), len(grid_np) - 1)
@@ -430,7 +440,7 @@ def make_plan(
         method=method,
         solver_name=solver_name,
         key_meta=key_meta,
-        dt=float(np.max(np.diff(grid_np))),
+        dt=dt_used,
         n_steps=len(grid_np) - 1,
         devices=tuple(devices),
         chunk_size=chunk_size,
