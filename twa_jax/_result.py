@@ -79,7 +79,8 @@ class Result(eqx.Module):
             (or None).
         dims: ``{name: tuple of names}`` for the non-time axes of observables (e.g.
             ``{"n": ("mode",)}``); observables missing from it get default names: ``mode`` for
-            the per-mode default observable ``n``, ``<name>_dim<i>`` otherwise.
+            the package's per-mode observables (the default ``n`` and the outputs of
+            ``tw.observables.boson_moments``), ``<name>_dim<i>`` otherwise.
         xla_workaround: what the CPU-compiler workaround did at import (``_xla_workaround.apply``).
     """
 
@@ -230,7 +231,8 @@ class Result(eqx.Module):
 
         Variables (on dimension ``time``; other axes named from :attr:`dims` or the defaults):
         ``<name>`` (mean) and ``<name>_sem``; ``<name>_average`` and ``<name>_average_sem``
-        (no time axis); ``<name>_traj`` (leading ``trajectory`` axis). A complex array is stored
+        (no time axis); ``<name>_trajectories`` (leading ``trajectory`` axis). The coordinate
+        ``time`` is float64. A complex array is stored
         as two real variables with suffixes ``_real`` and ``_imag``. Every variable records the
         observable, its role and its original dtype in ``twa_*`` attributes, which
         :meth:`from_xarray` reads back.
@@ -317,7 +319,8 @@ class Result(eqx.Module):
                 while k in attrs:
                     k += "_"
                 attrs[k] = v
-        return xr.Dataset(data, coords={"time": ("time", np.asarray(self.ts))}, attrs=attrs)
+        # time in float64 whatever the run's precision: float32 save times print as 0.30000001
+        return xr.Dataset(data, coords={"time": ("time", np.asarray(self.ts, np.float64))}, attrs=attrs)
 
     def _safe_dims(self, name, extra_ndim):
         return tuple(_safe_name(d) for d in self._dim_names(name, extra_ndim)[0])
@@ -490,7 +493,10 @@ class Result(eqx.Module):
 
 # -------------------------------------------------------------------- helpers
 
-_SUFFIX = {"mean": "", "sem": "_sem", "average": "_average", "average_sem": "_average_sem", "traj": "_traj"}
+#: variable name = observable + suffix; single trajectories are ``<name>_trajectories`` (``_traj``
+#: made ``n_traj`` for the occupation ``n``, the name of the run's trajectory count attribute)
+_SUFFIX = {"mean": "", "sem": "_sem", "average": "_average", "average_sem": "_average_sem", "traj": "_trajectories"}
+_LEGACY_SUFFIX = {"traj": "_traj"}  # read back from Datasets written before 0.6
 _LONG = {
     "mean": "mean",
     "sem": "standard error",
@@ -505,10 +511,16 @@ _NC3_RESERVED = {
 _INT32 = np.iinfo(np.int32)
 
 
+#: the package's per-mode observables (the default ``n`` and :func:`twa_jax.observables.boson_moments`)
+PER_MODE = ("n", "n2", "adag2_a2")
+
+
 def default_dims(name, ndim):
-    """Names of an observable's non-time axes when none are given: ``mode`` for the per-mode
-    occupation ``n``, else ``<name>_dim<i>`` (used by ``Result`` and by ``tw.sweep``)."""
-    if name == "n" and ndim == 1:
+    """Names of an observable's non-time axes when none are given: ``mode`` for the package's
+    per-mode observables (:data:`PER_MODE`: the occupation ``n`` and the other outputs of
+    ``tw.observables.boson_moments``), else ``<name>_dim<i>`` (used by ``Result`` and by
+    ``tw.sweep``)."""
+    if name in PER_MODE and ndim == 1:
         return ("mode",)
     return tuple(f"{name}_dim{i}" for i in range(1, ndim + 1))
 
@@ -590,8 +602,9 @@ def _role_from_name(var):
         if var.endswith("_" + p):
             part, var = p, var[: -len(p) - 1]
     for role in ("average_sem", "average", "traj", "sem"):
-        if var.endswith(_SUFFIX[role]):
-            return role, var[: -len(_SUFFIX[role])], part
+        for suffix in (_SUFFIX[role], _LEGACY_SUFFIX.get(role)):
+            if suffix and var.endswith(suffix):
+                return role, var[: -len(suffix)], part
     return "mean", var, part
 
 
