@@ -384,6 +384,10 @@ def make_plan(
         raise ValueError("this function differentiates internally; call it with concrete params, not under jax.grad/jax.jit")
     dtype = jnp.zeros(()).dtype
     model.check(params, dtype)
+    if observables is not None:  # the model's own were checked when it was built
+        from ._quantize import warn_same_site_observables
+
+        warn_same_site_observables(model, observables)
     observables, shapes, dtypes = _checks.check_observables(observables, model, dtype)
     averages = _check_time_average(time_average, ts_np, observables)
     _check_initial_sample(initial, model, dtype)
