@@ -172,6 +172,7 @@ class GaussianDown(tw.states.AbstractState):
         return jnp.tile(jnp.array([0.0, 0.0, -1.0]), (self.n_spins, 1)), jnp.zeros((0,), complex)
 
 
+@pytest.mark.filterwarnings("ignore::twa_jax.SameSiteWarning")  # sx2: the classical second moment, on purpose
 def test_user_defined_initial_state():
     """Closed precession about x is linear, so <s^z>(t) = -cos(2 Omega t) and <s^y>(t) =
     sin(2 Omega t) for the mean exactly, whatever the transverse noise; <(s^x)^2> stays the

@@ -387,7 +387,8 @@ def _user_stacklevel() -> int:
 
 _OBSERVABLE_FIX = (
     "reduce it first (on one site sigma^+ sigma^- = (1 + sigma^z)/2, i.e. write "
-    "(1 + s[i, 2])/2 instead of |s_i^-|^2), or use tw.observables' helpers"
+    "(1 + s[i, 2])/2 instead of |s_i^-|^2), or use tw.observables' helpers; if the classical "
+    "product is meant (a diagnostic such as the spin length), name it in Model(allow_same_site=)"
 )
 
 #: the same-site check of an observable, per function and sizes: ``{f: {(N, M): found}}``; an
