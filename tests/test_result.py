@@ -401,10 +401,10 @@ def test_xarray_names_per_mode_trajectories_and_float64_time(tmp_path):
     """boson_moments' outputs are per mode like n; kept trajectories do not make a variable
     ``n_traj`` (the name of the trajectory-count attribute); time is float64 even from a
     float32 run; the whole Result comes back from netCDF and zarr."""
-    model = tw.Model(lambda s, a, p: jnp.sum(jnp.abs(a) ** 2), n_bosons=2)
-    init = tw.states.product(bosons=tw.states.thermal([0.0, 1.0]))
     ts = np.linspace(0, 0.3, 4)
-    with jax.enable_x64(False):
+    with jax.enable_x64(False):  # a float32 run, its state built in float32 too
+        model = tw.Model(lambda s, a, p: jnp.sum(jnp.abs(a) ** 2), n_bosons=2)
+        init = tw.states.product(bosons=tw.states.thermal([0.0, 1.0]))
         r = tw.simulate(model, init, ts, n_traj=8, key=0, dt=0.05, keep_trajectories=3,
                         observables=tw.observables.boson_moments())
     assert np.asarray(r.ts).dtype == np.float32
