@@ -172,6 +172,7 @@ class GaussianDown(tw.states.AbstractState):
         return jnp.tile(jnp.array([0.0, 0.0, -1.0]), (self.n_spins, 1)), jnp.zeros((0,), complex)
 
 
+@pytest.mark.filterwarnings("ignore::twa_jax.SameSiteWarning")  # sx2: the classical second moment, on purpose
 def test_user_defined_initial_state():
     """Closed precession about x is linear, so <s^z>(t) = -cos(2 Omega t) and <s^y>(t) =
     sin(2 Omega t) for the mean exactly, whatever the transverse noise; <(s^x)^2> stays the
@@ -274,6 +275,19 @@ def test_out_of_range_index_in_a_model_function_is_named():
 def test_dt_far_above_the_estimate_warns_naming_both():
     with pytest.warns(RuntimeWarning, match=r"dt=10 is .* times the estimated stable step 0.0"):
         tw.simulate(_spin_model(), tw.states.spins_down(1), np.array([0.0, 20.0]), n_traj=2, key=0, dt=10.0)
+
+
+def test_dt_warning_names_the_step_used():
+    """The grid splits each save interval evenly, so the step used (Result.dt) can be smaller than
+    the requested dt: the warning judges and names the step used, and the requested one."""
+    with pytest.warns(RuntimeWarning, match=r"dt=10 was requested.*step used \(Result.dt\) 2, which is 2.. times"):
+        res = tw.simulate(_spin_model(), tw.states.spins_down(1), np.linspace(0, 20, 11), n_traj=2, key=0, dt=10.0)
+    assert res.dt == pytest.approx(2.0)
+    # save times 0.2 apart: the step used is 0.2, within 25 estimated stable steps (0.0093): no warning
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        res = tw.simulate(_spin_model(), tw.states.spins_down(1), np.linspace(0, 2, 11), n_traj=2, key=0, dt=10.0)
+    assert res.dt == pytest.approx(0.2)
 
 
 def test_bad_user_states_are_named():

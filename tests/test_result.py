@@ -186,8 +186,9 @@ def test_to_xarray_layout_and_attrs():
     ds = r.to_xarray()
     assert ds["n"].dims == ("time", "mode") and ds["n_sem"].dims == ("time", "mode")
     assert ds["n_average"].dims == ("mode",) and ds["sz_average"].dims == ()
-    assert ds["n_traj"].dims == ("trajectory", "time", "mode") and ds.sizes["trajectory"] == 3
-    complex_parts = {"a_real", "a_imag", "a_average_real", "a_average_imag", "a_traj_real", "a_traj_imag"}
+    assert ds["n_trajectories"].dims == ("trajectory", "time", "mode") and ds.sizes["trajectory"] == 3
+    complex_parts = {"a_real", "a_imag", "a_average_real", "a_average_imag", "a_trajectories_real",
+                     "a_trajectories_imag"}
     assert complex_parts <= set(ds) and "a_sem" in ds
     a = ds.attrs
     for k in ("n_traj", "n_failed", "method", "solver", "dt", "n_steps", "chunk_size", "key", "wall_time",
@@ -371,3 +372,68 @@ def test_default_observables():
     np.testing.assert_allclose(r.mean["sz"][0], 1.0)
     # Weyl-corrected occupation, <n> = n_th: within 4 sem
     assert np.all(np.abs(np.asarray(r.mean["n"][0]) - [0.0, 1.0]) < 4 * np.asarray(r.sem["n"][0]))
+
+
+# -------------------------------------------------------------------- lookup of a missing name
+
+
+def test_missing_observable_names_the_available_ones(result):
+    with pytest.raises(KeyError, match=r"no observable 'sZ'.*'sz'.*'sz_site'.*did you mean 'sz'"):
+        result.mean["sZ"]
+    with pytest.raises(KeyError, match=r"no observable 'qq'.*'a'") as e:
+        result.sem["qq"]
+    assert "did you mean" not in str(e.value)
+    # still a dict and a pytree like one: a tree map keeps the lookup, the leaves and their paths
+    assert isinstance(result.mean, dict) and set(result.mean) == {"sz", "sz_site", "a"}
+    doubled = jax.tree_util.tree_map(lambda x: 2 * x, result)
+    np.testing.assert_allclose(doubled.mean["sz"], 2 * np.asarray(result.mean["sz"]))
+    with pytest.raises(KeyError, match="did you mean 'sz'"):
+        doubled.mean["SZ"]
+    paths = [jax.tree_util.keystr(p) for p, _ in jax.tree_util.tree_flatten_with_path(result.mean)[0]]
+    assert paths == ["['a']", "['sz']", "['sz_site']"]
+
+
+# -------------------------------------------------------------------- xarray naming scheme
+
+
+@zarr_ok
+def test_xarray_names_per_mode_trajectories_and_float64_time(tmp_path):
+    """boson_moments' outputs are per mode like n; kept trajectories do not make a variable
+    ``n_traj`` (the name of the trajectory-count attribute); time is float64 even from a
+    float32 run; the whole Result comes back from netCDF and zarr."""
+    ts = np.linspace(0, 0.3, 4)
+    with jax.enable_x64(False):  # a float32 run, its state built in float32 too
+        model = tw.Model(lambda s, a, p: jnp.sum(jnp.abs(a) ** 2), n_bosons=2)
+        init = tw.states.product(bosons=tw.states.thermal([0.0, 1.0]))
+        r = tw.simulate(model, init, ts, n_traj=8, key=0, dt=0.05, keep_trajectories=3,
+                        observables=tw.observables.boson_moments())
+    assert np.asarray(r.ts).dtype == np.float32
+    ds = r.to_xarray()
+    for name in ("n", "n2", "adag2_a2"):
+        assert ds[name].dims == ("time", "mode") and ds[f"{name}_sem"].dims == ("time", "mode")
+        assert ds[f"{name}_trajectories"].dims == ("trajectory", "time", "mode")
+        assert ds[f"{name}_trajectories"].shape == (3, 4, 2)
+    assert "n_traj" not in ds.variables and ds.attrs["n_traj"] == 8
+    assert ds["time"].dtype == np.float64
+    np.testing.assert_array_equal(ds["time"].values, np.asarray(r.ts).astype(np.float64))
+    text = repr(r)
+    assert "n2[mode=1] final" in text and "adag2_a2[mode=0] final" in text
+    ds.to_netcdf(tmp_path / "m.nc")
+    ds.to_zarr(tmp_path / "m.zarr")
+    for path in (tmp_path / "m.nc", tmp_path / "m.zarr"):
+        r2 = Result.from_xarray(path)
+        assert r2.dims is None and list(r2.trajectories) == list(r.trajectories)
+        for name in r.mean:
+            for a, b in ((r.mean, r2.mean), (r.sem, r2.sem), (r.trajectories, r2.trajectories)):
+                np.testing.assert_array_equal(b[name], np.asarray(a[name]))
+                assert b[name].dtype == np.asarray(a[name]).dtype
+        np.testing.assert_array_equal(r2.ts, np.asarray(r.ts, np.float64))
+        assert repr(r2).splitlines()[1:] == text.splitlines()[1:]
+
+
+def test_from_xarray_reads_the_old_trajectory_suffix():
+    """A Dataset without twa_* attributes written with the former ``<name>_traj`` suffix."""
+    ds = xr.Dataset({"sz": ("time", np.zeros(3)), "sz_traj": (("trajectory", "time"), np.ones((2, 3)))},
+                    coords={"time": np.arange(3.0)})
+    r = Result.from_xarray(ds)
+    assert list(r.mean) == ["sz"] and r.trajectories["sz"].shape == (2, 3)

@@ -81,6 +81,7 @@ def _driven_spin(Omega, gamma):
 NORM_DEV = {"norm_dev": lambda s, a: jnp.max(jnp.abs(jnp.sum(s**2, -1) - 3.0)), "sz": lambda s, a: s[:, 2].mean()}
 
 
+@pytest.mark.filterwarnings("ignore::twa_jax.SameSiteWarning")  # |s_k|^2 is meant classically here
 @pytest.mark.parametrize("gamma", [0.5, 4.0])
 def test_spin_length_conserved_per_trajectory(gamma):
     """|s_k|^2 = 3 for every trajectory (Eq. 13) with the default rotation-Heun solver.
@@ -202,3 +203,44 @@ def test_solver_subclass_and_save_times_on_the_grid():
     idx = np.array([0, 1, 7, 8, 20, 40])
     np.testing.assert_allclose(r_some.mean["re"], r_all.mean["re"][idx], rtol=1e-12, atol=1e-12)
     np.testing.assert_allclose(r_some.mean["im"], r_all.mean["im"][idx], rtol=1e-12, atol=1e-12)
+
+
+def test_one_trajectory_has_no_error_bar():
+    """One sampled trajectory says nothing about the spread: sem is NaN (ddof=1), the summary and
+    tw.compare say why; two trajectories give the sample standard error of the two values."""
+    model = _driven_spin(1.0, 0.5)
+    kw = dict(key=2, params={"Omega": 1.0, "gamma": 0.5}, dt=0.02)
+    ts = np.linspace(0, 1, 3)
+    one = tw.simulate(model, tw.states.spins_down(1), ts, n_traj=1, **kw)
+    assert one.n_traj == 1 and np.all(np.isfinite(np.asarray(one.mean["sz"])))
+    assert np.all(np.isnan(np.asarray(one.sem["sz"])))
+    assert "1 trajectory: no error bar" in repr(one)
+    text = str(tw.compare(one, one))
+    assert "1 trajectory: no error bar" in text
+    # the reference value: numpy's ddof=1 standard error of the two kept trajectories
+    two = tw.simulate(model, tw.states.spins_down(1), ts, n_traj=2, keep_trajectories=2, **kw)
+    x = np.asarray(two.trajectories["sz"], float)
+    np.testing.assert_allclose(np.asarray(two.sem["sz"]), np.std(x, axis=0, ddof=1) / np.sqrt(2), rtol=1e-5)
+    assert "no error bar" not in repr(two) and "no error bar" not in str(tw.compare(two, two))
+
+
+@pytest.mark.filterwarnings("ignore::twa_jax.SameSiteWarning")  # log is not a polynomial: it warns too
+def test_nan_observable_on_a_finite_state_is_named_not_blamed_on_dt():
+    """log(s_x + 0.5) is NaN wherever a trajectory's s_x < -0.5, while the dynamics are fine:
+    the warning names that observable and says the state stayed finite; the count is the number of
+    kept trajectories with s_x < -0.5 at some save time."""
+    model = _driven_spin(1.0, 0.5)
+    ts = np.linspace(0, 1, 3)
+    obs = {"x": lambda s, a: s[0, 0], "lg": lambda s, a: jnp.log(s[0, 0] + 0.5)}
+    kw = dict(n_traj=64, key=1, params={"Omega": 1.0, "gamma": 0.5}, dt=0.02, observables=obs)
+    with pytest.warns(RuntimeWarning) as rec:
+        r = tw.simulate(model, tw.states.spins_down(1), ts, keep_trajectories=64, **kw)
+    msg = next(str(w.message) for w in rec if "non-finite" in str(w.message))
+    expected = int(np.sum(np.any(np.asarray(r.trajectories["x"]) < -0.5, axis=1)))
+    assert 0 < r.n_failed == expected < 64
+    assert f"the state stayed finite, but the observable 'lg' (in {expected} trajectories) is non-finite" in msg
+    assert "reduce dt" not in msg and "'x'" not in msg
+    # every trajectory NaN (log of a negative mean): an error that says the same
+    with pytest.raises(RuntimeError, match=r"64 of 64 .*state stayed finite, but the observable 'neg' \(in 64 trajectories\).*not dt$"):
+        tw.simulate(model, tw.states.spins_down(1), ts, n_traj=64, key=1, params={"Omega": 1.0, "gamma": 0.5},
+                    dt=0.02, observables={"neg": lambda s, a: jnp.log(s[:, 2].mean() - 2.0)})

@@ -339,6 +339,45 @@ def test_same_site_warnings():
     assert _max_diff(tw.exact.twin(m).H, 0.7 * qt.qeye(2) + qt.sigmax()) < 1e-12
 
 
+def test_same_site_check_of_observables_passed_to_each_entry_point(monkeypatch):
+    """|sum sigma^-|^2 estimates sum_i |s_i^-|^2 = sum_i (s_x^2 + s_y^2)/4 with the wrong ordering;
+    passed to simulate, sweep or exact.solve it warns as it does in Model(observables=), and its
+    check runs once per function (cached)."""
+    from twa_jax import _quantize
+
+    calls = []
+    real = _quantize.same_site_terms
+    monkeypatch.setattr(_quantize, "same_site_terms", lambda f, *a, **k: calls.append(f) or real(f, *a, **k))
+
+    def jm2(s, a):
+        return jnp.abs(jnp.sum(tw.weyl.sigma_minus(s))) ** 2
+
+    model = tw.Model(lambda s, a, p: p["Omega"] * jnp.sum(s[:, 0]), jumps=lambda s, a, p: tw.weyl.sigma_minus(s),
+                     gamma=jnp.array([0.5, 0.5]), n_spins=2, params={"Omega": 1.0})
+    ts, init = np.linspace(0, 0.2, 3), S.spins_down(2)
+    match = r"observable 'Jm2'.*site 0: s\^x s\^x, s\^y s\^y; site 1"
+    with pytest.warns(tw.SameSiteWarning, match=match):  # the reference: the model's own observable
+        tw.Model(model.hamiltonian, jumps=model.jumps, gamma=model.gamma, n_spins=2, params={"Omega": 1.0},
+                 observables={"Jm2": jm2})
+    assert calls.count(jm2) == 1
+    with pytest.warns(tw.SameSiteWarning, match=match):
+        tw.simulate(model, init, ts, n_traj=4, key=0, dt=0.05, observables={"Jm2": jm2})
+    with pytest.warns(tw.SameSiteWarning, match=match):
+        tw.sweep((model, init), {"Omega": [0.5, 1.0]}, ts, n_traj=4, key=0, dt=0.05, observables={"Jm2": jm2})
+    with pytest.warns(tw.SameSiteWarning, match=match):
+        tw.exact.solve(model, init, ts, observables={"Jm2": jm2})
+    assert calls.count(jm2) == 1  # checked once, whatever the entry point
+    # the ordered estimator (sum_{i != j} s_i^+ s_j^- + sum_i (1 + s_i^z)/2) and allowed names: no warning
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", tw.SameSiteWarning)
+        ordered = {"Jm2": lambda s, a: jnp.abs(jnp.sum(tw.weyl.sigma_minus(s))) ** 2
+                   - jnp.sum(jnp.abs(tw.weyl.sigma_minus(s)) ** 2) + jnp.sum(1 + s[:, 2]) / 2}
+        tw.simulate(model, init, ts, n_traj=4, key=0, dt=0.05, observables=ordered)
+        allowed = tw.Model(model.hamiltonian, jumps=model.jumps, gamma=model.gamma, n_spins=2,
+                           params={"Omega": 1.0}, allow_same_site=("Jm2",))
+        tw.simulate(allowed, init, ts, n_traj=4, key=0, dt=0.05, observables={"Jm2": jm2})
+
+
 # ----------------------------------------------------------------------------- weyl and observables
 def test_weyl_symbols_quantize_to_their_orderings():
     cut = 8

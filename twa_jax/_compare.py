@@ -46,6 +46,9 @@ class Comparison:
             rows.append(
                 f"{label:<16} {d.max_abs:>10.4g} {d.t:>8.3g} {d.sem:>10.2g} {d.max_sigma:>12.3g} {d.sigma_t:>8.3g}"
             )
+        for which, res in (("the TWA result", self.twa), ("the reference", self.reference)):
+            if _single_sampled(res):
+                rows.append(f"{which} has 1 trajectory: no error bar, so sem and dev/sem are nan")
         return "\n".join(rows)
 
     def plot(self, names=None, *, axes=None, n_sigma: float = 2.0):
@@ -76,6 +79,11 @@ class Comparison:
             ax.legend(fontsize=7)
         fig.tight_layout()
         return fig
+
+
+def _single_sampled(res) -> bool:
+    """A sampled run of one trajectory (its standard error is NaN: no spread to measure)."""
+    return getattr(res, "n_traj", None) == 1 and getattr(res, "method", None) in ("twa", "no_noise")
 
 
 def _as_columns(x):

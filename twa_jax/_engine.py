@@ -46,6 +46,7 @@ class Batch(NamedTuple):
     valid: jax.Array
     finite: jax.Array
     finite_t: jax.Array  # (n, n_save): every observable finite at that save time
+    state_finite_t: jax.Array | None = None  # (n, n_save): the state itself finite at that save time
 
     @property
     def weight(self):
@@ -94,7 +95,9 @@ def solve_batch(plan, params, noise, key, idx, adjoint="reverse", n_points=None)
     differentiable, nothing stored).
 
     Returns:
-        ``{name: (n, n_save, ...)}``, with ``points`` ``{name: (P, n, n_save, ...)}``.
+        ``({name: (n, n_save, ...)}, state_finite (n, n_save))``: the observables and whether the
+        state itself is finite at each save time (to tell a blown-up trajectory from an
+        observable that is NaN on a finite state); with ``points`` both carry a leading ``P`` axis.
     """
     points = n_points is not None
     if points and key.ndim:
@@ -118,8 +121,14 @@ def solve_batch(plan, params, noise, key, idx, adjoint="reverse", n_points=None)
     per_traj = jax.vmap(one)
     batched = jax.vmap(per_traj) if points else per_traj
 
+    lead = 2 if points else 1
+
     def fn(t, y, args):
-        return batched(y)
+        ok = None
+        for leaf in jax.tree_util.tree_leaves(y):
+            f = jnp.all(jnp.isfinite(leaf.reshape(leaf.shape[:lead] + (-1,))), axis=-1)
+            ok = f if ok is None else ok & f
+        return batched(y), ok
 
     sol = dfx.diffeqsolve(
         term,
@@ -135,7 +144,8 @@ def solve_batch(plan, params, noise, key, idx, adjoint="reverse", n_points=None)
         adjoint=dfx.ForwardMode() if adjoint == "forward" else dfx.RecursiveCheckpointAdjoint(checkpoints=plan.checkpoints),
         throw=False,
     )
-    return {name: jnp.moveaxis(v, 0, 2 if points else 1) for name, v in sol.ys.items()}
+    ys, state_ok = sol.ys
+    return {name: jnp.moveaxis(v, 0, lead) for name, v in ys.items()}, jnp.moveaxis(state_ok, 0, -1)
 
 
 def _finite_per_time(ys, lead=0):
@@ -168,10 +178,10 @@ def trajectories(plan, params, start, chunk_size, refactor=False, adjoint="rever
     noise = plan.noise if noise is None else noise
     if refactor and noise is not None and not plan.model.gamma_depends_on_time:  # else: at every stage
         noise = decompose_like(plan.model.gamma_of(params), noise)
-    ys = solve_batch(plan, params, noise, key, idx, adjoint, n_points)
-    ys = jax.lax.with_sharding_constraint(ys, NamedSharding(mesh, P(*([None] * lead), "traj")))
+    ys, state_ok = solve_batch(plan, params, noise, key, idx, adjoint, n_points)
+    ys, state_ok = jax.lax.with_sharding_constraint((ys, state_ok), NamedSharding(mesh, P(*([None] * lead), "traj")))
     finite_t = _finite_per_time(ys, lead)
-    return Batch(idx, ys, idx < plan.n_valid, jnp.all(finite_t, axis=-1), finite_t)
+    return Batch(idx, ys, idx < plan.n_valid, jnp.all(finite_t, axis=-1), finite_t, state_ok)
 
 
 @eqx.filter_jit
@@ -310,6 +320,13 @@ class Moments(eqx.Module):
         out["n_bad"] = jnp.sum(bad)
         out["first_bad_time"] = jnp.min(jnp.where(bad, first_t, n_save))
         out["first_bad_traj"] = jnp.min(jnp.where(bad, b.idx, big))
+        # which failures are the dynamics (the state non-finite) and which only an observable's
+        state_ok = jnp.ones_like(b.finite) if b.state_finite_t is None else jnp.all(b.state_finite_t, axis=1)
+        out["n_state_bad"] = jnp.sum(b.valid & ~state_ok)
+        out["obs_only_bad"] = {
+            k: jnp.sum(b.valid & state_ok & ~jnp.all(jnp.isfinite(v.reshape(v.shape[0], -1)), axis=1))
+            for k, v in b.ys.items()
+        }
         if self.keep:
             out["kept"] = {k: v[: self.keep] for k, v in b.ys.items()}
         return out
@@ -322,6 +339,8 @@ def combine_moments(a, b):
         "n_bad": a["n_bad"] + b["n_bad"],
         "first_bad_time": jnp.minimum(a["first_bad_time"], b["first_bad_time"]),
         "first_bad_traj": jnp.minimum(a["first_bad_traj"], b["first_bad_traj"]),
+        "n_state_bad": a["n_state_bad"] + b["n_state_bad"],
+        "obs_only_bad": {k: a["obs_only_bad"][k] + b["obs_only_bad"][k] for k in a["obs_only_bad"]},
     }
     if "kept" in a and "kept" in b:
         out["kept"] = {k: jnp.concatenate([a["kept"][k], b["kept"][k]]) for k in a["kept"]}
@@ -344,8 +363,8 @@ class PointMoments(eqx.Module):
         noise, keys = extra
         b = batch_of(params, noise=noise, key=keys[0] if self.common else keys, n_points=keys.shape[0])
         moments = Moments(self.time_average)
-        return jax.vmap(lambda ys, fin, fin_t: moments.reduce(b._replace(ys=ys, finite=fin, finite_t=fin_t)))(
-            b.ys, b.finite, b.finite_t)
+        return jax.vmap(lambda ys, fin, fin_t, st_t: moments.reduce(
+            b._replace(ys=ys, finite=fin, finite_t=fin_t, state_finite_t=st_t)))(b.ys, b.finite, b.finite_t, b.state_finite_t)
 
 
 def combine_params(diff, rest):

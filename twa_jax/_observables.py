@@ -76,11 +76,16 @@ def merge_moments(a, b):
     return n, mean, m2
 
 
-def finalize(moments):
-    """``(mean, standard error)`` from merged moments; the standard error uses ``n - 1``."""
+def finalize(moments, deterministic=False):
+    """``(mean, standard error)`` from merged moments; the standard error uses ``n - 1``, so it
+    is NaN for fewer than two trajectories (one trajectory says nothing about the spread) unless
+    the run is ``deterministic`` (mean field: one exact trajectory, standard error zero)."""
     n, mean, m2 = moments
     var = m2 / jnp.maximum(n - 1, 1)
-    return mean, jnp.sqrt(var / jnp.maximum(n, 1))
+    sem = jnp.sqrt(var / jnp.maximum(n, 1))
+    if deterministic:
+        return mean, jnp.zeros_like(sem)
+    return mean, jnp.where(n > 1, sem, jnp.nan)
 
 
 def all_finite_per_row(tree):

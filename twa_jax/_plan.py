@@ -469,6 +469,10 @@ def make_plan(
         raise ValueError("this function differentiates internally; call it with concrete params, not under jax.grad/jax.jit")
     dtype = jnp.zeros(()).dtype
     model.check(params, dtype)
+    if observables is not None:  # the model's own were checked when it was built
+        from ._quantize import warn_same_site_observables
+
+        warn_same_site_observables(model, observables)
     observables, shapes, dtypes = _checks.check_observables(observables, model, dtype)
     averages = _check_time_average(time_average, ts_np, observables)
     _check_initial_sample(initial, model, dtype)
@@ -485,14 +489,24 @@ def make_plan(
         if not concrete:
             raise ValueError("give dt explicitly when simulate is traced (jit/grad): the default dt needs concrete parameters")
         dt = estimate_dt(model, noise, initial, params, dtype, ts_np=ts_np)
-    elif concrete:  # a quick estimate (the mean point only) for the warning
-        est = estimate_dt(model, noise, initial, params, dtype, n_samples=0, ts_np=ts_np)
-        if dt > DT_WARN_FACTOR * est:
-            warnings.warn(
-                f"dt={dt:g} is {dt / est:.3g} times the estimated stable step {est:.3g} of this model "
-                f"(0.02 over its fastest rate); results may be inaccurate or blow up", RuntimeWarning, stacklevel=3,
-            )
+        requested = None
+    else:
+        requested = float(dt)
     grid_np, save_idx = time_grid(ts_np, float(dt), [p.time for p in pulses])
+    dt_used = float(np.max(np.diff(grid_np)))  # the grid puts a point at every save time
+    if requested is not None and concrete:  # a quick estimate (the mean point only) for the warning
+        est = estimate_dt(model, noise, initial, params, dtype, n_samples=0, ts_np=ts_np)
+        if dt_used > DT_WARN_FACTOR * est:
+            if np.isclose(dt_used, requested, rtol=1e-9):
+                said = f"dt={requested:g} is"
+            else:  # the grid splits every save interval evenly: the step used is smaller
+                said = (f"dt={requested:g} was requested; the grid through the save times makes the step "
+                        f"used (Result.dt) {dt_used:g}, which is")
+            warnings.warn(
+                f"{said} {dt_used / est:.3g} times the estimated stable step "
+                f"{est:.3g} of this model (0.02 over its fastest rate); results may be inaccurate or blow up",
+                RuntimeWarning, stacklevel=3,
+            )
     grid = jnp.asarray(grid_np, dtype)
     _check_grid_precision(grid_np, ts_np, dtype)
     if checkpoints is not None:
@@ -517,7 +531,7 @@ def make_plan(
         method=method,
         solver_name=solver_name,
         key_meta=key_meta,
-        dt=float(np.max(np.diff(grid_np))),
+        dt=dt_used,
         n_steps=len(grid_np) - 1,
         devices=tuple(devices),
         chunk_size=chunk_size,

@@ -26,6 +26,7 @@ from __future__ import annotations
 import itertools
 import math
 import warnings
+import weakref
 from dataclasses import dataclass
 from functools import lru_cache
 
@@ -384,12 +385,41 @@ def _user_stacklevel() -> int:
     return level
 
 
+_OBSERVABLE_FIX = (
+    "reduce it first (on one site sigma^+ sigma^- = (1 + sigma^z)/2, i.e. write "
+    "(1 + s[i, 2])/2 instead of |s_i^-|^2), or use tw.observables' helpers; if the classical "
+    "product is meant (a diagnostic such as the spin length), name it in Model(allow_same_site=)"
+)
+
+#: the same-site check of an observable, per function and sizes: ``{f: {(N, M): found}}``; an
+#: observable passed to every call of simulate/sweep/exact.solve is checked once
+_OBSERVABLE_CACHE = weakref.WeakKeyDictionary()
+
+
+def _observable_same_site(fn, n_spins, n_bosons):
+    """:func:`same_site_terms` of an observable, cached per function (``None``: it did not run
+    on these inputs; the run plan will say why)."""
+    try:
+        per_fn = _OBSERVABLE_CACHE.setdefault(fn, {})
+    except TypeError:  # not weak-referenceable (e.g. a builtin): check without caching
+        per_fn = {}
+    sizes = (n_spins, n_bosons)
+    if sizes not in per_fn:
+        try:
+            per_fn[sizes] = same_site_terms(fn, n_spins, n_bosons)
+        except Exception:
+            per_fn[sizes] = None
+    return per_fn[sizes]
+
+
 def warn_same_site(model, params, observables, allow=()):
     """Warn (:class:`SameSiteWarning`) for spin-1/2 symbols nonlinear on one site.
 
     Quantum mechanically such a product is a constant (``sigma^a sigma^b + sigma^b sigma^a =
     2 delta_ab``), but TWA trajectories see it: in ``H`` or a jump operator it drives a spurious
-    dynamics, in an observable it is estimated with an error that grows in time."""
+    dynamics, in an observable it is estimated with an error that grows in time. The model's
+    functions are checked with ``params``; the observables by :func:`warn_same_site_observables`
+    (once per function)."""
     if model.spin_S is not None or model.n_spins == 0:
         return
     fns = [("Hamiltonian", lambda s, a: model.H(s, a, params),
@@ -398,26 +428,42 @@ def warn_same_site(model, params, observables, allow=()):
     if model.jumps is not None:
         fns.append(("jump operators", lambda s, a: model.L(s, a, params),
                     "use a jump operator linear in each site's spin"))
-    for name, fo in (observables or {}).items():
-        if name in allow or getattr(fo, "linear_per_site", False):  # the package's own linear ones
-            continue
-        fns.append((f"observable {name!r}", fo,
-                    "reduce it first (on one site sigma^+ sigma^- = (1 + sigma^z)/2, i.e. write "
-                    "(1 + s[i, 2])/2 instead of |s_i^-|^2), or use tw.observables' helpers"))
     for what, fn, fix in fns:
         try:
             found = same_site_terms(fn, model.n_spins, model.n_bosons)
         except Exception:  # the function does not run on these inputs; the run plan will say why
             continue
-        if found:
-            first = list(found.items())[:3]
-            where = "; ".join(
-                f"site {i}: " + ", ".join(f"s^{_COMPONENT[x]} s^{_COMPONENT[y]}" for x, y in p) for i, p in first
-            )
-            more = f" (and {len(found) - 3} more sites)" if len(found) > 3 else ""
-            warnings.warn(
-                f"the {what} of this spin-1/2 model contain(s) products of one site's spin components "
-                f"({where}{more}). Quantum mechanically a same-site product is a constant "
-                f"(s^a s^b -> delta_ab), so the exact twin drops it, but TWA trajectories do not: {fix}.",
-                SameSiteWarning, stacklevel=_user_stacklevel(),
-            )
+        _warn_found(what, found, fix)
+    warn_same_site_observables(model, observables, allow)
+
+
+def warn_same_site_observables(model, observables, allow=()):
+    """The same-site check of ``observables`` ``{name: f(spins, bosons)}`` of a spin-1/2
+    ``model`` (:class:`SameSiteWarning`), for the model's own observables and for those passed
+    to ``simulate``, ``sweep``, ``value_and_grad``, ``fit`` and ``exact.solve`` alike. Skips the
+    names in ``allow`` (and the model's ``allow_same_site``) and the package's own linear
+    observables; each function is evaluated once per model size (cached)."""
+    if model.spin_S is not None or model.n_spins == 0 or not isinstance(observables, dict):
+        return
+    allow = set(allow) | set(getattr(model, "allow_same_site", ()) or ())
+    for name, fo in observables.items():
+        if name in allow or not callable(fo) or getattr(fo, "linear_per_site", False):
+            continue
+        found = _observable_same_site(fo, model.n_spins, model.n_bosons)
+        _warn_found(f"observable {name!r}", found, _OBSERVABLE_FIX)
+
+
+def _warn_found(what, found, fix):
+    if not found:
+        return
+    first = list(found.items())[:3]
+    where = "; ".join(
+        f"site {i}: " + ", ".join(f"s^{_COMPONENT[x]} s^{_COMPONENT[y]}" for x, y in p) for i, p in first
+    )
+    more = f" (and {len(found) - 3} more sites)" if len(found) > 3 else ""
+    warnings.warn(
+        f"the {what} of this spin-1/2 model contain(s) products of one site's spin components "
+        f"({where}{more}). Quantum mechanically a same-site product is a constant "
+        f"(s^a s^b -> delta_ab), so the exact twin drops it, but TWA trajectories do not: {fix}.",
+        SameSiteWarning, stacklevel=_user_stacklevel(),
+    )

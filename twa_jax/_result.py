@@ -33,6 +33,34 @@ class _Dims(dict):
         return (_Dims, (dict(self),))
 
 
+class _Named(dict):
+    """``{observable name: array}`` whose missing key raises a ``KeyError`` naming the available
+    observables (and the closest name, if one is close). A pytree like a plain dict."""
+
+    def __missing__(self, key):
+        import difflib
+
+        names = [str(k) for k in self]
+        lower = {n.lower(): n for n in names}  # case first: "sZ" -> "sz"
+        close = difflib.get_close_matches(str(key).lower(), list(lower), n=1)
+        hint = f"; did you mean {lower[close[0]]!r}?" if close else ""
+        raise KeyError(f"no observable {key!r}; this Result has {names}{hint}")
+
+    def __reduce__(self):
+        return (_Named, (dict(self),))
+
+
+def _named_flatten(d):
+    keys = sorted(d)
+    return [(jax.tree_util.DictKey(k), d[k]) for k in keys], tuple(keys)
+
+
+jax.tree_util.register_pytree_with_keys(
+    _Named, _named_flatten, lambda keys, values: _Named(zip(keys, values)),
+    flatten_func=lambda d: ([d[k] for k in sorted(d)], tuple(sorted(d))),
+)
+
+
 class Result(eqx.Module):
     """Output of :func:`twa_jax.simulate` (and of the exact references).
 
@@ -40,7 +68,8 @@ class Result(eqx.Module):
         ts: ``(n_times,)`` save times.
         mean: ``{name: (n_times, ...)}`` trajectory means of each observable.
         sem: ``{name: (n_times, ...)}`` standard errors of those means (zero for a single
-            deterministic trajectory or an exact result).
+            deterministic trajectory, ``method="mean_field"``, or an exact result; NaN for a
+            sampled run of one trajectory, which says nothing about the spread).
         n_traj: number of trajectories used.
         n_failed: trajectories that turned non-finite and were left out of the statistics.
         method, solver, dt, n_steps, chunk_size, key, params, wall_time: how it was computed.
@@ -50,7 +79,8 @@ class Result(eqx.Module):
             (or None).
         dims: ``{name: tuple of names}`` for the non-time axes of observables (e.g.
             ``{"n": ("mode",)}``); observables missing from it get default names: ``mode`` for
-            the per-mode default observable ``n``, ``<name>_dim<i>`` otherwise.
+            the package's per-mode observables (the default ``n`` and the outputs of
+            ``tw.observables.boson_moments``), ``<name>_dim<i>`` otherwise.
         xla_workaround: what the CPU-compiler workaround did at import (``_xla_workaround.apply``).
     """
 
@@ -74,6 +104,10 @@ class Result(eqx.Module):
     xla_workaround: str | None = eqx.field(static=True, default=None)
 
     def __post_init__(self):
+        for field in ("mean", "sem", "average", "average_sem", "trajectories"):
+            value = getattr(self, field)
+            if isinstance(value, dict) and not isinstance(value, _Named):
+                setattr(self, field, _Named(value))
         if self.dims is not None:
             if not isinstance(self.dims, dict):
                 raise TypeError(
@@ -134,6 +168,8 @@ class Result(eqx.Module):
         if self.xla_workaround is not None:
             head += f", xla_workaround={self.xla_workaround!r}"
         lines = [head + ")"]
+        if self.n_traj == 1 and self.method in ("twa", "no_noise"):
+            lines.append("  1 trajectory: no error bar (sem is NaN; the spread needs at least 2 trajectories)")
         for name, m in self.mean.items():
             lines.extend(self._repr_observable(name, m))
         if self.trajectories:
@@ -195,7 +231,8 @@ class Result(eqx.Module):
 
         Variables (on dimension ``time``; other axes named from :attr:`dims` or the defaults):
         ``<name>`` (mean) and ``<name>_sem``; ``<name>_average`` and ``<name>_average_sem``
-        (no time axis); ``<name>_traj`` (leading ``trajectory`` axis). A complex array is stored
+        (no time axis); ``<name>_trajectories`` (leading ``trajectory`` axis). The coordinate
+        ``time`` is float64. A complex array is stored
         as two real variables with suffixes ``_real`` and ``_imag``. Every variable records the
         observable, its role and its original dtype in ``twa_*`` attributes, which
         :meth:`from_xarray` reads back.
@@ -282,7 +319,8 @@ class Result(eqx.Module):
                 while k in attrs:
                     k += "_"
                 attrs[k] = v
-        return xr.Dataset(data, coords={"time": ("time", np.asarray(self.ts))}, attrs=attrs)
+        # time in float64 whatever the run's precision: float32 save times print as 0.30000001
+        return xr.Dataset(data, coords={"time": ("time", np.asarray(self.ts, np.float64))}, attrs=attrs)
 
     def _safe_dims(self, name, extra_ndim):
         return tuple(_safe_name(d) for d in self._dim_names(name, extra_ndim)[0])
@@ -455,7 +493,10 @@ class Result(eqx.Module):
 
 # -------------------------------------------------------------------- helpers
 
-_SUFFIX = {"mean": "", "sem": "_sem", "average": "_average", "average_sem": "_average_sem", "traj": "_traj"}
+#: variable name = observable + suffix; single trajectories are ``<name>_trajectories`` (``_traj``
+#: made ``n_traj`` for the occupation ``n``, the name of the run's trajectory count attribute)
+_SUFFIX = {"mean": "", "sem": "_sem", "average": "_average", "average_sem": "_average_sem", "traj": "_trajectories"}
+_LEGACY_SUFFIX = {"traj": "_traj"}  # read back from Datasets written before 0.6
 _LONG = {
     "mean": "mean",
     "sem": "standard error",
@@ -470,10 +511,16 @@ _NC3_RESERVED = {
 _INT32 = np.iinfo(np.int32)
 
 
+#: the package's per-mode observables (the default ``n`` and :func:`twa_jax.observables.boson_moments`)
+PER_MODE = ("n", "n2", "adag2_a2")
+
+
 def default_dims(name, ndim):
-    """Names of an observable's non-time axes when none are given: ``mode`` for the per-mode
-    occupation ``n``, else ``<name>_dim<i>`` (used by ``Result`` and by ``tw.sweep``)."""
-    if name == "n" and ndim == 1:
+    """Names of an observable's non-time axes when none are given: ``mode`` for the package's
+    per-mode observables (:data:`PER_MODE`: the occupation ``n`` and the other outputs of
+    ``tw.observables.boson_moments``), else ``<name>_dim<i>`` (used by ``Result`` and by
+    ``tw.sweep``)."""
+    if name in PER_MODE and ndim == 1:
         return ("mode",)
     return tuple(f"{name}_dim{i}" for i in range(1, ndim + 1))
 
@@ -555,8 +602,9 @@ def _role_from_name(var):
         if var.endswith("_" + p):
             part, var = p, var[: -len(p) - 1]
     for role in ("average_sem", "average", "traj", "sem"):
-        if var.endswith(_SUFFIX[role]):
-            return role, var[: -len(_SUFFIX[role])], part
+        for suffix in (_SUFFIX[role], _LEGACY_SUFFIX.get(role)):
+            if suffix and var.endswith(suffix):
+                return role, var[: -len(suffix)], part
     return "mean", var, part
 
 

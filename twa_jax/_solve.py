@@ -138,13 +138,14 @@ def simulate(
 
     # === finish: statistics, failures, the Result
     mean, sem = {}, {}
+    deterministic = plan.method == "mean_field"
     for name, mom in acc["moments"].items():
-        mean[name], sem[name] = finalize(mom)
+        mean[name], sem[name] = finalize(mom, deterministic)
     average = average_sem = None
     if plan.time_average:
         average, average_sem = {}, {}
         for name, mom in acc["averages"].items():
-            average[name], average_sem[name] = finalize(mom)
+            average[name], average_sem[name] = finalize(mom, deterministic)
     kept = None
     if plan.keep_trajectories:
         kept = {k: v[: plan.keep_trajectories] for k, v in acc["kept"].items()}
@@ -203,18 +204,38 @@ def _target_sem_sizes(plan, chunk):
 
 def _report_failures(plan, acc, n_failed, n_used):
     """Warn (or raise, with ``throw`` or when every trajectory failed) with what is true: how
-    many, which trajectory first, the earliest save time, and what to change."""
+    many, which trajectory first, the earliest save time, and what to change. A trajectory whose
+    state stayed finite but an observable did not is the observable's doing (a log or a square
+    root of a negative number, a division by zero), not the step's: the message names it."""
     t_bad = float(np.asarray(plan.ts)[int(acc["first_bad_time"])])
     first = int(acc["first_bad_traj"])
-    advice = (
-        "reduce dt" if plan.solver_name == "rotation_heun"
-        else "reduce dt or use the norm-preserving solver='rotation_heun'"
-    )
-    msg = (
-        f"{n_failed} of {n_used} trajectories became non-finite and were left out of the statistics "
-        f"(the first is trajectory {first}; the earliest failure is by the save time t = {t_bad:.4g}; "
-        f"dt={plan.dt:.3g}, solver={plan.solver_name!r}); {advice}"
-    )
+    n_state = int(acc["n_state_bad"])
+    obs_only = {k: int(v) for k, v in acc["obs_only_bad"].items() if int(v)}
+    where = f"the first is trajectory {first}; the earliest failure is by the save time t = {t_bad:.4g}"
+    named = ("observable " if len(obs_only) == 1 else "observables ") + ", ".join(
+        f"{k!r} (in {v} trajectories)" for k, v in obs_only.items())
+    if n_state == 0:
+        msg = (
+            f"{n_failed} of {n_used} trajectories were left out of the statistics: the state stayed finite, "
+            f"but the {named} {'is' if len(obs_only) == 1 else 'are'} non-finite (NaN or inf) ({where}). "
+            "The dynamics are fine; the observable function produces the NaN (e.g. jnp.log or jnp.sqrt of "
+            "a negative value, a division by zero): change that observable, not dt"
+        )
+    else:
+        advice = (
+            "reduce dt" if plan.solver_name == "rotation_heun"
+            else "reduce dt or use the norm-preserving solver='rotation_heun'"
+        )
+        msg = (
+            f"{n_state} of {n_used} trajectories became non-finite and were left out of the statistics "
+            f"({where}; dt={plan.dt:.3g}, solver={plan.solver_name!r})"
+        )
+        if n_failed > n_state:
+            msg += (
+                f"; {n_failed - n_state} more were left out because, on a finite state, the {named} "
+                f"{'is' if len(obs_only) == 1 else 'are'} non-finite (the observable's doing, not the step's)"
+            )
+        msg += f"; {advice}"
     if plan.throw or n_failed == n_used:
         raise RuntimeError(msg)
     warnings.warn(msg, RuntimeWarning, stacklevel=3)

@@ -232,6 +232,7 @@ def collapse_operators(L: list, gamma) -> list:
     from ._checks import check_gamma_matrix, check_psd
 
     g = np.asarray(gamma)
+    g = g.astype(np.result_type(g, np.float64))  # a float32 Gamma (JAX with x64 off) in double precision
     check_gamma_matrix(g, "gamma")
     if g.ndim == 1:
         return [np.sqrt(r) * op for r, op in zip(g, L) if r > 0]
@@ -296,7 +297,9 @@ def twin(model, params=None, *, cutoff: int | None = 20, observables=None, t: fl
     c_ops = ()
     if model.jumps is not None:
         L = list(np.ravel(ops["jump operators"]))
-        c_ops = tuple(collapse_operators(L, np.asarray(model.gamma_of(p, t))))
+        with jax.enable_x64(True):  # the rates in double precision, as the rest of the twin
+            gam = np.asarray(model.gamma_of(p, t))
+        c_ops = tuple(collapse_operators(L, gam))
     qobs = {}
     for name, f in obs.items():
         o = ops[f"observable {name!r}"]
@@ -461,6 +464,8 @@ def solve(
         A :class:`~twa_jax.Result` with ``method="exact-full"``, ``"exact-piqs"`` (``sem`` zero)
         or ``"mcsolve"`` (``sem`` the trajectory standard error, ``n_traj`` the trajectories).
         Observables whose operators are not Hermitian (complex symbols) have complex means.
+        ``ts``, ``mean`` and ``sem`` are NumPy arrays in double precision (float64, complex128)
+        whatever JAX's x64 setting.
 
     Raises:
         ValueError: an unknown ``method``, bad ``ts``/``cutoff``/``n_traj``/parameters, an
@@ -562,14 +567,16 @@ def solve(
         mean[name] = (m if is_complex else m.real).reshape((len(ts),) + shape)
         sem[name] = s.reshape((len(ts),) + shape)
         i += k
+    # NumPy float64/complex128 whatever JAX's x64 setting: the solver computed in double precision,
+    # and jnp.asarray would round to float32 with x64 off
     return Result(
-        ts=jnp.asarray(ts),
-        mean={k: jnp.asarray(v) for k, v in mean.items()},
-        sem={k: jnp.asarray(v) for k, v in sem.items()},
+        ts=np.asarray(ts, float),
+        mean={k: np.asarray(v) for k, v in mean.items()},
+        sem={k: np.asarray(v, float) for k, v in sem.items()},
         n_traj=int(n_traj) if method == "mcsolve" else 0,
         method=f"exact-{method}" if method != "mcsolve" else "mcsolve",
         solver="qutip.mcsolve" if method == "mcsolve" else f"DOP853 on {info['reachable']} of {info['dim']} components",
-        params={k: jnp.asarray(v) for k, v in p.items()},
+        params={k: np.asarray(v) for k, v in p.items()},
         wall_time=time.perf_counter() - t_start,
     )
 
