@@ -437,3 +437,17 @@ def test_from_xarray_reads_the_old_trajectory_suffix():
                     coords={"time": np.arange(3.0)})
     r = Result.from_xarray(ds)
     assert list(r.mean) == ["sz"] and r.trajectories["sz"].shape == (2, 3)
+
+
+def test_compare_accepts_a_float32_run_against_a_float64_reference():
+    """Save times equal up to float32 rounding are the same times (an exact result is float64
+    whatever JAX's precision); times that differ by more are refused."""
+    import twa_jax as tw
+
+    ts = np.linspace(0, 10, 51)
+    a = tw.Result(ts=np.asarray(ts, np.float32), mean={"x": np.zeros(51)}, sem={"x": np.full(51, 0.1)}, n_traj=10)
+    b = tw.Result(ts=ts, mean={"x": np.zeros(51)}, sem={"x": np.zeros(51)}, n_traj=0)
+    assert tw.compare(a, b)["x"].max_abs == 0.0
+    c = tw.Result(ts=ts * (1 + 1e-4), mean={"x": np.zeros(51)}, sem={"x": np.zeros(51)}, n_traj=0)
+    with pytest.raises(ValueError, match="different save times"):
+        tw.compare(a, c)

@@ -109,7 +109,11 @@ def compare(twa, reference, *, names=None) -> Comparison:
         ValueError: different save times, no observable in common, or shapes that differ.
     """
     ts, tr = np.asarray(twa.ts, float), np.asarray(reference.ts, float)
-    if ts.shape != tr.shape or not np.allclose(ts, tr, rtol=1e-12, atol=1e-12):
+    # equal to the coarser of the two precisions (a float32 run against a float64 exact result)
+    eps = max(np.finfo(np.asarray(x).dtype).eps if np.issubdtype(np.asarray(x).dtype, np.floating) else 0.0
+              for x in (twa.ts, reference.ts))
+    tol = 8 * max(eps, 1e-15)
+    if ts.shape != tr.shape or not np.allclose(ts, tr, rtol=tol, atol=tol * max(1.0, float(np.max(np.abs(tr), initial=0.0)))):
         raise ValueError(
             f"the two results have different save times ({ts.size} from {ts[0]:g} to {ts[-1]:g}, and "
             f"{tr.size} from {tr[0]:g} to {tr[-1]:g}); solve both on the same ts"
