@@ -74,6 +74,7 @@ def test_thermal_oscillator_spectrum_against_the_exact_twin():
     assert oms[np.argmax(Se)] == W
 
 
+@pytest.mark.slow  # 30 s; the driven spin's correlation (below the spectrum) is checked by default
 def test_mollow_triplet_against_the_exact_twin():
     """The resonance fluorescence spectrum of a strongly driven spin (three peaks): TWA within
     4 sem of qutip.spectrum at every frequency."""
@@ -124,11 +125,11 @@ def test_two_coupled_modes_normal_mode_splitting_against_the_exact_twin():
     a1d, a1 = (lambda s, a: jnp.conj(a[0])), (lambda s, a: a[0])
     oms = np.array([-0.5, 0.0, 0.5, 1.0, 1.5, 2.0, 2.5])
     taus = np.linspace(0, 12, 121)
-    om, S, sem = tw.spectrum(model, init, np.array([10.0]), taus, a1d, a1, n_traj=1500, key=0, omegas=oms)
+    om, S, sem = tw.spectrum(model, init, np.array([10.0]), taus, a1d, a1, n_traj=1000, key=0, omegas=oms)
     Se = exact.spectrum(model, oms, a1d, a1, cutoff=6)
     assert np.all(np.abs(S - Se) <= 4 * sem), np.abs(S - Se) / sem
     assert Se[1] > Se[3] and Se[5] > Se[3]  # two peaks at w - g = 0 and w + g = 2, a dip at w
-    _, Sh, semh = tw.spectrum(model, init, np.array([10.0]), taus, a1d, a1, n_traj=1500, key=0, omegas=oms,
+    _, Sh, semh = tw.spectrum(model, init, np.array([10.0]), taus, a1d, a1, n_traj=1000, key=0, omegas=oms,
                               window="hann")
     C = exact.correlation(model, init, np.array([30.0]), taus, a1d, a1, cutoff=6)[0]
     weights = np.full(len(taus), taus[1]) * np.cos(np.pi * taus / (2 * taus[-1])) ** 2
