@@ -136,3 +136,15 @@ def test_two_coupled_modes_normal_mode_splitting_against_the_exact_twin():
     weights[[0, -1]] *= 0.5
     Sh_exact = 2 * np.real(np.exp(-1j * oms[:, None] * taus[None, :]) @ (weights * C))
     assert np.all(np.abs(Sh - Sh_exact) <= 4 * semh + 1e-3), np.abs(Sh - Sh_exact) / semh
+
+
+def test_correlation_to_xarray_and_plot():
+    init = tw.states.product(bosons=tw.states.coherent(jnp.array([ALPHA])))
+    c = tw.correlation(oscillator(), init, np.array([0.0, 0.5]), np.linspace(0, 1, 3), ad, an, n_traj=32, key=0)
+    ds = c.to_xarray()
+    assert ds["value"].dims == ("t", "tau") and ds["value"].shape == (2, 3)
+    np.testing.assert_array_equal(ds["value"].values, c.value)
+    np.testing.assert_array_equal(ds["tau"].values, c.taus)
+    assert ds.attrs["n_traj"] == 32
+    ax = c.plot(t_index=1)
+    assert len(ax.lines) == 2 and len(ax.collections) == 2

@@ -65,6 +65,36 @@ class Correlation:
         return (f"Correlation(<A(t+tau) B(t)> at {len(self.ts)} start times x {len(self.taus)} lags, "
                 f"{self.n_traj} trajectories, largest sem {float(np.max(self.sem, initial=0.0)):.3g})")
 
+    def to_xarray(self):
+        """An ``xarray.Dataset`` with dims ``("t", "tau")``: ``value``, ``symmetrized``,
+        ``commutator`` (complex) and their ``*_sem``; ``n_traj`` and ``n_failed`` as attributes."""
+        import xarray as xr
+
+        dims = ("t", "tau")
+        data = {"value": self.value, "value_sem": self.sem, "symmetrized": self.symmetrized,
+                "symmetrized_sem": self.symmetrized_sem, "commutator": self.commutator,
+                "commutator_sem": self.commutator_sem}
+        return xr.Dataset({k: (dims, np.asarray(v)) for k, v in data.items()},
+                          coords={"t": np.asarray(self.ts, float), "tau": np.asarray(self.taus, float)},
+                          attrs={"n_traj": int(self.n_traj), "n_failed": int(self.n_failed),
+                                 "definition": "<A(t + tau) B(t)> (QuTiP correlation_2op_2t convention)"})
+
+    def plot(self, t_index=0, ax=None, label=None):
+        """Real and imaginary parts against ``tau`` at the start time ``ts[t_index]``, with bands of
+        one standard error; returns the axes."""
+        import matplotlib.pyplot as plt
+
+        ax = plt.gca() if ax is None else ax
+        v, e = np.asarray(self.value)[t_index], np.asarray(self.sem)[t_index]
+        name = "" if label is None else f"{label}: "
+        for part, f in (("Re", np.real), ("Im", np.imag)):
+            line, = ax.plot(self.taus, f(v), label=f"{name}{part}")
+            ax.fill_between(self.taus, f(v) - e, f(v) + e, color=line.get_color(), alpha=0.25, lw=0)
+        ax.set_xlabel(r"$\tau$")
+        ax.set_ylabel(rf"$\langle A(t+\tau) B(t)\rangle$, $t = {float(self.ts[t_index]):g}$")
+        ax.legend()
+        return ax
+
 
 class CorrelationMoments(eqx.Module):
     """The reduction: per-trajectory ``A(t_i + tau_j) B(t_i)`` and ``(i/2) dA(t_i + tau_j)/d eps``
