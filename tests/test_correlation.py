@@ -56,6 +56,9 @@ def test_driven_spin_correlation_against_the_exact_twin():
     ex = exact.correlation(model, tw.states.spins_down(1), ts, taus, sp, sm, params=p)
     assert np.all(np.abs(c.value - ex) <= 0.01 + 4 * c.sem), np.max(np.abs(c.value - ex) / c.sem)
     assert np.max(np.abs(ex)) > 0.3
+    cmp = tw.compare(c, ex)  # the one-line check: real and imaginary parts over the lags
+    assert cmp["re"].max_abs == pytest.approx(np.max(np.abs(c.value.real - ex.real)))
+    assert cmp["im"].max_abs == pytest.approx(np.max(np.abs(c.value.imag - ex.imag)))
 
 
 def test_thermal_oscillator_spectrum_against_the_exact_twin():

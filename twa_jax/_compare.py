@@ -91,8 +91,36 @@ def _as_columns(x):
     return x.reshape(x.shape[0], -1)
 
 
+def _correlation_results(twa, reference):
+    """A :class:`~twa_jax.Correlation` and its reference (a Correlation, or the array
+    ``tw.exact.correlation`` returns) as results over the lags: observables ``re``, ``im`` with
+    one component per start time."""
+    from ._correlation import Correlation
+    from ._result import Result
+
+    if isinstance(reference, Correlation):
+        ref_value, ref_sem = np.asarray(reference.value), np.asarray(reference.sem)
+        if not (np.allclose(reference.ts, twa.ts) and np.allclose(reference.taus, twa.taus)):
+            raise ValueError("the two correlations have different start times or lags")
+    else:
+        ref_value = np.asarray(reference)
+        ref_sem = np.zeros(ref_value.shape)
+        if ref_value.shape != np.shape(twa.value):
+            raise ValueError(f"the reference has shape {ref_value.shape}, the correlation {np.shape(twa.value)} "
+                             "(start times x lags)")
+
+    def as_result(v, e, n):
+        v, e = np.asarray(v).T, np.asarray(e).T  # (n_tau, n_t): lags play the save times
+        return Result(ts=np.asarray(twa.taus, float), mean={"re": v.real, "im": v.imag}, sem={"re": e, "im": e},
+                      n_traj=n, method="twa" if n else "exact-full")
+
+    return as_result(twa.value, twa.sem, twa.n_traj), as_result(ref_value, ref_sem, 0)
+
+
 def compare(twa, reference, *, names=None) -> Comparison:
-    """Compare a TWA :class:`~twa_jax.Result` with a reference (usually ``tw.exact.solve``'s).
+    """Compare a TWA :class:`~twa_jax.Result` with a reference (usually ``tw.exact.solve``'s), or
+    a :class:`~twa_jax.Correlation` with ``tw.exact.correlation``'s array (observables ``re`` and
+    ``im``, times the lags, one component per start time).
 
     Args:
         twa: the result to check.
@@ -108,6 +136,10 @@ def compare(twa, reference, *, names=None) -> Comparison:
     Raises:
         ValueError: different save times, no observable in common, or shapes that differ.
     """
+    from ._correlation import Correlation
+
+    if isinstance(twa, Correlation):
+        twa, reference = _correlation_results(twa, reference)
     ts, tr = np.asarray(twa.ts, float), np.asarray(reference.ts, float)
     # equal to the coarser of the two precisions (a float32 run against a float64 exact result)
     eps = max(np.finfo(np.asarray(x).dtype).eps if np.issubdtype(np.asarray(x).dtype, np.floating) else 0.0
