@@ -19,13 +19,6 @@ HERE = Path(__file__).parent
 ROOT = HERE.parent.parent
 
 
-def pytest_collection_modifyitems(config, items):
-    for item in items:
-        if HERE in Path(str(item.fspath)).parents:
-            item.add_marker(pytest.mark.slurm)
-            item.add_marker(pytest.mark.slow)
-
-
 @pytest.fixture(scope="session")
 def slurm_cluster(tmp_path_factory):
     """``dict(base=..., env=...)`` of a running single-node cluster; ``SLURM_CONF`` is exported."""

@@ -1,0 +1,105 @@
+"""tw.sweep on a real SLURM (tests/slurm/start.sh): the tasks go as one job array whose numbers
+equal the in-process run, the array's parallelism limit holds (the scheduler's own start/end
+times), and a cancelled array task leaves its unfinished points pending for a resume."""
+
+import os
+import subprocess
+import threading
+import time
+import uuid
+import warnings
+
+import numpy as np
+import pytest
+
+import twa_jax as tw
+from twa_jax._store import SweepStore
+
+submitit = pytest.importorskip("submitit")
+pytestmark = [pytest.mark.slow, pytest.mark.slurm]
+
+TS = np.linspace(0.0, 1.0, 5)
+KW = dict(n_traj=32, key=3, dt=0.05, progress=False)
+GRID = {"Omega": [0.5, 1.0, 1.5], "kappa": [0.1, 0.2]}
+
+
+def _spin():
+    return tw.models.driven_spin(gamma_down=0.3), tw.states.spins_down(1)
+
+
+def _executor(tmp_path, name, **kw):
+    ex = submitit.AutoExecutor(folder=str(tmp_path / "jobs"), cluster="slurm")
+    ex.update_parameters(name=name, timeout_min=20, cpus_per_task=1, mem_gb=2, **kw)
+    return ex
+
+
+def _sacct(name):
+    """``[(job id, state, start, end)]`` of the array tasks named ``name``, from slurmdbd."""
+    out = subprocess.run(["sacct", "-X", "-n", "-P", "--name", name, "-o", "JobID,State,Start,End"],
+                         capture_output=True, text=True, check=True).stdout
+    return [tuple(line.split("|")) for line in out.split("\n") if line]
+
+
+def test_job_array_sweep_equals_the_in_process_result(slurm_cluster, tmp_path):
+    ref = tw.sweep(_spin(), GRID, TS, **KW)
+    name = f"twa-{uuid.uuid4().hex[:8]}"
+    ds = tw.sweep(_spin(), GRID, TS, executor=_executor(tmp_path, name), task_size=2,
+                  store=str(tmp_path / "a.zarr"), **KW)
+    for k in ("sx", "sz", "sz_sem"):
+        np.testing.assert_array_equal(ds[k], ref[k])
+    rows = _sacct(name)
+    # one submission: three tasks <array id>_0.._2 of one array, all completed
+    assert sorted(r[0] for r in rows) == [f"{rows[0][0].split('_')[0]}_{i}" for i in range(3)], rows
+    assert {r[1] for r in rows} == {"COMPLETED"}, rows
+
+
+def test_array_parallelism_limits_concurrent_tasks(slurm_cluster, tmp_path):
+    name = f"twa-{uuid.uuid4().hex[:8]}"
+    tw.sweep(_spin(), GRID, TS, executor=_executor(tmp_path, name, slurm_array_parallelism=1), task_size=2, **KW)
+    rows = sorted(_sacct(name), key=lambda r: r[2])
+    assert len(rows) == 3 and {r[1] for r in rows} == {"COMPLETED"}, rows
+    for a, b in zip(rows, rows[1:]):  # the node has room for 2 tasks; the throttle lets one run at a time
+        assert b[2] >= a[3], f"task {b[0]} started at {b[2]} before {a[0]} ended at {a[3]}"
+
+
+def test_scancel_of_one_task_leaves_its_points_pending_and_a_resume_finishes_them(slurm_cluster, tmp_path):
+    grid = {"Omega": [0.5, 1.0, 1.5, 2.0, 2.5, 3.0, 3.5, 4.0]}
+    kw = dict(KW, n_traj=4096, dt=0.002)
+    path = str(tmp_path / "c.zarr")
+    name = f"twa-{uuid.uuid4().hex[:8]}"
+    victim = [{"Omega": x} for x in grid["Omega"][4:]]  # the block of array task 1
+    ids = {SweepStore.point_id(p) for p in victim}
+    cancelled = {}
+
+    def cancel_after_first_point():
+        deadline = time.monotonic() + 600
+        while time.monotonic() < deadline:
+            pts = os.path.join(path, "points")
+            if os.path.isdir(pts) and ids & set(os.listdir(pts)):
+                job = subprocess.run(["squeue", "-h", "--name", name, "-o", "%i"], capture_output=True, text=True).stdout.split()
+                task = [j for j in job if j.endswith("_1")]
+                if task:
+                    subprocess.run(["scancel", task[0]], check=True)
+                    cancelled["job"] = task[0]
+                return
+            time.sleep(0.2)
+
+    t = threading.Thread(target=cancel_after_first_point)
+    t.start()
+    with warnings.catch_warnings(record=True) as w:
+        warnings.simplefilter("always")
+        ds = tw.sweep(_spin(), grid, TS, executor=_executor(tmp_path, name), task_size=4, batch_size=1, store=path, **kw)
+    t.join()
+    assert "job" in cancelled, "task 1 finished before it could be cancelled"
+    state = dict((r[0], r[1]) for r in _sacct(name))
+    assert state[cancelled["job"]].startswith("CANCELLED"), state
+    done = set(os.listdir(os.path.join(path, "points"))) - {"zarr.json"}
+    assert {SweepStore.point_id({"Omega": x}) for x in grid["Omega"][:4]} <= done  # task 0 untouched
+    assert 1 <= len(ids & done) < 4, len(ids & done)  # task 1: the points before the cancel
+    assert os.listdir(os.path.join(path, "_sweep", "failed")) == []  # pending, not failed
+    pending = ds["failed"].values == "not run"
+    assert pending.sum() == 4 - len(ids & done) and np.isnan(ds["sz"].values[pending]).all()
+    assert any("ended without a result" in str(x.message) for x in w)
+    resumed = tw.sweep(_spin(), grid, TS, store=path, **kw)  # in-process resume of the rest
+    ref = tw.sweep(_spin(), grid, TS, **kw)
+    np.testing.assert_array_equal(resumed["sz"], ref["sz"])
