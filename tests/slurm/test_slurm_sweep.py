@@ -64,7 +64,7 @@ def test_array_parallelism_limits_concurrent_tasks(slurm_cluster, tmp_path):
 
 def test_scancel_of_one_task_leaves_its_points_pending_and_a_resume_finishes_them(slurm_cluster, tmp_path):
     grid = {"Omega": [0.5, 1.0, 1.5, 2.0, 2.5, 3.0, 3.5, 4.0]}
-    kw = dict(KW, n_traj=4096, dt=0.002)
+    kw = dict(KW, n_traj=16384, dt=0.001)  # about 3 s a point: the cancel (SIGTERM, SIGKILL after KillWait=5 s) lands mid-task
     path = str(tmp_path / "c.zarr")
     name = f"twa-{uuid.uuid4().hex[:8]}"
     victim = [{"Omega": x} for x in grid["Omega"][4:]]  # the block of array task 1
