@@ -16,6 +16,9 @@ so worker processes need not import JAX to write)::
     _sweep/started/<id>.json   points in flight (start time, host, pid)
     _sweep/log/*.jsonl     one append-only log per writing process: start and end time of each
                            finished (or failed) point, for the rate and ETA of :meth:`status`
+    <variable>/            the view (:meth:`SweepStore.write_view`): the whole grid as root arrays
+                           written by xarray, so ``xr.open_zarr(path)`` reads the sweep on its own
+                           (NaN where a point is pending or failed, ``status`` says which)
 
 Guarantees:
 
@@ -741,6 +744,42 @@ class SweepStore:
         latest = events[start:]
         span = max(t1 for _, t1 in latest) - min(t0 for t0, _ in latest)
         return len(latest) / span if span > 0 else None
+
+    # -------------------------------------------------------------- the view for xr.open_zarr
+
+    #: ``status`` values of the view (CF flags: ``flag_values`` / ``flag_meanings``)
+    STATUS = {"pending": 0, "done": 1, "failed": 2}
+
+    def write_view(self, ds) -> None:
+        """Write ``ds`` (the sweep's Dataset over its whole grid) as the store's root arrays.
+
+        ``xr.open_zarr(path)`` then returns it on its own. xarray writes the arrays; the root's
+        ``zarr.json`` keeps the store's identity attribute next to the Dataset's attrs, and its
+        consolidated metadata lists only these arrays (not the ``points`` groups, which would
+        make it grow with every point). A previous view is replaced (a grown grid changes shapes).
+        """
+        import warnings
+
+        meta_file = self.path / "zarr.json"
+        meta = _read_json(meta_file)
+        ident = meta["attributes"][_ROOT_KEY]
+        for name in ident.get("view", []):
+            _remove(self.path / name)
+        ds = ds.copy()
+        for name in ds.variables:  # no encodings carried over from a Dataset read elsewhere
+            ds[name].encoding = {}
+        with warnings.catch_warnings():
+            warnings.filterwarnings("ignore", message=".*does not have a Zarr V3 specification.*")
+            warnings.filterwarnings("ignore", message=".*is not recognized as a component of a Zarr hierarchy.*")
+            ds.to_zarr(str(self.path), mode="a", consolidated=False)
+        names = sorted(set(ds.variables))
+        meta = _read_json(meta_file)  # xarray replaced the attributes: put the identity back
+        meta["attributes"] = {**meta.get("attributes", {}), _ROOT_KEY: {**ident, "view": names}}
+        meta["consolidated_metadata"] = {
+            "kind": "inline", "must_understand": False,
+            "metadata": {n: _read_json(self.path / n / "zarr.json") for n in names},
+        }
+        _write_json_atomic(meta_file, meta, self.durable)
 
     def __repr__(self) -> str:
         return f"SweepStore({str(self.path)!r}, axes={self.axes!r}, done={len(self.done_ids())})"

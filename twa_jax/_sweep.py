@@ -448,6 +448,12 @@ def sweep(
         if bar:
             bar.close()
             bar = None
+        if st is not None:  # the view for xr.open_zarr shows what is saved so far
+            try:
+                ds = _dataset(axes, values, points, _from_store(st, results), probe, signature, ts_np)
+                st.write_view(_view(ds))
+            except (RuntimeError, KeyboardInterrupt):  # nothing saved yet, or a second Ctrl-C
+                pass
         _interrupted(st, len(points))
     finally:
         if bar:
@@ -456,13 +462,11 @@ def sweep(
             executor.shutdown(wait=False, cancel_futures=True)
 
     # === finish: everything from the store (finished earlier or now) and this run
-    if st is not None:
-        for pid, _vals, arrays, attrs in st.iter_points():
-            results.setdefault(pid, (arrays, attrs))
-        for pid, reason in st.failures().items():
-            results.setdefault(pid, {"failed": reason})
+    _from_store(st, results)
     ds = _dataset(axes, values, points, results, probe, signature, ts_np)
     ds.attrs["wall_time"] = time.perf_counter() - t_start
+    if st is not None:
+        st.write_view(_view(ds))
     failed = [r["failed"] for r in results.values() if isinstance(r, dict) and "failed" in r]
     if failed:
         warnings.warn(f"{len(failed)} of {len(points)} points failed (see ds['failed']); first: {failed[0]}",
@@ -573,6 +577,28 @@ def _interrupted(st, total):
         raise KeyboardInterrupt(msg) from None
     print(msg, file=sys.stderr)
     raise SystemExit(130)
+
+def _from_store(st, results):
+    """``results`` completed by the points the store has (finished earlier or by other workers)."""
+    if st is not None:
+        for pid, _vals, arrays, attrs in st.iter_points():
+            results.setdefault(pid, (arrays, attrs))
+        for pid, reason in st.failures().items():
+            results.setdefault(pid, {"failed": reason})
+    return results
+
+
+def _view(ds):
+    """The store's view: ``ds`` with an int8 ``status`` (CF flags) instead of the reason strings."""
+    failed = ds["failed"].values
+    status = np.where(failed == "", SweepStore.STATUS["done"],
+                      np.where(failed == "not run", SweepStore.STATUS["pending"], SweepStore.STATUS["failed"]))
+    view = ds.drop_vars("failed")
+    view["status"] = (ds["failed"].dims, status.astype(np.int8), {
+        "flag_values": np.array(list(SweepStore.STATUS.values()), np.int8),
+        "flag_meanings": " ".join(SweepStore.STATUS), "long_name": "point status (reasons: tw.sweep or twa-sweep status)"})
+    return view
+
 
 def _bar(total, initial, progress):
     if progress is False:
