@@ -694,13 +694,18 @@ class SweepStore:
         in_flight.sort(key=lambda r: r["started"])
 
         rate = self._rate()
+        # a writer on this host is alive iff its pid is; on another host, iff its point started
+        # less than STALE_AFTER ago (or 10 typical point durations, if longer)
+        stale = max(self.STALE_AFTER, 10.0 * (self._median_duration or 0.0))
+        live = {(r["host"], r["pid"]) for r in in_flight
+                if r["alive"] is True or (r["alive"] is None and r["age_s"] < stale)}
         pending = None if total is None else max(int(total) - len(done) - len(failed), 0)
         if pending is None:
             eta = None
         elif pending == 0:
             eta = 0.0
-        else:
-            eta = pending / rate if rate else None
+        else:  # no ETA for a sweep nobody is running (a killed or interrupted writer)
+            eta = pending / rate if (rate and live) else None
         return {
             "path": str(self.path),
             "done": len(done),
@@ -710,11 +715,17 @@ class SweepStore:
             "pending": pending,
             "rate_points_per_s": rate,
             "eta_s": eta,
+            "live_writers": len(live),
             "failed_points": [{"id": pid, "point": r.get("point"), "reason": r.get("reason"), "time": r.get("time")}
                               for pid, r in failed.items()],
         }
 
+    #: seconds after which a point in flight on another host counts as abandoned
+    STALE_AFTER = 600.0
+    _median_duration: float | None = None
+
     def _rate(self) -> float | None:
+        self._median_duration = None
         events = []
         log_dir = self._meta / "log"
         for f in log_dir.glob("*.jsonl") if log_dir.is_dir() else ():
@@ -734,6 +745,7 @@ class SweepStore:
             return None
         events.sort()
         durations = sorted(t1 - t0 for t0, t1 in events)
+        self._median_duration = durations[len(durations) // 2]
         tol = max(60.0, 5.0 * durations[len(durations) // 2])
         start = 0
         reach = events[0][1]
@@ -819,6 +831,8 @@ def format_status(status: dict, max_lines: int = 10) -> str:
         per = f"{rate:.3g} points/s" if rate >= 1 else f"{1 / rate:.3g} s per point"
         eta = status.get("eta_s")
         lines.append(f"rate {per}" + (f", ETA {_duration(eta)}" if eta is not None else ""))
+    if status.get("pending") and not status.get("live_writers", 1):
+        lines.append("no live writer: nothing is running this sweep now (no ETA); run it again to resume")
     if status["in_flight"]:
         lines.append("in flight:")
         for r in status["in_flight"][:max_lines]:
