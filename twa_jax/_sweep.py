@@ -532,10 +532,15 @@ def _wait_array(jobs, bar, sizes, poll=1.0):
                 continue
             ended = job.done()
             if not ended and _absent(job):
-                ended = time.monotonic() - gone_since.setdefault(i, time.monotonic()) > GONE_AFTER
-            else:
+                if time.monotonic() - gone_since.setdefault(i, time.monotonic()) < GONE_AFTER:
+                    continue
+                if not job.paths.result_pickle.exists():  # gone without a result: job.result() would wait
+                    outcomes[i] = None
+                    if bar:
+                        bar.update(sizes[i])
+                    continue
+            elif not ended:
                 gone_since.pop(i, None)
-            if not ended:
                 continue
             try:
                 outcomes[i] = job.result()
@@ -616,6 +621,9 @@ def _dataset(axes, values, points, results, probe, signature, ts_np):
     ok = [r for r in results.values() if not (isinstance(r, dict) and "failed" in r)]
     if not ok:
         reasons = sorted({r["failed"] for r in results.values()})
+        if not reasons:
+            raise RuntimeError(f"no point of the sweep finished: all {len(points)} are pending (their tasks ended "
+                               "without a result: cancelled or killed); run the same call again to resume")
         raise RuntimeError(f"every point of the sweep failed: {reasons[:3]}")
     arrays0 = ok[0][0]
     if values is not None:

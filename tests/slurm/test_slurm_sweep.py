@@ -103,3 +103,43 @@ def test_scancel_of_one_task_leaves_its_points_pending_and_a_resume_finishes_the
     resumed = tw.sweep(_spin(), grid, TS, store=path, **kw)  # in-process resume of the rest
     ref = tw.sweep(_spin(), grid, TS, **kw)
     np.testing.assert_array_equal(resumed["sz"], ref["sz"])
+
+
+def test_without_accounting_a_cancelled_array_does_not_hang(slurm_cluster, tmp_path):
+    """Restarted without slurmdbd, sacct cannot tell submitit that a job was cancelled; the sweep
+    sees the array leave the queue and returns with its points pending instead of waiting forever."""
+    here = os.path.dirname(os.path.abspath(__file__))
+    env = dict(os.environ, SLURM_BASE=slurm_cluster["base"])
+    subprocess.run(["bash", os.path.join(here, "start.sh")], env=dict(env, SLURM_ACCOUNTING="0"), check=True,
+                   capture_output=True)
+    try:
+        assert subprocess.run(["sacct", "-n"], capture_output=True).returncode != 0  # no accounting now
+        name = f"twa-{uuid.uuid4().hex[:8]}"
+        ex = _executor(tmp_path, name, slurm_additional_parameters={"hold": True})  # stays queued until cancelled
+        result = {}
+
+        def run():
+            with warnings.catch_warnings(record=True) as w:
+                warnings.simplefilter("always")
+                try:
+                    tw.sweep(_spin(), GRID, TS, executor=ex, task_size=3, store=str(tmp_path / "h.zarr"), **KW)
+                except RuntimeError as e:
+                    result["error"] = str(e)
+            result["warnings"] = [str(x.message) for x in w]
+
+        t = threading.Thread(target=run, daemon=True)
+        t.start()
+        deadline = time.monotonic() + 120
+        while time.monotonic() < deadline:
+            ids = subprocess.run(["squeue", "-h", "--name", name, "-o", "%A"], capture_output=True, text=True).stdout.split()
+            if ids:
+                break
+            time.sleep(0.5)
+        assert ids, "the array never reached the queue"
+        subprocess.run(["scancel", ids[0]], check=True)
+        t.join(timeout=180)
+        assert not t.is_alive(), "tw.sweep still waits for a cancelled array without accounting"
+        assert result["error"].startswith("no point of the sweep finished: all 6 are pending"), result
+        assert any("6 points are in tasks that ended without a result" in m for m in result["warnings"])
+    finally:
+        subprocess.run(["bash", os.path.join(here, "start.sh")], env=env, check=True, capture_output=True)
