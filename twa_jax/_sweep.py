@@ -315,17 +315,23 @@ def sweep(
             call again skips finished points (a grid grown along an axis reuses them). A store
             of another sweep (other model, ts, n_traj, key, observables, ...) is refused, naming
             what differs.
-        executor: a ``concurrent.futures``-style executor (``ProcessPoolExecutor``, a
-            ``submitit`` executor, a ``dask.distributed`` client): each task (points of one shape,
-            at most ``task_size`` of them) is submitted to it; with a ``store`` workers write their
-            points themselves.
+        executor: a ``concurrent.futures``-style executor (a spawn ``ProcessPoolExecutor``, a
+            ``submitit`` executor, a ``dask.distributed`` client), or ``"processes"`` for a spawn
+            process pool made here: each task (points of one shape, at most ``task_size`` of them)
+            is submitted to it; with a ``store`` workers write their points themselves. A
+            submitit executor gets all tasks as one job array (``map_array``; its
+            ``slurm_array_parallelism`` applies); tasks are requeued at a time limit and skip
+            points already in the store; a task that ends without a result (``scancel``) leaves
+            its points pending. A fork ``ProcessPoolExecutor`` is refused (forking a process that
+            runs JAX hangs).
         random_numbers: ``"common"`` (default): every point uses the same trajectory keys (smooth
             curves, low-variance differences between neighbouring points; each point's sem stays
             valid on its own); ``"independent"``: each point folds its own id into ``key``.
             Either way a point's numbers depend only on ``key`` and the point itself.
         batch_size: points per compiled batch (default: as many as memory allows, at most 128).
-        task_size: points per executor task (default: 128 with an executor, all points of one
-            shape without).
+        task_size: points per executor task (default: for a job array, enough points for about
+            a minute of one core's work from a point's cost, at most 128; 128 with another
+            executor; all points of one shape without).
         fail_fraction: a point whose share of non-finite trajectories exceeds this is recorded
             as failed (with the reason) and the sweep goes on.
         retry_failed: run points again that a store records as failed.
@@ -339,8 +345,13 @@ def sweep(
         empty where the point succeeded), and attrs recording the sweep (model, n_traj, key,
         dt, solver, method, random numbers, package and JAX versions).
 
+        With a ``store``, the store's root also holds this Dataset (with a ``status`` variable:
+        0 pending, 1 done, 2 failed, instead of ``failed``), so ``xr.open_zarr(store)`` reads it
+        on its own; it is rewritten when a call ends, also after Ctrl-C.
+
     Raises:
         TypeError, ValueError: on bad input, before anything runs.
+        SystemExit: Ctrl-C in a script, after one line saying how many points are saved.
 
     Example:
         >>> import numpy as np, twa_jax as tw
