@@ -143,3 +143,43 @@ def test_without_accounting_a_cancelled_array_does_not_hang(slurm_cluster, tmp_p
         assert any("6 points are in tasks that ended without a result" in m for m in result["warnings"])
     finally:
         subprocess.run(["bash", os.path.join(here, "start.sh")], env=env, check=True, capture_output=True)
+
+
+def test_a_preempted_task_is_requeued_and_redoes_only_its_unfinished_points(slurm_cluster, tmp_path):
+    """submitit's pre-emption signals (SIGTERM, then USR2, as ``job._interrupt()`` sends them) make
+    the checkpointable task requeue itself; the requeued run skips the points in the store."""
+    import glob
+    import json
+
+    grid = {"Omega": [0.5, 1.0, 1.5, 2.0, 2.5, 3.0]}
+    kw = dict(KW, n_traj=16384, dt=0.001)  # about 3 s a point
+    path = str(tmp_path / "p.zarr")
+    name = f"twa-{uuid.uuid4().hex[:8]}"
+    sent = {}
+
+    def preempt_after_two_points():
+        deadline = time.monotonic() + 600
+        pts = os.path.join(path, "points")
+        while time.monotonic() < deadline:
+            if os.path.isdir(pts) and len(set(os.listdir(pts)) - {"zarr.json"}) >= 2:
+                job = subprocess.run(["squeue", "-h", "--name", name, "-o", "%i"], capture_output=True,
+                                     text=True).stdout.split()
+                for sig in ("SIGTERM", "USR2"):
+                    subprocess.run(["scancel", job[0], "--signal", sig], check=True)
+                sent["job"] = job[0]
+                return
+            time.sleep(0.2)
+
+    t = threading.Thread(target=preempt_after_two_points)
+    t.start()
+    ds = tw.sweep(_spin(), grid, TS, executor=_executor(tmp_path, name), task_size=6, batch_size=1, store=path, **kw)
+    t.join()
+    assert "job" in sent
+    runs = subprocess.run(["sacct", "-D", "-X", "-n", "-P", "--name", name, "-o", "JobID,State"],
+                          capture_output=True, text=True, check=True).stdout.split()
+    assert len(runs) == 2 and runs[-1].endswith("|COMPLETED"), runs  # the task ran twice: requeued once
+    finished = [json.loads(line)["id"] for f in glob.glob(os.path.join(path, "_sweep", "log", "*.jsonl"))
+                for line in open(f) if line.strip() and json.loads(line).get("ok")]
+    assert sorted(finished) == sorted({SweepStore.point_id({"Omega": x}) for x in grid["Omega"]})  # each once
+    ref = tw.sweep(_spin(), grid, TS, **kw)
+    np.testing.assert_array_equal(ds["sz"], ref["sz"])
