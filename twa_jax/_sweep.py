@@ -532,17 +532,22 @@ def _wait_array(jobs, bar, sizes, poll=1.0):
     """Outcome of each submitit job: its return value, an exception, or None (ended without a
     result). submitit learns the end of a job that wrote no result from ``sacct``; on a cluster
     without accounting it would wait forever, so a job that ``squeue`` no longer lists as queued
-    or running for :data:`GONE_AFTER` seconds counts as ended."""
+    or running for :data:`GONE_AFTER` seconds counts as ended (one ``squeue`` call per poll)."""
     import submitit
 
     outcomes = [Ellipsis] * len(jobs)
     gone_since = {}
     while Ellipsis in outcomes:
+        active = None  # job ids squeue lists as queued or running, asked at most once per poll
         for i, job in enumerate(jobs):
             if outcomes[i] is not Ellipsis:
                 continue
-            ended = job.done()
-            if not ended and _absent(job):
+            if not job.done():
+                if active is None:
+                    active = _active_ids([j for j, o in zip(jobs, outcomes) if o is Ellipsis])
+                if active is False or str(job.job_id) in active:
+                    gone_since.pop(i, None)
+                    continue
                 if time.monotonic() - gone_since.setdefault(i, time.monotonic()) < GONE_AFTER:
                     continue
                 if not job.paths.result_pickle.exists():  # gone without a result: job.result() would wait
@@ -550,9 +555,6 @@ def _wait_array(jobs, bar, sizes, poll=1.0):
                     if bar:
                         bar.update(sizes[i])
                     continue
-            elif not ended:
-                gone_since.pop(i, None)
-                continue
             try:
                 outcomes[i] = job.result()
             except submitit.core.utils.UncompletedJobError:
@@ -566,18 +568,20 @@ def _wait_array(jobs, bar, sizes, poll=1.0):
     return outcomes
 
 
-def _absent(job):
-    """True when SLURM lists the job as neither queued nor running (False if squeue cannot tell)."""
+def _active_ids(jobs):
+    """Ids (``"123_4"``) of the SLURM jobs among ``jobs`` that squeue lists as queued or running;
+    False where squeue cannot tell (not a SLURM job, no squeue, an error)."""
     import shutil
     import subprocess
 
-    if shutil.which("squeue") is None or not hasattr(job, "watcher") or "Slurm" not in type(job).__name__:
+    if shutil.which("squeue") is None or not all("Slurm" in type(j).__name__ for j in jobs):
         return False
-    r = subprocess.run(["squeue", "-h", "-j", str(job.job_id), "-t", "PD,R,CG,CF,S,RQ,RS,RH,SI,SO,ST", "-o", "%T"],
-                       capture_output=True, text=True)
-    if r.returncode != 0:
-        return "Invalid job id" in r.stderr
-    return not r.stdout.strip()
+    main = sorted({str(j.job_id).split("_")[0] for j in jobs})
+    r = subprocess.run(["squeue", "-h", "-r", "-j", ",".join(main), "-t", "PD,R,CG,CF,S,RQ,RS,RH,SI,SO,ST",
+                        "-o", "%i"], capture_output=True, text=True)
+    if r.returncode != 0 and "Invalid job id" not in r.stderr:
+        return False
+    return set(r.stdout.split())
 
 
 def _interrupted(st, total):
