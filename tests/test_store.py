@@ -278,7 +278,12 @@ def test_rate_uses_latest_stretch(tmp_path):
     (tmp_path / "s.zarr" / "_sweep" / "log" / "old.jsonl").write_text("\n".join(lines))
     s = store.status(total=20)
     assert s["rate_points_per_s"] == pytest.approx(1.0)
-    assert s["eta_s"] == pytest.approx(20.0)  # nothing is done in this store: 20 pending
+    assert s["eta_s"] is None and s["live_writers"] == 0  # nothing in flight: nobody runs the sweep
+    assert "no live writer" in format_status(s)
+    store.started(point(0))  # this process works on a point: a live writer
+    s = store.status(total=20)
+    assert s["eta_s"] == pytest.approx(20.0) and s["live_writers"] == 1  # nothing is done here: 20 pending
+    assert "no live writer" not in format_status(s)
 
 
 # ------------------------------------------------------------------------------ processes
@@ -310,6 +315,7 @@ def test_sigkill_never_leaves_partial_points(tmp_path):
     s = store.status(total=n)
     assert s["done"] == len(done_before) and s["pending"] == n - len(done_before)
     assert all(r["alive"] is False for r in s["in_flight"])  # the killed writers' marks
+    assert s["eta_s"] is None and s["live_writers"] == 0 and "no live writer" in format_status(s)
     assert "writer gone" in format_status(s) or not s["in_flight"]
     removed = store.cleanup()
     assert removed["tmp"] >= 1

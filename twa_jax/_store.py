@@ -16,6 +16,9 @@ so worker processes need not import JAX to write)::
     _sweep/started/<id>.json   points in flight (start time, host, pid)
     _sweep/log/*.jsonl     one append-only log per writing process: start and end time of each
                            finished (or failed) point, for the rate and ETA of :meth:`status`
+    <variable>/            the view (:meth:`SweepStore.write_view`): the whole grid as root arrays
+                           written by xarray, so ``xr.open_zarr(path)`` reads the sweep on its own
+                           (NaN where a point is pending or failed, ``status`` says which)
 
 Guarantees:
 
@@ -691,13 +694,18 @@ class SweepStore:
         in_flight.sort(key=lambda r: r["started"])
 
         rate = self._rate()
+        # a writer on this host is alive iff its pid is; on another host, iff its point started
+        # less than STALE_AFTER ago (or 10 typical point durations, if longer)
+        stale = max(self.STALE_AFTER, 10.0 * (self._median_duration or 0.0))
+        live = {(r["host"], r["pid"]) for r in in_flight
+                if r["alive"] is True or (r["alive"] is None and r["age_s"] < stale)}
         pending = None if total is None else max(int(total) - len(done) - len(failed), 0)
         if pending is None:
             eta = None
         elif pending == 0:
             eta = 0.0
-        else:
-            eta = pending / rate if rate else None
+        else:  # no ETA for a sweep nobody is running (a killed or interrupted writer)
+            eta = pending / rate if (rate and live) else None
         return {
             "path": str(self.path),
             "done": len(done),
@@ -707,11 +715,17 @@ class SweepStore:
             "pending": pending,
             "rate_points_per_s": rate,
             "eta_s": eta,
+            "live_writers": len(live),
             "failed_points": [{"id": pid, "point": r.get("point"), "reason": r.get("reason"), "time": r.get("time")}
                               for pid, r in failed.items()],
         }
 
+    #: seconds after which a point in flight on another host counts as abandoned
+    STALE_AFTER = 600.0
+    _median_duration: float | None = None
+
     def _rate(self) -> float | None:
+        self._median_duration = None
         events = []
         log_dir = self._meta / "log"
         for f in log_dir.glob("*.jsonl") if log_dir.is_dir() else ():
@@ -731,6 +745,7 @@ class SweepStore:
             return None
         events.sort()
         durations = sorted(t1 - t0 for t0, t1 in events)
+        self._median_duration = durations[len(durations) // 2]
         tol = max(60.0, 5.0 * durations[len(durations) // 2])
         start = 0
         reach = events[0][1]
@@ -741,6 +756,42 @@ class SweepStore:
         latest = events[start:]
         span = max(t1 for _, t1 in latest) - min(t0 for t0, _ in latest)
         return len(latest) / span if span > 0 else None
+
+    # -------------------------------------------------------------- the view for xr.open_zarr
+
+    #: ``status`` values of the view (CF flags: ``flag_values`` / ``flag_meanings``)
+    STATUS = {"pending": 0, "done": 1, "failed": 2}
+
+    def write_view(self, ds) -> None:
+        """Write ``ds`` (the sweep's Dataset over its whole grid) as the store's root arrays.
+
+        ``xr.open_zarr(path)`` then returns it on its own. xarray writes the arrays; the root's
+        ``zarr.json`` keeps the store's identity attribute next to the Dataset's attrs, and its
+        consolidated metadata lists only these arrays (not the ``points`` groups, which would
+        make it grow with every point). A previous view is replaced (a grown grid changes shapes).
+        """
+        import warnings
+
+        meta_file = self.path / "zarr.json"
+        meta = _read_json(meta_file)
+        ident = meta["attributes"][_ROOT_KEY]
+        for name in ident.get("view", []):
+            _remove(self.path / name)
+        ds = ds.copy()
+        for name in ds.variables:  # no encodings carried over from a Dataset read elsewhere
+            ds[name].encoding = {}
+        with warnings.catch_warnings():
+            warnings.filterwarnings("ignore", message=".*does not have a Zarr V3 specification.*")
+            warnings.filterwarnings("ignore", message=".*is not recognized as a component of a Zarr hierarchy.*")
+            ds.to_zarr(str(self.path), mode="a", consolidated=False)
+        names = sorted(set(ds.variables))
+        meta = _read_json(meta_file)  # xarray replaced the attributes: put the identity back
+        meta["attributes"] = {**meta.get("attributes", {}), _ROOT_KEY: {**ident, "view": names}}
+        meta["consolidated_metadata"] = {
+            "kind": "inline", "must_understand": False,
+            "metadata": {n: _read_json(self.path / n / "zarr.json") for n in names},
+        }
+        _write_json_atomic(meta_file, meta, self.durable)
 
     def __repr__(self) -> str:
         return f"SweepStore({str(self.path)!r}, axes={self.axes!r}, done={len(self.done_ids())})"
@@ -780,6 +831,8 @@ def format_status(status: dict, max_lines: int = 10) -> str:
         per = f"{rate:.3g} points/s" if rate >= 1 else f"{1 / rate:.3g} s per point"
         eta = status.get("eta_s")
         lines.append(f"rate {per}" + (f", ETA {_duration(eta)}" if eta is not None else ""))
+    if status.get("pending") and not status.get("live_writers", 1):
+        lines.append("no live writer: nothing is running this sweep now (no ETA); run it again to resume")
     if status["in_flight"]:
         lines.append("in flight:")
         for r in status["in_flight"][:max_lines]:

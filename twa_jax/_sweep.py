@@ -253,6 +253,11 @@ def _run_task(x64, spec_bytes, payload):
         _SPECS[digest] = cloudpickle.loads(spec_bytes)
     struct, points, param_axes, ts, opts, path, signature, axes = cloudpickle.loads(payload)
     store = SweepStore(path, signature, axes) if path is not None else None
+    if store is not None:  # a requeued or resumed task redoes only what the store lacks
+        done = store.done_ids()
+        points = [p for p in points if SweepStore.point_id(p) not in done]
+        if not points:
+            return {}
     return _run_group(_SPECS[digest], struct, points, param_axes, ts, opts, store)
 
 
@@ -310,17 +315,23 @@ def sweep(
             call again skips finished points (a grid grown along an axis reuses them). A store
             of another sweep (other model, ts, n_traj, key, observables, ...) is refused, naming
             what differs.
-        executor: a ``concurrent.futures``-style executor (``ProcessPoolExecutor``, a
-            ``submitit`` executor, a ``dask.distributed`` client): each task (points of one shape,
-            at most ``task_size`` of them) is submitted to it; with a ``store`` workers write their
-            points themselves.
+        executor: a ``concurrent.futures``-style executor (a spawn ``ProcessPoolExecutor``, a
+            ``submitit`` executor, a ``dask.distributed`` client), or ``"processes"`` for a spawn
+            process pool made here: each task (points of one shape, at most ``task_size`` of them)
+            is submitted to it; with a ``store`` workers write their points themselves. A
+            submitit executor gets all tasks as one job array (``map_array``; its
+            ``slurm_array_parallelism`` applies); tasks are requeued at a time limit and skip
+            points already in the store; a task that ends without a result (``scancel``) leaves
+            its points pending. A fork ``ProcessPoolExecutor`` is refused (forking a process that
+            runs JAX hangs).
         random_numbers: ``"common"`` (default): every point uses the same trajectory keys (smooth
             curves, low-variance differences between neighbouring points; each point's sem stays
             valid on its own); ``"independent"``: each point folds its own id into ``key``.
             Either way a point's numbers depend only on ``key`` and the point itself.
         batch_size: points per compiled batch (default: as many as memory allows, at most 128).
-        task_size: points per executor task (default: 128 with an executor, all points of one
-            shape without).
+        task_size: points per executor task (default: for a job array, enough points for about
+            a minute of one core's work from a point's cost, at most 128; 128 with another
+            executor; all points of one shape without).
         fail_fraction: a point whose share of non-finite trajectories exceeds this is recorded
             as failed (with the reason) and the sweep goes on.
         retry_failed: run points again that a store records as failed.
@@ -334,8 +345,13 @@ def sweep(
         empty where the point succeeded), and attrs recording the sweep (model, n_traj, key,
         dt, solver, method, random numbers, package and JAX versions).
 
+        With a ``store``, the store's root also holds this Dataset (with a ``status`` variable:
+        0 pending, 1 done, 2 failed, instead of ``failed``), so ``xr.open_zarr(store)`` reads it
+        on its own; it is rewritten when a call ends, also after Ctrl-C.
+
     Raises:
         TypeError, ValueError: on bad input, before anything runs.
+        SystemExit: Ctrl-C in a script, after one line saying how many points are saved.
 
     Example:
         >>> import numpy as np, twa_jax as tw
@@ -359,8 +375,7 @@ def sweep(
     fail_fraction = check_positive(fail_fraction, "fail_fraction")
     if progress is not None and not isinstance(progress, bool):
         raise TypeError(f"progress must be True, False or None, got {progress!r}")
-    if executor is not None and not hasattr(executor, "submit"):
-        raise TypeError(f"executor must have a submit(fn, *args) method (concurrent.futures style), got {executor!r}")
+    executor, own_pool = _check_executor(executor)
     ts_np = np.asarray(ts, dtype=float)
     opts = dict(n_traj=n_traj, key=key, observables=observables, dt=dt, solver=solver, method=method,
                 chunk_size=chunk_size, devices=devices, time_average=time_average, random_numbers=random_numbers,
@@ -386,7 +401,8 @@ def sweep(
     groups = {}
     for p in todo:
         groups.setdefault(tuple(p[a] for a in structural), []).append(p)
-    size = task_size or (MAX_BATCH if executor is not None else None)
+    array = executor is not None and hasattr(executor, "map_array")  # submitit: one job array
+    size = task_size or (_block_size(probe) if array else MAX_BATCH if executor is not None else None)
     tasks = []
     for struct_vals, pts in groups.items():
         struct = dict(zip(structural, struct_vals))
@@ -400,42 +416,208 @@ def sweep(
                 results.update(_run_group(builder or pair, struct, pts, param_axes, ts_np, opts, st,
                                           on_point=(lambda pid: bar.update(1)) if bar else None,
                                           built=(model0, init0) if struct == struct0 else None))
-        else:
+        elif tasks:
             import cloudpickle
 
             x64 = bool(jax.config.jax_enable_x64)
             spec_bytes = cloudpickle.dumps(builder or pair)
-            futures = [executor.submit(_run_task, x64, spec_bytes, cloudpickle.dumps(
-                (struct, pts, param_axes, ts_np, opts, None if st is None else str(st.path), signature, axes)))
-                for struct, pts in tasks]
-            for fut, (struct, pts) in zip(futures, tasks):
-                try:
-                    results.update(fut.result())
-                except Exception as e:  # the worker died or raised: its points are failures
-                    reason = f"task raised {type(e).__name__}: {e}"
+            payloads = [cloudpickle.dumps((struct, pts, param_axes, ts_np, opts, None if st is None else str(st.path),
+                                           signature, axes)) for struct, pts in tasks]
+            if array:
+                from ._array_task import SweepArrayTask
+
+                jobs = executor.map_array(SweepArrayTask(), [x64] * len(tasks), [spec_bytes] * len(tasks), payloads)
+                outcomes = _wait_array(jobs, bar, [len(pts) for _, pts in tasks])
+            else:
+                futures = [executor.submit(_run_task, x64, spec_bytes, pl) for pl in payloads]
+                outcomes = []
+                for fut, (_, pts) in zip(futures, tasks):
+                    try:
+                        outcomes.append(fut.result())
+                    except Exception as e:  # the worker died or raised: its points are failures
+                        outcomes.append(e)
+                    if bar:
+                        bar.update(len(pts))
+            unfinished = 0
+            for out, (struct, pts) in zip(outcomes, tasks):
+                if isinstance(out, dict):
+                    results.update(out)
+                elif out is None:  # the task ended without a result (cancelled, killed): pending
+                    unfinished += len(pts)
+                else:
+                    reason = f"task raised {type(out).__name__}: {out}"
                     for p in pts:
-                        results[SweepStore.point_id(p)] = {"failed": reason}
-                        if st is not None:
-                            st.write_failure(p, reason)
-                if bar:
-                    bar.update(len(pts))
+                        if st is None or not st.is_done(p):
+                            results[SweepStore.point_id(p)] = {"failed": reason}
+                            if st is not None:
+                                st.write_failure(p, reason)
+            if unfinished:
+                warnings.warn(f"{unfinished} points are in tasks that ended without a result (cancelled or "
+                              f"killed); {'the same call resumes them' if st is not None else 'rerun them'}",
+                              RuntimeWarning, stacklevel=2)
+    except KeyboardInterrupt:
+        if bar:
+            bar.close()
+            bar = None
+        if st is not None:  # the view for xr.open_zarr shows what is saved so far
+            try:
+                ds = _dataset(axes, values, points, _from_store(st, results), probe, signature, ts_np)
+                st.write_view(_view(ds))
+            except (RuntimeError, KeyboardInterrupt):  # nothing saved yet, or a second Ctrl-C
+                pass
+        _interrupted(st, len(points))
     finally:
         if bar:
             bar.close()
+        if own_pool:
+            executor.shutdown(wait=False, cancel_futures=True)
 
     # === finish: everything from the store (finished earlier or now) and this run
-    if st is not None:
-        for pid, _vals, arrays, attrs in st.iter_points():
-            results.setdefault(pid, (arrays, attrs))
-        for pid, reason in st.failures().items():
-            results.setdefault(pid, {"failed": reason})
+    _from_store(st, results)
     ds = _dataset(axes, values, points, results, probe, signature, ts_np)
     ds.attrs["wall_time"] = time.perf_counter() - t_start
+    if st is not None:
+        st.write_view(_view(ds))
     failed = [r["failed"] for r in results.values() if isinstance(r, dict) and "failed" in r]
     if failed:
         warnings.warn(f"{len(failed)} of {len(points)} points failed (see ds['failed']); first: {failed[0]}",
                       RuntimeWarning, stacklevel=2)
     return ds
+
+
+
+# --------------------------------------------------------------------------- executors
+#: trajectory-steps x degrees of freedom one array task should carry at least (about a minute of
+#: one CPU core), so a task's fixed costs (start-up, JAX import, one compilation) stay small
+TASK_WORK = 1e10
+
+
+def _check_executor(executor):
+    """``(executor, created here)``; ``"processes"`` makes a spawn process pool, a fork pool is refused."""
+    if isinstance(executor, str):
+        if executor != "processes":
+            raise ValueError(f'executor must be an executor object or "processes", got {executor!r}')
+        import multiprocessing
+        import os
+        from concurrent.futures import ProcessPoolExecutor
+
+        return ProcessPoolExecutor(max_workers=os.cpu_count(), mp_context=multiprocessing.get_context("spawn")), True
+    if executor is not None and not hasattr(executor, "submit"):
+        raise TypeError(f"executor must have a submit(fn, *args) method (concurrent.futures style), got {executor!r}")
+    from concurrent.futures import ProcessPoolExecutor
+
+    if isinstance(executor, ProcessPoolExecutor):
+        ctx = getattr(executor, "_mp_context", None)
+        method = ctx.get_start_method() if ctx is not None else None
+        if method == "fork":
+            raise ValueError(
+                "executor is a ProcessPoolExecutor with the 'fork' start method: its workers would fork a "
+                "process in which JAX is running, and hang. Use ProcessPoolExecutor(n, mp_context="
+                "multiprocessing.get_context('spawn')), or executor=\"processes\" to let sweep make one")
+    return executor, False
+
+
+def _block_size(probe):
+    """Points per array task from one point's cost: enough for :data:`TASK_WORK`, at most :data:`MAX_BATCH`."""
+    dof = 3 * probe.model.n_spins + 2 * probe.model.n_bosons
+    cost = max(1.0, float(probe.n_traj) * float(probe.n_steps) * max(dof, 1))
+    return int(min(MAX_BATCH, max(1, -(-TASK_WORK // cost))))
+
+
+#: seconds a job may be absent from the queue, with no result file, before it counts as ended
+GONE_AFTER = 20.0
+
+
+def _wait_array(jobs, bar, sizes, poll=1.0):
+    """Outcome of each submitit job: its return value, an exception, or None (ended without a
+    result). submitit learns the end of a job that wrote no result from ``sacct``; on a cluster
+    without accounting it would wait forever, so a job that ``squeue`` no longer lists as queued
+    or running for :data:`GONE_AFTER` seconds counts as ended (one ``squeue`` call per poll)."""
+    import submitit
+
+    outcomes = [Ellipsis] * len(jobs)
+    gone_since = {}
+    while Ellipsis in outcomes:
+        active = None  # job ids squeue lists as queued or running, asked at most once per poll
+        for i, job in enumerate(jobs):
+            if outcomes[i] is not Ellipsis:
+                continue
+            if not job.done():
+                if active is None:
+                    active = _active_ids([j for j, o in zip(jobs, outcomes) if o is Ellipsis])
+                if active is False or str(job.job_id) in active:
+                    gone_since.pop(i, None)
+                    continue
+                if time.monotonic() - gone_since.setdefault(i, time.monotonic()) < GONE_AFTER:
+                    continue
+                if not job.paths.result_pickle.exists():  # gone without a result: job.result() would wait
+                    outcomes[i] = None
+                    if bar:
+                        bar.update(sizes[i])
+                    continue
+            try:
+                outcomes[i] = job.result()
+            except submitit.core.utils.UncompletedJobError:
+                outcomes[i] = None
+            except Exception as e:
+                outcomes[i] = e
+            if bar:
+                bar.update(sizes[i])
+        if Ellipsis in outcomes:
+            time.sleep(poll)
+    return outcomes
+
+
+def _active_ids(jobs):
+    """Ids (``"123_4"``) of the SLURM jobs among ``jobs`` that squeue lists as queued or running;
+    False where squeue cannot tell (not a SLURM job, no squeue, an error)."""
+    import shutil
+    import subprocess
+
+    if shutil.which("squeue") is None or not all("Slurm" in type(j).__name__ for j in jobs):
+        return False
+    main = sorted({str(j.job_id).split("_")[0] for j in jobs})
+    r = subprocess.run(["squeue", "-h", "-r", "-j", ",".join(main), "-t", "PD,R,CG,CF,S,RQ,RS,RH,SI,SO,ST",
+                        "-o", "%i"], capture_output=True, text=True)
+    if r.returncode != 0 and "Invalid job id" not in r.stderr:
+        return False
+    return set(r.stdout.split())
+
+
+def _interrupted(st, total):
+    """Ctrl-C: one line saying what is saved and how to resume, instead of a traceback from JAX."""
+    import sys
+
+    if st is not None:
+        msg = (f"sweep interrupted: {len(st.done_ids())} of {total} points saved in {st.path}; "
+               "rerun the same call to resume")
+    else:
+        msg = "sweep interrupted: no store was given, nothing is saved (pass store='x.zarr' to resume later)"
+    if hasattr(sys, "ps1") or "IPython" in sys.modules:  # interactive: keep the session, no long traceback
+        raise KeyboardInterrupt(msg) from None
+    print(msg, file=sys.stderr)
+    raise SystemExit(130)
+
+def _from_store(st, results):
+    """``results`` completed by the points the store has (finished earlier or by other workers)."""
+    if st is not None:
+        for pid, _vals, arrays, attrs in st.iter_points():
+            results.setdefault(pid, (arrays, attrs))
+        for pid, reason in st.failures().items():
+            results.setdefault(pid, {"failed": reason})
+    return results
+
+
+def _view(ds):
+    """The store's view: ``ds`` with an int8 ``status`` (CF flags) instead of the reason strings."""
+    failed = ds["failed"].values
+    status = np.where(failed == "", SweepStore.STATUS["done"],
+                      np.where(failed == "not run", SweepStore.STATUS["pending"], SweepStore.STATUS["failed"]))
+    view = ds.drop_vars("failed")
+    view["status"] = (ds["failed"].dims, status.astype(np.int8), {
+        "flag_values": np.array(list(SweepStore.STATUS.values()), np.int8),
+        "flag_meanings": " ".join(SweepStore.STATUS), "long_name": "point status (reasons: tw.sweep or twa-sweep status)"})
+    return view
 
 
 def _bar(total, initial, progress):
@@ -454,6 +636,9 @@ def _dataset(axes, values, points, results, probe, signature, ts_np):
     ok = [r for r in results.values() if not (isinstance(r, dict) and "failed" in r)]
     if not ok:
         reasons = sorted({r["failed"] for r in results.values()})
+        if not reasons:
+            raise RuntimeError(f"no point of the sweep finished: all {len(points)} are pending (their tasks ended "
+                               "without a result: cancelled or killed); run the same call again to resume")
         raise RuntimeError(f"every point of the sweep failed: {reasons[:3]}")
     arrays0 = ok[0][0]
     if values is not None:
