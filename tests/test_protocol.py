@@ -288,3 +288,22 @@ def test_one_axis_twisting_closed_form_against_the_exact_twin_and_twa():
     want = oat_closed_form(40, 0.08, chi, gam)
     for k in obs:
         assert abs(float(res.mean[k][-1]) - want[k]) < 4 * float(res.sem[k][-1]) + 1e-6, (k, float(res.mean[k][-1]), want[k])
+
+
+def test_sweep_over_a_pulse_area_equals_simulate():
+    """Pulses in a sweep: the areas of the points are solved together (the pulse acts per point)
+    and each point equals simulate with the same key; the Rabi curve -cos(theta) e^{-...} shows."""
+    model = tw.Model(lambda s, a, p: 0.0 * s[:, 2].sum(), jumps=lambda s, a, p: s[:, 2], gamma=jnp.array([0.05]),
+                     n_spins=1, params={"theta": 0.0})
+    jx = lambda s, a, p: tw.weyl.collective(s, "x")  # noqa: E731
+    pulses = [tw.Pulse(0.5, jx, "theta")]
+    ts = np.linspace(0, 1, 3)
+    thetas = [0.0, np.pi / 2, np.pi]
+    ds = tw.sweep((model, tw.states.spins_down(1)), {"theta": thetas}, ts, n_traj=64, key=0, dt=0.05, pulses=pulses)
+    for th in thetas:
+        one = tw.simulate(model, tw.states.spins_down(1), ts, n_traj=64, key=0, dt=0.05, params={"theta": th},
+                          pulses=pulses)
+        np.testing.assert_allclose(ds["sz"].sel(theta=th).values, one.mean["sz"], atol=1e-12)
+    after = ds["sz"].isel(time=1).values  # right after the pulse: -cos(theta) + sin(theta) <s_y>(sampled)
+    assert np.all(np.abs(after + np.cos(thetas)) <= 4 * ds["sz_sem"].isel(time=1).values + 1e-12)
+    assert abs(after[0] + 1) < 1e-12 and abs(after[2] - 1) < 1e-12

@@ -125,7 +125,7 @@ def run_points(model, initial, ts, points, param_axes, opts, store=None, on_poin
                     model, initial, ts, n_traj=opts["n_traj"], key=opts["key"], params=params,
                     observables=opts["observables"], dt=opts["dt"], solver=opts["solver"], method=opts["method"],
                     chunk_size=opts["chunk_size"], devices=opts["devices"], time_average=opts["time_average"],
-                    progress=False,
+                    progress=False, pulses=opts.get("pulses"),
                 )
                 values[pid] = (base.params, base.noise, base.dt)
             else:  # what depends on the values: NaN, Gamma and its factor, the default dt
@@ -297,6 +297,7 @@ def sweep(
     fail_fraction: float = 0.5,
     retry_failed: bool = False,
     progress: bool | None = None,
+    pulses=None,
 ):
     r"""Run TWA over a grid of points and return an ``xarray.Dataset``.
 
@@ -308,7 +309,7 @@ def sweep(
         grid: ``{axis: 1-D values}`` (outer product), or an explicit list of points
             ``[{axis: value, ...}, ...]`` (no point twice).
         ts: ``(n_times,)`` save times, as in :func:`~twa_jax.simulate`.
-        n_traj, key, observables, dt, solver, method, time_average, chunk_size, devices: as in
+        n_traj, key, observables, dt, solver, method, time_average, chunk_size, devices, pulses: as in
             :func:`~twa_jax.simulate`, the same for every point. Points of one shape share one
             time grid: ``dt``, or the smallest default ``dt`` among them.
         store: a path ``"x.zarr"``: each finished point is written as soon as it is done; the same
@@ -379,19 +380,22 @@ def sweep(
     ts_np = np.asarray(ts, dtype=float)
     opts = dict(n_traj=n_traj, key=key, observables=observables, dt=dt, solver=solver, method=method,
                 chunk_size=chunk_size, devices=devices, time_average=time_average, random_numbers=random_numbers,
-                batch_size=batch_size, fail_fraction=fail_fraction)
+                batch_size=batch_size, fail_fraction=fail_fraction, pulses=pulses)
     # validate the options once, on the first point, so bad input fails before any work
     struct0 = {a: points[0][a] for a in structural}
     model0, init0 = pair if pair is not None else builder(**struct0)
     probe = make_plan(model0, init0, ts_np, n_traj=n_traj, key=key, params={a: points[0][a] for a in param_axes},
                       observables=observables, dt=dt, solver=solver, method=method, chunk_size=chunk_size,
-                      devices=devices, time_average=time_average, progress=False)
+                      devices=devices, time_average=time_average, progress=False, pulses=pulses)
     signature = dict(
         model=_spec_name(spec), ts=ts_np.tolist(), n_traj=n_traj, key=str(key), observables=sorted(probe.observables),
         dt=None if dt is None else float(dt), solver=probe.solver_name, method=method, random_numbers=random_numbers,
         time_average={k: [float(t) for t in v] for k, v in (time_average or {}).items()},
         structural=list(structural), x64=bool(jax.config.jax_enable_x64),
     )
+    if probe.pulses:  # a store written with other pulses is another sweep
+        signature["pulses"] = [[p.time, getattr(p.generator, "__qualname__", repr(p.generator)),
+                                p.angle_name if p.angle_name is not None else float(p.angle_value)] for p in probe.pulses]
     st = None if store is None else SweepStore(store, signature, axes)
 
     # === the work: points not yet done, grouped by shape, split into tasks
