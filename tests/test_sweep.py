@@ -219,3 +219,17 @@ def test_sweep_dataset_round_trips_through_netcdf_and_zarr(tmp_path):
         back = read(path).load()
         xr.testing.assert_allclose(back.drop_vars("failed"), ds.drop_vars("failed"))
         assert back.attrs == ds.attrs
+
+
+def test_mean_field_sweep_has_zero_sem_like_simulate():
+    """A mean-field sweep is one deterministic trajectory per point: its standard error is 0, as
+    simulate's (a sampled run of one trajectory has none: NaN)."""
+    import twa_jax as tw
+
+    model = tw.models.driven_spin()
+    ts = np.linspace(0, 1, 3)
+    ds = tw.sweep((model, tw.states.spins_down(1)), {"Omega": [0.5, 1.0]}, ts, n_traj=1, key=None, dt=0.05,
+                  method="mean_field")
+    one = tw.simulate(model, tw.states.spins_down(1), ts, dt=0.05, method="mean_field", params={"Omega": 1.0})
+    np.testing.assert_allclose(ds["sz"].sel(Omega=1.0).values, one.mean["sz"], atol=1e-12)
+    assert np.all(ds["sz_sem"].values == 0)

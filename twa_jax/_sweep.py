@@ -203,8 +203,8 @@ def _solve_batch(first, values, ids, chunk, batch, opts):
                          chunk_size=chunk, params=params, extra=(noise, keys))
     mean, sem = {}, {}
     for name, mom in acc["moments"].items():
-        mean[name], sem[name] = _finalize_batched(mom)
-    avg = {name: _finalize_batched(mom) for name, mom in acc["averages"].items()}
+        mean[name], sem[name] = _finalize_batched(mom, first.method == "mean_field")
+    avg = {name: _finalize_batched(mom, first.method == "mean_field") for name, mom in acc["averages"].items()}
     n_bad = np.asarray(acc["n_bad"])
     first_t = np.asarray(acc["first_bad_time"])
     ts = np.asarray(first.ts)
@@ -226,11 +226,12 @@ def _solve_batch(first, values, ids, chunk, batch, opts):
     return out
 
 
-def _finalize_batched(mom):
-    """:func:`finalize` of moments stacked over points (counts ``(B,)``, means ``(B, ...)``)."""
+def _finalize_batched(mom, deterministic=False):
+    """:func:`finalize` of moments stacked over points (counts ``(B,)``, means ``(B, ...)``);
+    ``deterministic``: a mean-field run (standard error zero, not NaN for its one trajectory)."""
     n, m, m2 = mom
     n = jnp.reshape(n, n.shape + (1,) * (m.ndim - n.ndim))
-    return tuple(np.asarray(x) for x in finalize((n, m, m2)))
+    return tuple(np.asarray(x) for x in finalize((n, m, m2), deterministic))
 
 
 # --------------------------------------------------------------------------- tasks for executors
