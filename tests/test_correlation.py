@@ -151,3 +151,12 @@ def test_correlation_to_xarray_and_plot():
     assert ds.attrs["n_traj"] == 32
     ax = c.plot(t_index=1)
     assert len(ax.lines) == 2 and len(ax.collections) == 2
+
+
+def test_target_sem_stops_early_and_equals_a_fixed_run_of_the_count_used():
+    init = tw.states.product(bosons=tw.states.coherent(jnp.array([ALPHA])))
+    args = (oscillator(), init, np.array([0.5]), np.linspace(0, 1, 3), ad, an)
+    c = tw.correlation(*args, n_traj=20_000, key=3, target_sem=0.03)
+    assert 1000 <= c.n_traj < 20_000 and np.max(c.sem) <= 0.03
+    fixed = tw.correlation(*args, n_traj=c.n_traj, key=3)
+    np.testing.assert_allclose(c.value, fixed.value, rtol=1e-10)

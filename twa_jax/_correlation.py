@@ -148,7 +148,7 @@ def _combine(a, b):
 
 
 def _run(model, initial, ts, taus, a, b, *, n_traj, key, params, t0, dt, solver, chunk_size, devices, progress,
-         weights=None):
+         weights=None, target_sem=None):
     """The kicked run behind :func:`correlation` and :func:`spectrum`: ``(moments, n_used, ts, taus)``."""
     model = check_model(model)
     ts = _times(ts, "ts", float(t0))
@@ -183,10 +183,17 @@ def _run(model, initial, ts, taus, a, b, *, n_traj, key, params, t0, dt, solver,
         full = {**(params or {}), **eps}
     pulses = [Pulse(float(t), gens[g], _EPS.format(g, i), steps=1) for g in range(len(gens)) for i, t in enumerate(ts)]
     plan = make_plan(model, initial, save, n_traj=n_traj, key=key, params=full, observables={"A": fa, "B": fb},
-                     dt=dt, solver=solver, chunk_size=chunk_size, devices=devices, progress=progress, pulses=pulses)
+                     dt=dt, solver=solver, chunk_size=chunk_size, devices=devices, progress=progress, pulses=pulses,
+                     target_sem=target_sem)
     red = CorrelationMoments(names, i_t, i_tt, len(gens), weights is not None)
     chunk = plan.chunk(rows=1 + len(names))
-    acc, used = _engine.run(plan, red, _combine, chunk_size=chunk, extra=weights, adjoint="forward", desc="trajectories")
+    sizes = None
+    if plan.target_sem is not None:  # as simulate's: a pilot, then chunks sized from its spread
+        from ._solve import _target_sem_sizes
+
+        sizes = _target_sem_sizes(plan, chunk, lambda acc: float(np.max(np.asarray(finalize(acc["value"])[1]))))
+    acc, used = _engine.run(plan, red, _combine, chunk_size=chunk, extra=weights, adjoint="forward", desc="trajectories",
+                            next_size=sizes)
     n_bad = int(acc["n_bad"])
     if n_bad == used:
         raise RuntimeError("every trajectory became non-finite; reduce dt")
@@ -216,7 +223,7 @@ def _times(x, name, lower):
 
 
 def correlation(model, initial, ts, taus, a, b, *, n_traj, key, params=None, t0=0.0, dt=None,
-                solver="rotation_heun", chunk_size=None, devices=None, progress=None) -> Correlation:
+                solver="rotation_heun", chunk_size=None, devices=None, progress=None, target_sem=None) -> Correlation:
     r"""Two-time correlation :math:`\langle A(t+\tau) B(t)\rangle` (QuTiP's ``correlation_2op_2t``
     convention) from TWA trajectories, with its standard error and its two parts.
 
@@ -231,6 +238,8 @@ def correlation(model, initial, ts, taus, a, b, *, n_traj, key, params=None, t0=
             boson amplitudes), or names of the model's observables.
         n_traj, key, params, dt, solver, chunk_size, devices, progress: as in
             :func:`~twa_jax.simulate`.
+        target_sem: as in :func:`~twa_jax.simulate`, for the largest standard error of the
+            correlation (over start times and lags; ``n_traj`` is the most it may use).
         t0: the time of the initial state (default 0).
 
     Returns:
@@ -241,7 +250,8 @@ def correlation(model, initial, ts, taus, a, b, *, n_traj, key, params=None, t0=
     about ``1 + 2 len(ts)`` times a plain run of the same trajectories.
     """
     acc, used, n_bad, ts, taus = _run(model, initial, ts, taus, a, b, n_traj=n_traj, key=key, params=params, t0=t0,
-                                      dt=dt, solver=solver, chunk_size=chunk_size, devices=devices, progress=progress)
+                                      dt=dt, solver=solver, chunk_size=chunk_size, devices=devices, progress=progress,
+                                      target_sem=target_sem)
     out = {k: [np.asarray(x) for x in finalize(acc[k])] for k in ("value", "sym", "com")}
     return Correlation(ts, taus, out["value"][0], out["value"][1], out["sym"][0], out["sym"][1],
                        out["com"][0], out["com"][1], used, n_bad)

@@ -178,7 +178,12 @@ def simulate(
 PILOT_TRAJECTORIES = 1000  # target_sem: the first chunk, enough for a spread good to ~5 %
 
 
-def _target_sem_sizes(plan, chunk):
+def _largest_sem(acc):
+    """The largest standard error of ``simulate``'s moments (over observables, times, components)."""
+    return max(float(jnp.max(finalize(m)[1])) for m in acc["moments"].values())
+
+
+def _target_sem_sizes(plan, chunk, largest_sem=_largest_sem):
     """``target_sem``'s chunk sizes (per device): a pilot chunk of about
     :data:`PILOT_TRAJECTORIES`, then what the measured spread says is still needed (the
     standard error falls as ``n**-1/2``) plus 5 %, in whole pilots (sizes recur, so their
@@ -191,7 +196,7 @@ def _target_sem_sizes(plan, chunk):
     def next_size(acc, used):
         if acc is None:
             return pilot
-        largest = max(float(jnp.max(finalize(m)[1])) for m in acc["moments"].values())
+        largest = largest_sem(acc)
         if largest <= plan.target_sem:
             return 0
         if not np.isfinite(largest):
