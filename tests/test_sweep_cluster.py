@@ -17,13 +17,7 @@ import xarray as xr
 import twa_jax as tw
 from twa_jax._store import SweepStore
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-TS = np.linspace(0.0, 1.0, 5)
-KW = dict(n_traj=32, key=3, dt=0.05, progress=False)
-
-
-def _spin():
-    return tw.models.driven_spin(gamma_down=0.3), tw.states.spins_down(1)
+from test_sweep import KW, ROOT, TS, _spin  # noqa: E402  (the sweep tests' set-up, shared)
 
 
 def test_store_opens_with_xr_open_zarr_on_its_own(tmp_path):
