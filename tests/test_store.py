@@ -294,9 +294,11 @@ def test_sigkill_never_leaves_partial_points(tmp_path):
     rng = random.Random(seed)
     path = tmp_path / "s.zarr"
     script = _worker_script(tmp_path)
-    n = 40
-    kills, killed_mid_write = 0, 0
-    while kills < 4 or (killed_mid_write == 0 and kills < 10):
+    # about 40-100 points/s are written here: n is large enough that the kills never let a writer
+    # finish, and the killing stops once a quarter is done, so the resume below always has work
+    n = 200
+    kills, killed_mid_write, n_done = 0, 0, 0
+    while (kills < 4 and n_done < n // 4) or (killed_mid_write == 0 and kills < 10):
         proc = _spawn(script, path, range(n), f"run{kills}")
         assert proc.stdout.readline().strip() == "ready", proc.stderr.read()
         time.sleep(rng.uniform(0.05, 0.5))
@@ -308,6 +310,7 @@ def test_sigkill_never_leaves_partial_points(tmp_path):
         store = SweepStore(path, SIG, AXES)
         for pid in store.done_ids():
             _check_point(store, pid)
+        n_done = len(store.done_ids())
     assert killed_mid_write, f"no kill hit a write in {kills} tries (seed {seed})"
     done_before = store.done_ids()
     assert 0 < len(done_before) < n, f"seed {seed}"
