@@ -22,13 +22,15 @@ between trajectories like every other mean of the package. ``docs/conventions.md
 from __future__ import annotations
 
 import dataclasses
+from collections.abc import Callable
 
 import equinox as eqx
 import jax
 import jax.numpy as jnp
 import numpy as np
+from jax.flatten_util import ravel_pytree
 
-from . import _engine
+from . import _engine, _grad
 from ._checks import check_model
 from ._observables import chunk_moments, finalize, merge_moments
 from ._plan import make_plan, merge_times
@@ -48,6 +50,9 @@ class Correlation:
             ``A_W(t+tau) B_W(t)``).
         commutator, commutator_sem: ``1/2 <[A(t+tau), B(t)]>`` (the linear response to a kick).
         n_traj: trajectories used; n_failed: trajectories left out (non-finite).
+        jacobian: with ``correlation(..., jacobian=True)``, the pathwise derivative of ``value``
+            with respect to every floating leaf of the given ``params``: a tree like ``params``
+            whose leaves have the leaf's shape followed by ``(n_t, n_tau)`` (complex); else ``None``.
     """
 
     ts: np.ndarray
@@ -60,6 +65,7 @@ class Correlation:
     commutator_sem: np.ndarray
     n_traj: int
     n_failed: int = 0
+    jacobian: dict | None = None
 
     def __repr__(self):
         return (f"Correlation(<A(t+tau) B(t)> at {len(self.ts)} start times x {len(self.taus)} lags, "
@@ -98,15 +104,20 @@ class Correlation:
 
 class CorrelationMoments(eqx.Module):
     """The reduction: per-trajectory ``A(t_i + tau_j) B(t_i)`` and ``(i/2) dA(t_i + tau_j)/d eps``
-    (tangents of the kicks), reduced to moments inside the compiled chunk."""
+    (tangents of the kicks), reduced to moments inside the compiled chunk; with ``jacobian``, also
+    the sums of their derivatives with respect to the differentiated parameters (forward mode over
+    the kicks' forward mode: one more tangent per parameter)."""
 
     eps_names: tuple = eqx.field(static=True)  # (n_gen * n_t,) kick parameters, generator-major
     i_t: tuple = eqx.field(static=True)  # save index of each start time
     i_tt: tuple = eqx.field(static=True)  # (n_t, n_tau) save indices of t_i + tau_j
     n_gen: int = eqx.field(static=True)  # 1 (Hermitian B) or 2 (real and imaginary parts)
     spectrum: bool = eqx.field(static=True, default=False)  # also 2 Re(F C) averaged over start times
+    jacobian: bool = eqx.field(static=True, default=False)  # params = differentiated part, extra = (rest, F)
 
-    def __call__(self, batch_of, params, extra):
+    def _per_trajectory(self, batch_of, params):
+        """``(c, (A, b, B_t, sym, com, ok))``: the per-trajectory estimate ``c = sym + com`` of
+        ``<A(t_i + tau_j) B(t_i)>``, ``(n, n_t, n_tau)``."""
         n_t = len(self.i_t)
         eps0 = jnp.zeros(len(self.eps_names), jnp.result_type(float))
 
@@ -127,11 +138,33 @@ class CorrelationMoments(eqx.Module):
         resp = [jnp.stack([dA[g * n_t + i][:, itt[i]] for i in range(n_t)], axis=1) for g in range(self.n_gen)]
         com = 0.5j * resp[0] if self.n_gen == 1 else 0.5 * (1j * resp[0] - resp[1])
         ok = b.weight & jnp.all(jnp.isfinite(jnp.moveaxis(dA, 0, 1).reshape(A.shape[0], -1)), axis=1)
-        out = {"value": chunk_moments(sym + com, ok), "sym": chunk_moments(sym.astype(com.dtype), ok),
+        return sym + com, (A, b, B_t, sym, com, ok)
+
+    def __call__(self, batch_of, params, extra):
+        if self.jacobian:  # derivatives of the per-trajectory estimates, one tangent per parameter
+            rest, extra = extra
+            x0, unravel = ravel_pytree(params)
+
+            def c_of(x):
+                return self._per_trajectory(batch_of, _engine.combine_params(unravel(x), rest))
+
+            def tangent(v):
+                (c, aux), (dc, _) = jax.jvp(c_of, (x0,), (v,))
+                return c, aux, dc
+
+            c, (A, b, B_t, sym, com, ok), dc = jax.vmap(tangent, out_axes=(None, None, 0))(
+                jnp.eye(x0.shape[0], dtype=x0.dtype))
+            ok = ok & jnp.all(jnp.isfinite(jnp.moveaxis(dc, 0, 1).reshape(c.shape[0], -1)), axis=1)
+        else:
+            c, (A, b, B_t, sym, com, ok) = self._per_trajectory(batch_of, params)
+        itt = np.asarray(self.i_tt)
+        out = {"value": chunk_moments(c, ok), "sym": chunk_moments(sym.astype(com.dtype), ok),
                "com": chunk_moments(com, ok), "n_bad": jnp.sum(b.valid & ~ok)}
+        if self.jacobian:
+            out["jac"] = jnp.sum(jnp.where(ok[None, :, None, None], dc, 0), axis=1)  # (n_diff, n_t, n_tau)
         if self.spectrum:  # per trajectory: the start times' average, Fourier-transformed (extra = F),
             # with the trajectory's A (over all lags) and B, whose means' product is subtracted
-            c_avg = jnp.mean(sym + com, axis=1)  # (n, n_tau)
+            c_avg = jnp.mean(c, axis=1)  # (n, n_tau)
             X = 2 * jnp.real(c_avg @ extra.T)  # (n, n_omega)
             a_i, b_i = jnp.mean(A[:, itt], axis=(1, 2)), jnp.mean(B_t, axis=1)
             Z = jnp.concatenate([X, jnp.stack([jnp.real(a_i), jnp.imag(a_i), jnp.real(b_i), jnp.imag(b_i)], 1)], 1)
@@ -142,15 +175,31 @@ class CorrelationMoments(eqx.Module):
         return out
 
 
+class _KickPart(eqx.Module):
+    """The real (or imaginary) part of ``B_W``, a kick's generator ``G(spins, bosons, params)``.
+    A module, not a lambda: two calls with the same ``b`` give equal pulses, so a repeated
+    correlation (a fit's iterations, a scan over parameters) reuses the compiled program."""
+
+    f: Callable = eqx.field(static=True)
+    imag: bool = eqx.field(static=True)
+
+    def __call__(self, s, a, p):
+        v = self.f(s, a)
+        return jnp.imag(v) if self.imag else jnp.real(v)
+
+
 def _combine(a, b):
-    merge = {"n_bad": jnp.add, "spectrum": _engine.merge_flat_moments}
+    merge = {"n_bad": jnp.add, "jac": jnp.add, "spectrum": _engine.merge_flat_moments}
     return {k: merge.get(k, merge_moments)(a[k], b[k]) for k in a}
 
 
 def _run(model, initial, ts, taus, a, b, *, n_traj, key, params, t0, dt, solver, chunk_size, devices, progress,
-         weights=None, target_sem=None):
-    """The kicked run behind :func:`correlation` and :func:`spectrum`: ``(moments, n_used, ts, taus)``."""
+         weights=None, target_sem=None, jacobian=False):
+    """The kicked run behind :func:`correlation` and :func:`spectrum`: ``(moments, n_used, n_bad, ts,
+    taus, unravel)``, ``unravel`` mapping a flat Jacobian row back to the differentiated parameters."""
     model = check_model(model)
+    if jacobian and not params:
+        raise ValueError("jacobian=True needs params: the parameters to differentiate with respect to")
     ts = _times(ts, "ts", float(t0))
     taus = _times(taus, "taus", 0.0)
     fa, fb = _as_function(a, model, "a"), _as_function(b, model, "b")
@@ -171,9 +220,9 @@ def _run(model, initial, ts, taus, a, b, *, n_traj, key, params, t0, dt, solver,
             raise TypeError(f"{name} failed on spins[{model.n_spins}, 3], bosons[{model.n_bosons}]: {e}") from e
         if getattr(outs[-1], "shape", None) != ():
             raise ValueError(f"{name} must return a scalar (one operator), got shape {getattr(outs[-1], 'shape', None)}")
-    gens = [lambda s, a_, p: jnp.real(fb(s, a_))]
+    gens = [_KickPart(fb, False)]
     if jnp.issubdtype(outs[1].dtype, jnp.complexfloating):
-        gens.append(lambda s, a_, p: jnp.imag(fb(s, a_)))
+        gens.append(_KickPart(fb, True))
     names = tuple(_EPS.format(g, i) for g in range(len(gens)) for i in range(len(ts)))
     eps = {n: 0.0 for n in names}
     if model.params is not None:  # the kicks' strengths become (zero) parameters of the model
@@ -185,19 +234,41 @@ def _run(model, initial, ts, taus, a, b, *, n_traj, key, params, t0, dt, solver,
     plan = make_plan(model, initial, save, n_traj=n_traj, key=key, params=full, observables={"A": fa, "B": fb},
                      dt=dt, solver=solver, chunk_size=chunk_size, devices=devices, progress=progress, pulses=pulses,
                      target_sem=target_sem)
-    red = CorrelationMoments(names, i_t, i_tt, len(gens), weights is not None)
-    chunk = plan.chunk(rows=1 + len(names))
+    if jacobian:
+        diff, rest = _grad._split(plan.params, params)
+        if not jax.tree_util.tree_leaves(diff):
+            raise ValueError("jacobian=True: params has no floating-point value to differentiate with respect to")
+        _grad.check_zero_rates(plan, diff, rest)
+        run_params, extra, n_diff = diff, (rest, weights), ravel_pytree(diff)[0].shape[0]
+        unravel = ravel_pytree(diff)[1]
+    else:
+        run_params, extra, n_diff, unravel = None, weights, 0, None
+    red = CorrelationMoments(names, i_t, i_tt, len(gens), weights is not None, jacobian)
+    chunk = plan.chunk(rows=(1 + len(names)) * (1 + n_diff))
     sizes = None
     if plan.target_sem is not None:  # as simulate's: a pilot, then chunks sized from its spread
         from ._solve import _target_sem_sizes
 
         sizes = _target_sem_sizes(plan, chunk, lambda acc: float(np.max(np.asarray(finalize(acc["value"])[1]))))
-    acc, used = _engine.run(plan, red, _combine, chunk_size=chunk, extra=weights, adjoint="forward", desc="trajectories",
-                            next_size=sizes)
+    acc, used = _engine.run(plan, red, _combine, chunk_size=chunk, params=run_params, extra=extra,
+                            refactor=jacobian and callable(plan.model.gamma), adjoint="forward",
+                            desc="trajectories", next_size=sizes)
     n_bad = int(acc["n_bad"])
     if n_bad == used:
         raise RuntimeError("every trajectory became non-finite; reduce dt")
-    return acc, used - n_bad, n_bad, ts, taus
+    return acc, used - n_bad, n_bad, ts, taus, unravel
+
+
+def _unravel_jacobian(jac, unravel, shape):
+    """``(n_diff, n_t, n_tau)`` complex -> the parameters' tree, each leaf's shape followed by
+    ``shape``."""
+    flat = np.asarray(jac).reshape(jac.shape[0], -1)
+
+    def part(x):
+        tree = jax.vmap(unravel, in_axes=1, out_axes=-1)(jnp.asarray(x))
+        return jax.tree_util.tree_map(lambda v: np.asarray(v).reshape(v.shape[:-1] + shape), tree)
+
+    return jax.tree_util.tree_map(lambda r, i: r + 1j * i, part(flat.real), part(flat.imag))
 
 
 def _as_function(f, model, what):
@@ -223,7 +294,8 @@ def _times(x, name, lower):
 
 
 def correlation(model, initial, ts, taus, a, b, *, n_traj, key, params=None, t0=0.0, dt=None,
-                solver="rotation_heun", chunk_size=None, devices=None, progress=None, target_sem=None) -> Correlation:
+                solver="rotation_heun", chunk_size=None, devices=None, progress=None, target_sem=None,
+                jacobian=False) -> Correlation:
     r"""Two-time correlation :math:`\langle A(t+\tau) B(t)\rangle` (QuTiP's ``correlation_2op_2t``
     convention) from TWA trajectories, with its standard error and its two parts.
 
@@ -241,20 +313,29 @@ def correlation(model, initial, ts, taus, a, b, *, n_traj, key, params=None, t0=
         target_sem: as in :func:`~twa_jax.simulate`, for the largest standard error of the
             correlation (over start times and lags; ``n_traj`` is the most it may use).
         t0: the time of the initial state (default 0).
+        jacobian: also the derivative of the correlation with respect to every floating leaf of
+            ``params`` (``Correlation.jacobian``): the pathwise derivative with the key held fixed,
+            as :func:`~twa_jax.value_and_grad` takes it (it equals the central finite difference
+            of two runs with the same key). It feeds a least-squares fit of a linewidth, a rate or
+            a frequency to a measured correlation (README, "Correlations and spectra").
 
     Returns:
-        A :class:`Correlation`: ``value``, ``sem`` of shape ``(len(ts), len(taus))``, and the
-        symmetrized and commutator parts with their standard errors.
+        A :class:`Correlation`: ``value``, ``sem`` of shape ``(len(ts), len(taus))``, the
+        symmetrized and commutator parts with their standard errors, and ``jacobian``.
 
     The commutator part costs one forward-mode tangent per start time (two for a complex ``B``):
-    about ``1 + 2 len(ts)`` times a plain run of the same trajectories.
+    about ``1 + 2 len(ts)`` times a plain run of the same trajectories; ``jacobian`` multiplies
+    that by ``1 + (number of parameters)``.
     """
-    acc, used, n_bad, ts, taus = _run(model, initial, ts, taus, a, b, n_traj=n_traj, key=key, params=params, t0=t0,
-                                      dt=dt, solver=solver, chunk_size=chunk_size, devices=devices, progress=progress,
-                                      target_sem=target_sem)
+    acc, used, n_bad, ts, taus, unravel = _run(
+        model, initial, ts, taus, a, b, n_traj=n_traj, key=key, params=params, t0=t0, dt=dt, solver=solver,
+        chunk_size=chunk_size, devices=devices, progress=progress, target_sem=target_sem, jacobian=jacobian)
     out = {k: [np.asarray(x) for x in finalize(acc[k])] for k in ("value", "sym", "com")}
+    jac = None
+    if jacobian:
+        jac = _unravel_jacobian(np.asarray(acc["jac"]) / max(used, 1), unravel, (len(ts), len(taus)))
     return Correlation(ts, taus, out["value"][0], out["value"][1], out["sym"][0], out["sym"][1],
-                       out["com"][0], out["com"][1], used, n_bad)
+                       out["com"][0], out["com"][1], used, n_bad, jac)
 
 
 def spectrum(model, initial, ts, taus, a, b, *, n_traj, key, omegas=None, window=None, coherent=False, params=None,
