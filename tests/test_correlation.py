@@ -58,6 +58,7 @@ def test_driven_spin_correlation_against_the_exact_twin():
     assert np.max(np.abs(ex)) > 0.3
     cmp = tw.compare(c, ex)  # the one-line check: real and imaginary parts over the lags
     assert cmp["re"].max_abs == pytest.approx(np.max(np.abs(c.value.real - ex.real)))
+    assert "at tau" in str(cmp)
     assert cmp["im"].max_abs == pytest.approx(np.max(np.abs(c.value.imag - ex.imag)))
 
 
@@ -110,6 +111,11 @@ def test_bad_input_is_rejected_by_name():
         tw.correlation(model, init, np.array([-1.0]), np.array([0.0]), ad, an, **kw)
     with pytest.raises(ValueError, match=r"a='nope' is not one of the model's observables"):
         tw.correlation(model, init, np.array([1.0]), np.array([0.0]), "nope", an, **kw)
+    big = tw.Model(lambda s, a, p: s[:, 0].sum(), jumps=lambda s, a, p: tw.weyl.sigma_minus(s), gamma=jnp.ones(7),
+                   n_spins=7)
+    with pytest.raises(ValueError, match="out of reach above Hilbert-space dimension 64"):
+        exact.spectrum(big, np.array([0.0]), lambda s, a: tw.weyl.sigma_plus(s).sum(),
+                       lambda s, a: tw.weyl.sigma_minus(s).sum())
     with pytest.raises(ValueError, match="b must return a scalar"):
         tw.correlation(model, init, np.array([1.0]), np.array([0.0]), ad, lambda s, a: a, **kw)
 

@@ -13,6 +13,7 @@ NB_DIR = Path(__file__).resolve().parents[1] / "notebooks"
 @pytest.mark.parametrize("name", [
     "quickstart.ipynb",
     "protocols.ipynb",  # CI size: 12 spins, 200 trajectories, 6 gradient steps (about 45 s)
+    "spectra.ipynb",  # CI size: 200 trajectories, a chain of 20 atoms (about 40 s)
     # the functions these three use are tested on their own (test_sweep.py, test_fit.py,
     # test_exact_models.py)
     pytest.param("sweep.ipynb", marks=pytest.mark.slow),

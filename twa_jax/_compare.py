@@ -30,17 +30,20 @@ class Deviation:
 
 @dataclass(frozen=True)
 class Comparison:
-    """The result of :func:`compare`: ``deviations[name]`` per observable, and both results."""
+    """The result of :func:`compare`: ``deviations[name]`` per observable, and both results
+    (``time``: what the times are, ``"t"``, or ``"tau"`` for the lags of a correlation)."""
 
     deviations: dict
     twa: object
     reference: object
+    time: str = "t"
 
     def __getitem__(self, name) -> Deviation:
         return self.deviations[name]
 
     def __str__(self):
-        rows = [f"{'observable':<16} {'max |dev|':>10} {'at t':>8} {'sem there':>10} {'max dev/sem':>12} {'at t':>8}"]
+        at = f"at {self.time}"
+        rows = [f"{'observable':<16} {'max |dev|':>10} {at:>8} {'sem there':>10} {'max dev/sem':>12} {at:>8}"]
         for name, d in self.deviations.items():
             label = name + (str(list(d.index)) if d.index else "")
             rows.append(
@@ -138,8 +141,10 @@ def compare(twa, reference, *, names=None) -> Comparison:
     """
     from ._correlation import Correlation
 
+    time = "t"
     if isinstance(twa, Correlation):
         twa, reference = _correlation_results(twa, reference)
+        time = "tau"
     ts, tr = np.asarray(twa.ts, float), np.asarray(reference.ts, float)
     # equal to the coarser of the two precisions (a float32 run against a float64 exact result)
     eps = max(np.finfo(np.asarray(x).dtype).eps if np.issubdtype(np.asarray(x).dtype, np.floating) else 0.0
@@ -172,4 +177,4 @@ def compare(twa, reference, *, names=None) -> Comparison:
             j = np.unravel_index(int(np.nanargmax(z)), z.shape)
             zmax, zt = float(z[j]), float(ts[j[0]])
         out[name] = Deviation(float(dev[i]), zmax, float(ts[i[0]]), tuple(int(k) for k in i[1:]), float(sem[i]), zt)
-    return Comparison(out, twa, reference)
+    return Comparison(out, twa, reference, time)

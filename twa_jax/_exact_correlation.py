@@ -6,6 +6,10 @@ from __future__ import annotations
 import numpy as np
 import qutip as qt
 
+#: the largest Hilbert-space dimension whose spectrum is computed (QuTiP's eigen-decomposition of
+#: the dense Liouvillian, dimension^2 x dimension^2)
+MAX_SPECTRUM_DIM = 64
+
 
 def _twin_ops(model, params, a, b, cutoff):
     from ._correlation import _as_function
@@ -39,4 +43,11 @@ def spectrum(model, omegas, a, b, *, params=None, cutoff=20):
     """``S(omega) = int dtau e^{-i omega tau} <A(tau) B(0)>`` in the steady state of the exact twin
     (QuTiP's ``spectrum``, the convention of :func:`twa_jax.spectrum`), real."""
     qm, A, B = _twin_ops(model, params, a, b, cutoff)
+    dim = qm.H.shape[0]
+    if dim > MAX_SPECTRUM_DIM:
+        raise ValueError(
+            f"tw.exact.spectrum diagonalizes the dense Liouvillian ({dim}^2 x {dim}^2 for this twin), which is "
+            f"out of reach above Hilbert-space dimension {MAX_SPECTRUM_DIM}. Use tw.exact.correlation on the lag "
+            "grid of tw.spectrum (a start time in the steady state) and transform it with the same weights "
+            "(docs/conventions.md, 'Two-time correlations'); benchmarks/bench_spectra.py does this for N = 8 spins.")
     return np.asarray(qt.spectrum(qm.H, np.asarray(omegas, float), list(qm.c_ops), A, B))
