@@ -3,6 +3,8 @@ quadratic model, so both orderings, vacuum part included, must agree within the 
 driven spin's correlation and Mollow spectrum against the exact twin (QuTiP), a thermal
 oscillator's spectrum, invariance under the chunk size, bad input."""
 
+import warnings
+
 import jax.numpy as jnp
 import numpy as np
 import pytest
@@ -230,3 +232,21 @@ def test_cooperative_resonance_fluorescence_against_the_symmetric_subspace():
                               window="hann")
     assert np.all(np.abs(S) <= 4 * sem), S / sem
     assert np.max(sem) < 0.5  # resolves an incoherent part far below that of 20 independent atoms
+
+
+@pytest.mark.parametrize("spacing, grows", [(0.1, True), pytest.param(0.5, False, marks=pytest.mark.slow)])
+def test_exponentially_growing_response_is_reported(spacing, grows):
+    """A chain of 8 dipoles at spacing lambda/10 is classically chaotic: each kicked trajectory
+    separates exponentially from its unkicked twin, and the commutator part's standard error grows
+    by orders of magnitude over a few lags. That is said in a warning (the sem itself stays
+    honest); at spacing lambda/2 it does not grow, and nothing is said."""
+    Jp, Jm = (lambda s, a: tw.weyl.sigma_plus(s).sum()), (lambda s, a: tw.weyl.sigma_minus(s).sum())
+    taus = np.linspace(0, 8, 5)
+    model = tw.models.dipole_array(tw.models.chain_positions(8, spacing), wavelength=1.0, dipole=(0, 0, 1), Omega=0.3)
+    with warnings.catch_warnings(record=True) as w:
+        warnings.simplefilter("always")
+        c = tw.correlation(model, tw.states.spins_down(8), [4.0], taus, Jp, Jm, n_traj=64, key=1, dt=0.01)
+    said = [x for x in w if "separate exponentially" in str(x.message)]
+    assert bool(said) == grows, [str(x.message) for x in w]
+    ratio = c.commutator_sem[0, -1] / c.commutator_sem[0, 0]
+    assert (ratio > 100) if grows else (ratio < 10), ratio
