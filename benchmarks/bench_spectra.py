@@ -2,7 +2,7 @@
 deviation is TWA's own (it stays when dt is halved and the trajectories quadrupled) or the
 integrator's / the statistics' (it moves).
 
-    python benchmarks/bench_spectra.py [--cases mollow5,mollow05,coop20,chain8] [--n-traj 4000] [--out FILE]
+    python benchmarks/bench_spectra.py [--cases mollow5,mollow05,coop20,chain8,chain8_half] [--n-traj 4000] [--out FILE]
 
 Cases (float64, units of the single-atom decay rate gamma = 1):
 
@@ -17,6 +17,8 @@ Cases (float64, units of the single-atom decay rate gamma = 1):
 * ``chain8``: the correlated-decay dipole chain (paper Eq. 56, ``tw.models.dipole_array``), N = 8,
   spacing lambda/10, dipoles perpendicular to the chain, weak uniform drive ``Omega = 0.3``;
   ``A = J^+``, ``B = J^-`` (the collective dipole); exact: the derived twin (dimension 256).
+  ``chain8_half``: the same at spacing lambda/2. (At lambda/10 the classical dynamics is chaotic:
+  the commutator part's sem grows like ``exp(lambda tau)`` and TWA's spectrum is noise.)
 
 For every case: the steady state is reached by ``t_ss``; TWA's ``tw.spectrum`` (fluctuation
 spectrum, Hann window on ``[0, tau_max]``) is compared with the exact correlation put through the
@@ -98,9 +100,9 @@ def cases():
         return dict(model=model, params=None, initial=tw.states.spins_down(n), a=Jp, b=Jm, t_ss=3.0,
                     taus=np.linspace(0, 2, 201), oms=np.linspace(-20, 20, 81), windows=[(-20, 20)], exact=exact_corr)
 
-    def chain():
+    def chain(spacing):
         n = 8
-        model = tw.models.dipole_array(tw.models.chain_positions(n, 0.1), wavelength=1.0, dipole=(0, 0, 1),
+        model = tw.models.dipole_array(tw.models.chain_positions(n, spacing), wavelength=1.0, dipole=(0, 0, 1),
                                        Gamma0=1.0, Omega=0.3)
         init = tw.states.spins_down(n)
 
@@ -116,7 +118,8 @@ def cases():
         "mollow5": lambda: spin(5.0, np.linspace(-10, 10, 201), [(-10, -2.5), (-2.5, 2.5), (2.5, 10)]),
         "mollow05": lambda: spin(0.5, np.linspace(-4, 4, 161), [(-4, 4)]),
         "coop20": coop,
-        "chain8": chain,
+        "chain8": lambda: chain(0.1),
+        "chain8_half": lambda: chain(0.5),
     }
 
 
@@ -148,7 +151,7 @@ def peaks(oms, S, windows):
 
 def main():
     ap = argparse.ArgumentParser()
-    ap.add_argument("--cases", default="mollow5,mollow05,coop20,chain8")
+    ap.add_argument("--cases", default="mollow5,mollow05,coop20,chain8,chain8_half")
     ap.add_argument("--n-traj", type=int, default=4000)
     ap.add_argument("--out", default=None)
     args = ap.parse_args()
