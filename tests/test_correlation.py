@@ -116,7 +116,7 @@ def test_bad_input_is_rejected_by_name():
         tw.correlation(model, init, np.array([1.0]), np.array([0.0]), "nope", an, **kw)
     big = tw.Model(lambda s, a, p: s[:, 0].sum(), jumps=lambda s, a, p: tw.weyl.sigma_minus(s), gamma=jnp.ones(7),
                    n_spins=7)
-    with pytest.raises(ValueError, match="out of reach above Hilbert-space dimension 64"):
+    with pytest.raises(ValueError, match="out of reach above Hilbert-space dimension 64. Give the lag grid"):
         exact.spectrum(big, np.array([0.0]), lambda s, a: tw.weyl.sigma_plus(s).sum(),
                        lambda s, a: tw.weyl.sigma_minus(s).sum())
     with pytest.raises(ValueError, match="b must return a scalar"):
@@ -148,6 +148,9 @@ def test_two_coupled_modes_normal_mode_splitting_against_the_exact_twin():
     weights[[0, -1]] *= 0.5
     Sh_exact = 2 * np.real(np.exp(-1j * oms[:, None] * taus[None, :]) @ (weights * C))
     assert np.all(np.abs(Sh - Sh_exact) <= 4 * semh + 1e-3), np.abs(Sh - Sh_exact) / semh
+    # the same windowed transform from tw.exact.spectrum (no coherent part here: <a> = 0)
+    np.testing.assert_allclose(exact.spectrum(model, oms, a1d, a1, cutoff=6, taus=taus, window="hann", initial=init,
+                                              t=30.0), Sh_exact, rtol=1e-6, atol=1e-9)
 
 
 def test_correlation_to_xarray_and_plot():

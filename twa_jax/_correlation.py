@@ -366,6 +366,35 @@ def correlation(model, initial, ts, taus, a, b, *, n_traj, key, params=None, t0=
                        out["com"][0], out["com"][1], used, n_bad, jac)
 
 
+def fourier_weights(taus, omegas=None, window=None):
+    """``(taus, omegas, F)``: the checked uniform lag grid, the frequencies (default: the
+    resolution the lag window allows) and the ``(n_omega, n_tau)`` matrix with
+    ``S(omega) = 2 Re sum_j F[omega, j] (C(tau_j) - <A><B>)``: trapezoid weights times the window,
+    times ``exp(-i omega tau_j)``. The one transform of :func:`spectrum` and of
+    ``tw.exact.spectrum(..., taus=)``."""
+    taus_np = _times(taus, "taus", 0.0)
+    d = np.diff(taus_np)
+    if taus_np[0] != 0 or len(taus_np) < 3 or not np.allclose(d, d[0], rtol=1e-9, atol=0):
+        raise ValueError("spectrum needs a uniform lag grid taus starting at 0 (at least 3 lags)")
+    if omegas is None:
+        k = np.arange(-(len(taus_np) - 1), len(taus_np))
+        omegas = 2 * np.pi * k / (2 * taus_np[-1])
+    omegas = np.asarray(omegas, float)
+    w = np.full(len(taus_np), d[0])
+    w[[0, -1]] *= 0.5
+    if window is not None:
+        if isinstance(window, str):
+            if window != "hann":
+                raise ValueError(f"window must be None, 'hann' or an array of weights, got {window!r}")
+            w = w * np.cos(np.pi * taus_np / (2 * taus_np[-1])) ** 2
+        else:
+            win = np.asarray(window, float)
+            if win.shape != taus_np.shape or not np.all(np.isfinite(win)):
+                raise ValueError(f"window must have one finite weight per lag ({len(taus_np)}), got shape {win.shape}")
+            w = w * win
+    return taus_np, omegas, w[None, :] * np.exp(-1j * omegas[:, None] * taus_np[None, :])
+
+
 def spectrum(model, initial, ts, taus, a, b, *, n_traj, key, omegas=None, window=None, coherent=False, params=None,
              t0=0.0, dt=None, solver="rotation_heun", chunk_size=None, devices=None, progress=None):
     r"""Steady-state spectrum :math:`S(\omega) = \int d\tau\, e^{-i\omega\tau}(\langle A(\tau) B(0)\rangle - \langle A\rangle\langle B\rangle)`
@@ -397,10 +426,6 @@ def spectrum(model, initial, ts, taus, a, b, *, n_traj, key, omegas=None, window
     Returns:
         ``(omegas, S, sem)``, real arrays.
     """
-    taus_np = _times(taus, "taus", 0.0)
-    d = np.diff(taus_np)
-    if taus_np[0] != 0 or len(taus_np) < 3 or not np.allclose(d, d[0], rtol=1e-9, atol=0):
-        raise ValueError("spectrum needs a uniform lag grid taus starting at 0 (at least 3 lags)")
     fa, fb = _as_function(a, check_model(model), "a"), _as_function(b, model, "b")
     rng = np.random.default_rng(0)
     s_pts = rng.normal(size=(3, model.n_spins, 3))
@@ -410,23 +435,8 @@ def spectrum(model, initial, ts, taus, a, b, *, n_traj, key, omegas=None, window
         if not np.isclose(va, np.conj(vb), rtol=1e-5, atol=1e-6 * max(1.0, abs(va))):
             raise ValueError("spectrum needs b = a's adjoint (b's symbol the complex conjugate of a's), "
                              "e.g. a = a^dag, b = a; use tw.correlation for other pairs")
-    if omegas is None:
-        k = np.arange(-(len(taus_np) - 1), len(taus_np))
-        omegas = 2 * np.pi * k / (2 * taus_np[-1])
-    omegas = np.asarray(omegas, float)
-    w = np.full(len(taus_np), d[0])
-    w[[0, -1]] *= 0.5
-    if window is not None:
-        if isinstance(window, str):
-            if window != "hann":
-                raise ValueError(f"window must be None, 'hann' or an array of weights, got {window!r}")
-            w = w * np.cos(np.pi * taus_np / (2 * taus_np[-1])) ** 2
-        else:
-            win = np.asarray(window, float)
-            if win.shape != taus_np.shape or not np.all(np.isfinite(win)):
-                raise ValueError(f"window must have one finite weight per lag ({len(taus_np)}), got shape {win.shape}")
-            w = w * win
-    F = jnp.asarray(w[None, :] * np.exp(-1j * omegas[:, None] * taus_np[None, :]))
+    taus_np, omegas, F = fourier_weights(taus, omegas, window)
+    F = jnp.asarray(F)
     acc, *_ = _run(model, initial, ts, taus_np, fa, fb, n_traj=n_traj, key=key, params=params, t0=t0, dt=dt,
                    solver=solver, chunk_size=chunk_size, devices=devices, progress=progress, weights=F)
     n, mean, M2 = (np.asarray(x, float) for x in acc["spectrum"])

@@ -26,6 +26,11 @@ def _twin_ops(model, params, a, b, cutoff):
 def correlation(model, initial, ts, taus, a, b, *, params=None, t0=0.0, cutoff=20):
     """``<A(t + tau) B(t)>`` of the exact twin, ``(len(ts), len(taus))`` complex (QuTiP's
     ``correlation_2op_2t``; the same arguments as :func:`twa_jax.correlation`)."""
+    return _correlation(model, initial, ts, taus, a, b, params=params, t0=t0, cutoff=cutoff)
+
+
+def _correlation(model, initial, ts, taus, a, b, *, params=None, t0=0.0, cutoff=20, means=False):
+    """:func:`correlation`; with ``means``, also ``(<A(t)>, <B(t)>)`` at the start times."""
     from ._correlation import _times
 
     ts = _times(ts, "ts", float(t0))
@@ -33,21 +38,47 @@ def correlation(model, initial, ts, taus, a, b, *, params=None, t0=0.0, cutoff=2
     qm, A, B = _twin_ops(model, params, a, b, cutoff)
     rho0 = qm.initial(initial)
     tlist = np.union1d([0.0], ts - t0)
+    opts = {"atol": 1e-10, "rtol": 1e-8, "nsteps": 100_000}
     with np.errstate(all="ignore"):
-        c = qt.correlation_2op_2t(qm.H, rho0, tlist, taus, list(qm.c_ops), A, B,
-                                  options={"atol": 1e-10, "rtol": 1e-8})
-    return np.asarray(c)[np.searchsorted(tlist, ts - t0)]
+        c = qt.correlation_2op_2t(qm.H, rho0, tlist, taus, list(qm.c_ops), A, B, options=opts)
+    pick = np.searchsorted(tlist, ts - t0)
+    c = np.asarray(c)[pick]
+    if not means:
+        return c
+    with np.errstate(all="ignore"):
+        e = qt.mesolve(qm.H, rho0, tlist, list(qm.c_ops), e_ops=[A, B], options=opts).expect
+    return c, (np.asarray(e[0])[pick], np.asarray(e[1])[pick])
 
 
-def spectrum(model, omegas, a, b, *, params=None, cutoff=20):
-    """``S(omega) = int dtau e^{-i omega tau} <A(tau) B(0)>`` in the steady state of the exact twin
-    (QuTiP's ``spectrum``, the convention of :func:`twa_jax.spectrum`), real."""
-    qm, A, B = _twin_ops(model, params, a, b, cutoff)
-    dim = qm.H.shape[0]
-    if dim > MAX_SPECTRUM_DIM:
-        raise ValueError(
-            f"tw.exact.spectrum diagonalizes the dense Liouvillian ({dim}^2 x {dim}^2 for this twin), which is "
-            f"out of reach above Hilbert-space dimension {MAX_SPECTRUM_DIM}. Use tw.exact.correlation on the lag "
-            "grid of tw.spectrum (a start time in the steady state) and transform it with the same weights "
-            "(docs/conventions.md, 'Two-time correlations'); benchmarks/bench_spectra.py does this for N = 8 spins.")
-    return np.asarray(qt.spectrum(qm.H, np.asarray(omegas, float), list(qm.c_ops), A, B))
+def spectrum(model, omegas, a, b, *, params=None, cutoff=20, taus=None, window=None, initial=None, t=None,
+             coherent=False):
+    """``S(omega) = int dtau e^{-i omega tau} (<A(tau) B(0)> - <A><B>)`` in the steady state of the
+    exact twin (QuTiP's ``spectrum``, the convention of :func:`twa_jax.spectrum`), real.
+
+    Without ``taus``: the infinite-lag transform, from the Liouvillian's eigen-decomposition
+    (QuTiP's ``spectrum``; Hilbert-space dimension at most :data:`MAX_SPECTRUM_DIM`). With
+    ``taus`` (and ``window``, ``initial``, ``t``, ``coherent`` as in :func:`twa_jax.spectrum`):
+    the exact correlation from the start time ``t`` (in the steady state) over the same lags, put
+    through the same weights as :func:`twa_jax.spectrum`, so the two carry the same window's
+    broadening; any dimension the master equation can be integrated at.
+    """
+    if taus is None:
+        if window is not None or initial is not None or t is not None or coherent:
+            raise ValueError("window, initial, t and coherent apply with taus= (the windowed transform) only")
+        qm, A, B = _twin_ops(model, params, a, b, cutoff)
+        dim = qm.H.shape[0]
+        if dim > MAX_SPECTRUM_DIM:
+            raise ValueError(
+                f"tw.exact.spectrum diagonalizes the dense Liouvillian ({dim}^2 x {dim}^2 for this twin), which is "
+                f"out of reach above Hilbert-space dimension {MAX_SPECTRUM_DIM}. Give the lag grid of tw.spectrum "
+                "(taus=, window=) with initial= and a start time t= in the steady state: the exact correlation "
+                "is then transformed with the same weights.")
+        return np.asarray(qt.spectrum(qm.H, np.asarray(omegas, float), list(qm.c_ops), A, B))
+    from ._correlation import fourier_weights
+
+    if initial is None or t is None:
+        raise ValueError("taus= needs initial= and a start time t= in the steady state")
+    taus, omegas, F = fourier_weights(taus, omegas, window)
+    C, (mean_a, mean_b) = _correlation(model, initial, [t], taus, a, b, params=params, cutoff=cutoff, means=True)
+    ab = 0.0 if coherent else complex(mean_a[0] * mean_b[0])
+    return 2 * np.real(F @ (C[0] - ab))
