@@ -13,9 +13,9 @@ NB_DIR = Path(__file__).resolve().parents[1] / "notebooks"
 @pytest.mark.parametrize("name", [
     "quickstart.ipynb",
     "protocols.ipynb",  # CI size: 12 spins, 200 trajectories, 6 gradient steps (about 45 s)
-    "spectra.ipynb",  # CI size: 200 trajectories, a chain of 20 atoms (about 40 s)
-    # the functions these three use are tested on their own (test_sweep.py, test_fit.py,
-    # test_exact_models.py)
+    # the functions these four use are tested on their own (test_sweep.py, test_fit.py,
+    # test_exact_models.py, test_correlation.py)
+    pytest.param("spectra.ipynb", marks=pytest.mark.slow),  # CI size: about 40 s
     pytest.param("sweep.ipynb", marks=pytest.mark.slow),
     pytest.param("superradiance.ipynb", marks=pytest.mark.slow),
     pytest.param("fitting.ipynb", marks=pytest.mark.slow),
