@@ -59,7 +59,7 @@ cumsum cumprod cummax cummin cumlogsumexp rev squeeze split unstack
 """.split())
 
 CALLS = {"jit": "jaxpr", "pjit": "jaxpr", "closed_call": "call_jaxpr", "core_call": "call_jaxpr",
-         "checkpoint": "jaxpr", "remat": "jaxpr"}
+         "checkpoint": "jaxpr", "remat": "jaxpr", "remat2": "jaxpr"}
 PER_EQUATION_VMAP = frozenset({"custom_jvp_call", "custom_vjp_call", "custom_vjp_call_jaxpr"})
 
 
@@ -68,15 +68,15 @@ def _shape(aval):
 
 
 def _to_batched(x, b, shape, n):
-    """``x`` (batched: ``shape + (n,)``; unbatched: ``shape`` or a scalar) as ``shape + (n,)``."""
-    if b:
-        if tuple(x.shape) == tuple(shape) + (n,):
-            return x
-        # a batched scalar (n,) next to arrays (scalar operands of elementwise primitives)
-        return lax.broadcast_in_dim(x, tuple(shape) + (n,), (len(shape),))
+    """``x`` as ``shape + (n,)``: batched (``p + (n,)``) or not (``p``), with ``p`` broadcastable
+    to ``shape`` (elementwise primitives take scalars and size-1 axes next to arrays)."""
+    shape = tuple(shape)
     x = jnp.asarray(x)
-    dims = tuple(range(len(shape) - x.ndim, len(shape)))
-    return lax.broadcast_in_dim(x, tuple(shape) + (n,), dims)
+    p = tuple(x.shape[:-1]) if b else tuple(x.shape)
+    if b and p == shape:
+        return x
+    dims = tuple(range(len(shape) - len(p), len(shape))) + ((len(shape),) if b else ())
+    return lax.broadcast_in_dim(x, shape + (n,), dims)
 
 
 class _Interpreter:
