@@ -84,8 +84,8 @@ def _case(name):
 @pytest.mark.parametrize("name", sorted(CASES))
 def test_both_layouts_give_the_same_trajectories(monkeypatch, name):
     model, init = _case(name)
-    plan = _plan.make_plan(model, init, TS, n_traj=64, key=5, dt=0.02)
-    assert plan.layout == "batch_last"  # chosen for small models: the interpreter has every rule
+    plan = _plan.make_plan(model, init, TS, n_traj=_plan.LANES_MIN_WORK, key=5, dt=0.02)
+    assert plan.layout == "batch_last"  # chosen for enough trajectories: the interpreter has every rule
     res = both(monkeypatch, lambda: tw.simulate(model, init, TS, **KW))
     assert_same_results(res["batch_first"], res["batch_last"])
 
@@ -148,7 +148,7 @@ def test_unsupported_primitive_falls_back(monkeypatch, caplog):
                      params={"Omega": 1.0})
     init = tw.states.spins_down(3)
     with caplog.at_level(logging.DEBUG, logger="twa_jax._lanes"):
-        assert _plan.make_plan(model, init, TS, n_traj=64, key=1, dt=0.02).layout == "batch_first"
+        assert _plan.make_plan(model, init, TS, n_traj=_plan.LANES_MIN_WORK, key=1, dt=0.02).layout == "batch_first"
     assert any("no rule" in r.getMessage() and r.levelno == logging.DEBUG for r in caplog.records)
     monkeypatch.setattr(_plan, "LAYOUT", "batch_last")
     assert _plan.make_plan(model, init, TS, n_traj=64, key=1, dt=0.02).layout == "batch_first"
@@ -156,13 +156,14 @@ def test_unsupported_primitive_falls_back(monkeypatch, caplog):
     assert_same_results(res["batch_first"], res["batch_last"])
 
 
-def test_large_models_and_few_trajectories_keep_the_vmap_layout():
-    model, init = _case("rydberg_chain")
+def test_small_batches_keep_the_vmap_layout():
+    model, init = _case("rydberg_chain")  # 6 spins
     assert _plan.make_plan(model, init, TS, n_traj=_plan.LANES_MIN_BATCH - 1, key=1, dt=0.02).layout == "batch_first"
+    few = _plan.LANES_MIN_WORK // 6 - 1
+    assert _plan.make_plan(model, init, TS, n_traj=few, key=1, dt=0.02).layout == "batch_first"
+    assert _plan.make_plan(model, init, TS, n_traj=few + 2, key=1, dt=0.02).layout == "batch_last"
+    assert _plan.make_plan(model, init, TS, n_traj=1000, key=1, dt=0.02, chunk_size=16).layout == "batch_first"
     assert _plan.make_plan(model, init, TS, method="mean_field", dt=0.02).layout == "batch_first"
-    n = _plan.LANES_MAX_SITES + 1
-    big = tw.models.rydberg_chain(n, gamma_down=0.2)
-    assert _plan.make_plan(big, tw.states.spins_down(n), TS, n_traj=64, key=1, dt=0.02).layout == "batch_first"
 
 
 # ------------------------------------------------------------------ the interpreter alone

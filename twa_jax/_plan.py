@@ -262,12 +262,15 @@ def noise_of(model, params, ts_np=None, dtype=None):
 
 
 # --------------------------------------------------------------------------- the state's layout
-#: the trajectories go on the last (vector) axis of the state, ``(3, N, n_batch)``, when the model
-#: has at most this many spins (boson modes count as spins) ... (benchmarks/README.md, "Small
-#: systems": the crossover measured on CPU)
-LANES_MAX_SITES = 100
-#: ... and each device's chunk holds at least this many trajectories (a vector's worth of lanes)
+#: the trajectories go on the last (vector) axis of the state, ``(3, N, n_batch)``, when each
+#: device's chunk holds at least this many trajectories ...
 LANES_MIN_BATCH = 32
+#: ... and at least this many spin-trajectories (spins plus boson modes, times the chunk) per
+#: step; below, the per-step overhead wins and the batch-first layout is faster. Measured on a
+#: 2-core CPU, float32 (benchmarks/README.md, "The state's layout"): batch last is 0.58-0.90x at
+#: 320-1280 spin-trajectories, 1.25-1.3x at 2560-4000, 1.1-2x from there up to N = 10 000 x 100
+#: trajectories; no upper crossover in N was found, so there is no cap on N
+LANES_MIN_WORK = 2048
 #: ``None``: the layout is chosen from the sizes; ``"batch_first"`` or ``"batch_last"``: forced
 #: (tests, benchmarks); the environment variable ``TWA_JAX_LAYOUT`` sets it as well
 LAYOUT = None
@@ -276,8 +279,8 @@ LAYOUTS = ("batch_first", "batch_last")
 
 def choose_layout(model, noise, params, dtype, method, n_per_device) -> str:
     """The internal layout of a run's state: ``"batch_last"`` (trajectories on the vector lanes,
-    the model's generator evaluated by :mod:`twa_jax._lanes`) for small models and enough
-    trajectories, when the interpreter has a rule for everything the model does; else
+    the model's generator evaluated by :mod:`twa_jax._lanes`) for chunks of enough trajectories
+    (``n_per_device``: a device's forward chunk), when the interpreter has a rule for everything the model does; else
     ``"batch_first"`` (the generator ``vmap``-ed, state ``(n_batch, 3, N)``). Both give the same
     trajectories up to rounding."""
     forced = LAYOUT or os.environ.get("TWA_JAX_LAYOUT") or None
@@ -285,8 +288,9 @@ def choose_layout(model, noise, params, dtype, method, n_per_device) -> str:
         raise ValueError(f"layout must be one of {LAYOUTS}, got {forced!r}")
     if forced == "batch_first":
         return forced
-    if forced is None and (method == "mean_field" or model.n_spins + model.n_bosons > LANES_MAX_SITES
-                           or n_per_device < LANES_MIN_BATCH):
+    sites = model.n_spins + model.n_bosons
+    if forced is None and (method == "mean_field" or n_per_device < LANES_MIN_BATCH
+                           or sites * n_per_device < LANES_MIN_WORK):
         return "batch_first"
     from ._solvers import batch_last_supported
 
@@ -544,8 +548,13 @@ def make_plan(
     grid = jnp.asarray(grid_np, dtype)
     _check_grid_precision(grid_np, ts_np, dtype)
     n_per_device = -(-n_traj // len(devices))
-    layout = choose_layout(model, noise, params, dtype, method,
-                           n_per_device if chunk_size is None else min(chunk_size, n_per_device))
+    if chunk_size is None:
+        obs_shapes = tuple(shapes.items())
+        per = bytes_per_trajectory(model, noise, len(save_idx), obs_shapes, dtype)
+        n_chunk = auto_chunk_size(per, devices, n_per_device)
+    else:
+        n_chunk = min(chunk_size, n_per_device)
+    layout = choose_layout(model, noise, params, dtype, method, n_chunk)
     if checkpoints is not None:
         checkpoints = min(_checks.check_int(checkpoints, "checkpoints"), len(grid_np) - 1)
 
