@@ -15,7 +15,8 @@ cross products and rotations vectorize along the spins (with ``(..., N, 3)`` eve
 pass works on triples), and the user's ``s[:, k]`` is a contiguous row, so ``s[:, k] @ J`` is
 one batched matrix product (``benchmarks/README.md``: 25 % faster for the same computation).
 Users only ever see ``spins (N, 3)`` and complex ``a``; :func:`to_internal` and :func:`to_user`
-convert.
+convert. The engine may also keep a batch with the trajectories last, ``(3, N, n_batch)``
+(:class:`~twa_jax._solvers.TWATerm`); :func:`rotate` and :func:`cross` take the component axis.
 """
 
 from __future__ import annotations

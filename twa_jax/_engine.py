@@ -84,7 +84,9 @@ def solve_batch(plan, params, noise, key, idx, adjoint="reverse", n_points=None)
     ``i`` (:class:`GridNoise`, one generator call per step for the whole batch). The batch is
     solved as one diffrax solve of the stacked state (one loop, the bracket ``vmap``-ed inside the
     term), not as a ``vmap`` of per-trajectory solves: a vmapped while loop turns every step's
-    bookkeeping into per-trajectory selects.
+    bookkeeping into per-trajectory selects. The state's layout is the plan's (``plan.layout``:
+    trajectories first, or last, on the vector lanes); it is transposed once before the loop, and
+    the observables come out ``(n, ...)`` either way.
 
     ``n_points``: ``params`` and ``noise`` are stacked over ``P = n_points`` sweep points (leading
     axis), solved in the same loop; ``key`` is one key (common random numbers: the points share

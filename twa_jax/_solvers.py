@@ -130,12 +130,19 @@ class GridNoise(dfx.AbstractPath):
 class TWATerm(dfx.AbstractTerm):
     """The whole TWA right-hand side as one diffrax term, for a batch of trajectories.
 
-    The state is a batch ``(spins (n_batch, 3, N), bosons (n_batch, 2, M))`` (the internal layout
-    of :mod:`twa_jax._brackets`) solved as one diffrax solve: one loop over the time grid for all
-    trajectories, the bracket ``vmap``-ed over the batch (so matrix-vector work becomes
-    matrix-matrix work). Every trajectory still evolves independently of the others.
+    The state is a batch solved as one diffrax solve: one loop over the time grid for all
+    trajectories. Every trajectory still evolves independently of the others. Two layouts
+    (``layout``, chosen by the plan, :func:`twa_jax._plan.choose_layout`):
 
-    With ``points=True`` (a sweep) the state is ``(P, n_batch, 3, N)``: ``P`` parameter points,
+    * ``"batch_first"``: ``(spins (n_batch, 3, N), bosons (n_batch, 2, M))`` (the internal layout
+      of :mod:`twa_jax._brackets` with a leading batch), the bracket ``vmap``-ed over the batch;
+    * ``"batch_last"``: ``(spins (3, N, n_batch), bosons (2, M, n_batch))``, the trajectories on
+      the vector lanes: the one-trajectory bracket's jaxpr evaluated with the batch as the last
+      axis (:mod:`twa_jax._lanes`), the noise drawn ``(K', n_batch)``, the rotation over the
+      component axis ``-3``; no transpose inside the step.
+
+    With ``points=True`` (a sweep) the state has a leading points axis, ``(P, n_batch, 3, N)`` or
+    ``(P, 3, N, n_batch)``: ``P`` parameter points,
     their parameters and factors of Gamma stacked on a leading axis, all solved in the same loop.
 
     Attributes:
