@@ -250,9 +250,6 @@ class _Interpreter:
 
     _scatter = _scatter_add
 
-    def _iota(self, eqn, vals, bs, out_avals):  # never batched (no operands); kept for clarity
-        return self.bind(eqn, vals), [False]
-
     def _call(self, eqn, vals, bs, key):
         inner = eqn.params[key]
         if isinstance(inner, jcore.ClosedJaxpr):
