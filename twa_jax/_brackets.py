@@ -15,7 +15,8 @@ cross products and rotations vectorize along the spins (with ``(..., N, 3)`` eve
 pass works on triples), and the user's ``s[:, k]`` is a contiguous row, so ``s[:, k] @ J`` is
 one batched matrix product (``benchmarks/README.md``: 25 % faster for the same computation).
 Users only ever see ``spins (N, 3)`` and complex ``a``; :func:`to_internal` and :func:`to_user`
-convert.
+convert. The engine may also keep a batch with the trajectories last, ``(3, N, n_batch)``
+(:class:`~twa_jax._solvers.TWATerm`); :func:`rotate` and :func:`cross` take the component axis.
 """
 
 from __future__ import annotations
@@ -109,21 +110,25 @@ def generator_and_jumps(model: Model, y, phi_fn, params, h, t=0.0):
     return _generator_from_grad(model, g)
 
 
-def _xyz(u):
-    return u[..., 0, :], u[..., 1, :], u[..., 2, :]
+def _xyz(u, axis=-2):
+    if axis == -2:
+        return u[..., 0, :], u[..., 1, :], u[..., 2, :]
+    return tuple(jax.lax.index_in_dim(u, k, axis % u.ndim, keepdims=False) for k in range(3))
 
 
-def cross(u, v):
-    """Cross product over the component axis (second to last)."""
-    (ux, uy, uz), (vx, vy, vz) = _xyz(u), _xyz(v)
-    return jnp.stack([uy * vz - uz * vy, uz * vx - ux * vz, ux * vy - uy * vx], axis=-2)
+def cross(u, v, axis=-2):
+    """Cross product over the component axis (``axis``: second to last; ``-3`` in the batch-last
+    layout ``(..., 3, N, n_batch)``)."""
+    (ux, uy, uz), (vx, vy, vz) = _xyz(u, axis), _xyz(v, axis)
+    return jnp.stack([uy * vz - uz * vy, uz * vx - ux * vz, ux * vy - uy * vx], axis=axis)
 
 
-def apply_cartesian(y, gen):
-    """Cartesian increment ``(omega x s, vb)`` of a generator (internal layout)."""
+def apply_cartesian(y, gen, axis=-2):
+    """Cartesian increment ``(omega x s, vb)`` of a generator (internal layout; ``axis``: the
+    component axis)."""
     s, _ = y
     omega, vb = gen
-    return cross(omega, s), vb
+    return cross(omega, s, axis), vb
 
 
 #: the rotation's coefficients come from their Taylor series when every ``|theta|^2`` of the batch
@@ -150,17 +155,18 @@ def _exact_coefficients(th2):
     return c1, c2
 
 
-def rotate(s, theta):
+def rotate(s, theta, axis=-2):
     """Rotate the spins ``s (..., 3, N)`` by the rotation vectors ``theta (..., 3, N)``
-    (Rodrigues' formula).
+    (Rodrigues' formula); ``axis`` is the component axis (``-3`` for the batch-last layout
+    ``(..., 3, N, n_batch)``).
 
     Exact rotation, so ``|s_k|`` is preserved to rounding; safe (and differentiable) at 0. The
     coefficients ``sin|t| / |t|`` and ``(1 - cos|t|) / |t|^2`` come from their Taylor series when
     every angle of the batch is small enough for the series to be exact to the precision
     (:data:`SERIES_MAX_TH2`; no ``sin``/``cos``), else from ``sin`` and ``cos``.
     """
-    tx, ty, tz = _xyz(theta)
-    th2 = (tx * tx + ty * ty + tz * tz)[..., None, :]  # written out: as a reduction XLA makes it a dot
+    tx, ty, tz = _xyz(theta, axis)
+    th2 = jnp.expand_dims(tx * tx + ty * ty + tz * tz, axis)  # written out: as a reduction XLA makes it a dot
     limit, n_terms = SERIES_MAX_TH2.get(jnp.dtype(th2.dtype).itemsize, (0.0, 0))
     if n_terms:
         c1, c2 = jax.lax.cond(
@@ -171,8 +177,8 @@ def rotate(s, theta):
         )
     else:
         c1, c2 = _exact_coefficients(th2)
-    txs = cross(theta, s)
-    return s + c1 * txs + c2 * cross(theta, txs)
+    txs = cross(theta, s, axis)
+    return s + c1 * txs + c2 * cross(theta, txs, axis)
 
 
 # ------------------------------------------------------------------ user-facing equations of motion

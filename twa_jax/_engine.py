@@ -84,7 +84,9 @@ def solve_batch(plan, params, noise, key, idx, adjoint="reverse", n_points=None)
     ``i`` (:class:`GridNoise`, one generator call per step for the whole batch). The batch is
     solved as one diffrax solve of the stacked state (one loop, the bracket ``vmap``-ed inside the
     term), not as a ``vmap`` of per-trajectory solves: a vmapped while loop turns every step's
-    bookkeeping into per-trajectory selects.
+    bookkeeping into per-trajectory selects. The state's layout is the plan's (``plan.layout``:
+    trajectories first, or last, on the vector lanes); it is transposed once before the loop, and
+    the observables come out ``(n, ...)`` either way.
 
     ``n_points``: ``params`` and ``noise`` are stacked over ``P = n_points`` sweep points (leading
     axis), solved in the same loop; ``key`` is one key (common random numbers: the points share
@@ -100,16 +102,19 @@ def solve_batch(plan, params, noise, key, idx, adjoint="reverse", n_points=None)
         observable that is NaN on a finite state); with ``points`` both carry a leading ``P`` axis.
     """
     points = n_points is not None
+    last = plan.layout == "batch_last"
     if points and key.ndim:
         y0 = jax.vmap(lambda k: initial_points(plan, k, idx))(key)
     else:
         y0 = initial_points(plan, key, idx)
         if points:  # common random numbers: one draw for every point
             y0 = jax.tree_util.tree_map(lambda x: jnp.broadcast_to(x, (n_points,) + x.shape), y0)
+    if last:  # (..., n, 3, N) -> (..., 3, N, n): once, before the loop
+        y0 = jax.tree_util.tree_map(lambda x: jnp.moveaxis(x, -3, -1), y0)
     path = None
     if plan.method == "twa" and noise is not None and noise.n_channels > 0:
-        path = GridNoise(noise_key(key), idx, plan.grid, noise.n_channels)
-    term = PackedTerm.pack(TWATerm(plan.model, noise, path, points, plan.pulses), params)
+        path = GridNoise(noise_key(key), idx, plan.grid, noise.n_channels, last)
+    term = PackedTerm.pack(TWATerm(plan.model, noise, path, points, plan.pulses, plan.layout), params)
     if plan.pulses:  # pulses at the first grid point act on the initial state
         y0 = term.term.apply_pulses(plan.grid[0], y0, None)
     observables = plan.observables
@@ -118,7 +123,7 @@ def solve_batch(plan, params, noise, key, idx, adjoint="reverse", n_points=None)
         s_, a_ = to_user(y1)
         return {name: f(s_, a_) for name, f in observables.items()}
 
-    per_traj = jax.vmap(one)
+    per_traj = jax.vmap(one, in_axes=-1 if last else 0)  # saves only: (n, ...) either way
     batched = jax.vmap(per_traj) if points else per_traj
 
     lead = 2 if points else 1
@@ -126,7 +131,10 @@ def solve_batch(plan, params, noise, key, idx, adjoint="reverse", n_points=None)
     def fn(t, y, args):
         ok = None
         for leaf in jax.tree_util.tree_leaves(y):
-            f = jnp.all(jnp.isfinite(leaf.reshape(leaf.shape[:lead] + (-1,))), axis=-1)
+            if last:  # (..., 3, N, n) -> (..., n)
+                f = jnp.all(jnp.isfinite(leaf), axis=(-3, -2))
+            else:
+                f = jnp.all(jnp.isfinite(leaf.reshape(leaf.shape[:lead] + (-1,))), axis=-1)
             ok = f if ok is None else ok & f
         return batched(y), ok
 

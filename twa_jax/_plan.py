@@ -261,6 +261,43 @@ def noise_of(model, params, ts_np=None, dtype=None):
     return decompose(jnp.mean(gs, axis=0), name="gamma averaged over the run")
 
 
+# --------------------------------------------------------------------------- the state's layout
+#: the trajectories go on the last (vector) axis of the state, ``(3, N, n_batch)``, when each
+#: device's chunk holds at least this many trajectories ...
+LANES_MIN_BATCH = 32
+#: ... and at least this many spin-trajectories (spins plus boson modes, times the chunk) per
+#: step; below, the per-step overhead wins and the batch-first layout is faster. Measured on a
+#: 2-core CPU, float32 (benchmarks/README.md, "The state's layout"): batch last is 0.58-0.90x at
+#: 320-1280 spin-trajectories, 1.25-1.3x at 2560-4000, 1.1-2x from there up to N = 10 000 x 100
+#: trajectories; no upper crossover in N was found, so there is no cap on N
+LANES_MIN_WORK = 2048
+#: ``None``: the layout is chosen from the sizes; ``"batch_first"`` or ``"batch_last"``: forced
+#: (tests, benchmarks); the environment variable ``TWA_JAX_LAYOUT`` sets it as well
+LAYOUT = None
+LAYOUTS = ("batch_first", "batch_last")
+
+
+def choose_layout(model, noise, params, dtype, method, n_per_device) -> str:
+    """The internal layout of a run's state: ``"batch_last"`` (trajectories on the vector lanes,
+    the model's generator evaluated by :mod:`twa_jax._lanes`) for chunks of enough trajectories
+    (``n_per_device``: a device's forward chunk), when the interpreter has a rule for everything the model does; else
+    ``"batch_first"`` (the generator ``vmap``-ed, state ``(n_batch, 3, N)``). Both give the same
+    trajectories up to rounding."""
+    forced = LAYOUT or os.environ.get("TWA_JAX_LAYOUT") or None
+    if forced is not None and forced not in LAYOUTS:
+        raise ValueError(f"layout must be one of {LAYOUTS}, got {forced!r}")
+    if forced == "batch_first":
+        return forced
+    sites = model.n_spins + model.n_bosons
+    if forced is None and (method == "mean_field" or n_per_device < LANES_MIN_BATCH
+                           or sites * n_per_device < LANES_MIN_WORK):
+        return "batch_first"
+    from ._solvers import batch_last_supported
+
+    with_dW = method == "twa" and noise is not None and noise.n_channels > 0
+    return "batch_last" if batch_last_supported(model, noise, params, dtype, with_dW) else "batch_first"
+
+
 # --------------------------------------------------------------------------- the plan
 class Plan(eqx.Module):
     """A validated, immutable run: everything a chunk of trajectories needs.
@@ -299,6 +336,7 @@ class Plan(eqx.Module):
     progress: bool | None = eqx.field(static=True)
     throw: bool = eqx.field(static=True)
     dtype: Any = eqx.field(static=True)
+    layout: str = eqx.field(static=True, default="batch_first")
 
     @property
     def observables(self) -> dict:
@@ -509,6 +547,14 @@ def make_plan(
             )
     grid = jnp.asarray(grid_np, dtype)
     _check_grid_precision(grid_np, ts_np, dtype)
+    n_per_device = -(-n_traj // len(devices))
+    if chunk_size is None:
+        obs_shapes = tuple(shapes.items())
+        per = bytes_per_trajectory(model, noise, len(save_idx), obs_shapes, dtype)
+        n_chunk = auto_chunk_size(per, devices, n_per_device)
+    else:
+        n_chunk = min(chunk_size, n_per_device)
+    layout = choose_layout(model, noise, params, dtype, method, n_chunk)
     if checkpoints is not None:
         checkpoints = min(_checks.check_int(checkpoints, "checkpoints"), len(grid_np) - 1)
 
@@ -542,6 +588,7 @@ def make_plan(
         progress=progress,
         throw=bool(throw),
         dtype=dtype,
+        layout=layout,
     )
 
 

@@ -29,6 +29,7 @@ trajectories is one solve of the stacked state, trajectories on the last axis (s
 
 from __future__ import annotations
 
+import logging
 from typing import Any, ClassVar
 
 import diffrax as dfx
@@ -37,9 +38,48 @@ import jax
 import jax.numpy as jnp
 
 from ._brackets import apply_cartesian, generator_and_jumps, rotate
+from ._lanes import Unsupported, batch_last_call
 from ._model import Model
 from ._noise import NoiseBasis, decompose_like
 from ._random import complex_normals, step_key
+
+
+log = logging.getLogger(__name__)
+
+
+def one_trajectory(model: Model):
+    """``one(y1, dW1, params, noise, t, dt) -> (omega (3, N), vb (2, M))``: the generator of one
+    trajectory's increment over a step of length ``dt`` from ``t`` (internal state ``y1``, noise
+    increments ``dW1 (K',)`` or ``None``, the factor of Gamma ``noise`` or ``None``). A
+    time-dependent Gamma is factored at ``t`` on the channels of ``noise``. The one function both
+    layouts evaluate (``vmap``-ed, or its jaxpr batch last)."""
+
+    def one(y1, dW1, params, noise, t, dt):
+        if noise is not None and model.gamma_depends_on_time:
+            noise = decompose_like(model.gamma_of(params, t), noise)
+
+        def phi(L):
+            out = noise.apply_gamma(L) * dt
+            if dW1 is not None:
+                out = out + noise.xi(dW1)
+            return 0.5 * out
+
+        return generator_and_jumps(model, y1, phi if noise is not None else None, params, dt, t)
+
+    return one
+
+
+def batch_last_supported(model: Model, noise: NoiseBasis | None, params, dtype, with_dW: bool) -> bool:
+    """Whether the batch-last interpreter has a rule for every primitive of the model's one-trajectory
+    generator (traced abstractly; nothing runs). The reason for a no goes to the debug log."""
+    from ._lanes import supported
+
+    n = 2
+    y = (jax.ShapeDtypeStruct((3, model.n_spins, n), dtype), jax.ShapeDtypeStruct((2, model.n_bosons, n), dtype))
+    cdtype = jnp.result_type(dtype, jnp.complex64)
+    dW = jax.ShapeDtypeStruct((noise.n_channels, n), cdtype) if with_dW and noise is not None else None
+    t = jax.ShapeDtypeStruct((), dtype)
+    return supported(one_trajectory(model), (y, dW, params, noise, t, t), (True, True, False, False, False, False), n)
 
 
 class GridNoise(dfx.AbstractPath):
@@ -51,13 +91,15 @@ class GridNoise(dfx.AbstractPath):
     trajectory's noise never depends on the chunk it is solved in. Only increments over one grid
     step are meaningful (fixed-step solvers). Returns ``(n_batch, K')`` circular complex
     increments with ``<dW dW^*> = 2 dt``; with a batch of keys (``key`` of shape ``(P,)``: sweep
-    points with independent random numbers) ``(P, n_batch, K')``.
+    points with independent random numbers) ``(P, n_batch, K')``. With ``batch_last`` the last two
+    axes are ``(K', n_batch)`` (the generator's own layout: no transpose).
     """
 
     key: jax.Array  # the run's noise key, or (P,) keys
     idx: jax.Array  # (n_batch,) global trajectory indices
     grid: jax.Array
     n_channels: int = eqx.field(static=True)
+    batch_last: bool = eqx.field(static=True, default=False)  # (K', n_batch) increments
 
     @property
     def t0(self):
@@ -77,7 +119,7 @@ class GridNoise(dfx.AbstractPath):
         dtype = self.grid.dtype
 
         def draw(key):
-            return complex_normals(step_key(key, j), self.idx, self.n_channels, dtype)
+            return complex_normals(step_key(key, j), self.idx, self.n_channels, dtype, self.batch_last)
 
         z = jax.vmap(draw)(self.key) if self.key.ndim else draw(self.key)
         # materialized once per step: otherwise XLA duplicates the generator (cheap-looking
@@ -88,12 +130,19 @@ class GridNoise(dfx.AbstractPath):
 class TWATerm(dfx.AbstractTerm):
     """The whole TWA right-hand side as one diffrax term, for a batch of trajectories.
 
-    The state is a batch ``(spins (n_batch, 3, N), bosons (n_batch, 2, M))`` (the internal layout
-    of :mod:`twa_jax._brackets`) solved as one diffrax solve: one loop over the time grid for all
-    trajectories, the bracket ``vmap``-ed over the batch (so matrix-vector work becomes
-    matrix-matrix work). Every trajectory still evolves independently of the others.
+    The state is a batch solved as one diffrax solve: one loop over the time grid for all
+    trajectories. Every trajectory still evolves independently of the others. Two layouts
+    (``layout``, chosen by the plan, :func:`twa_jax._plan.choose_layout`):
 
-    With ``points=True`` (a sweep) the state is ``(P, n_batch, 3, N)``: ``P`` parameter points,
+    * ``"batch_first"``: ``(spins (n_batch, 3, N), bosons (n_batch, 2, M))`` (the internal layout
+      of :mod:`twa_jax._brackets` with a leading batch), the bracket ``vmap``-ed over the batch;
+    * ``"batch_last"``: ``(spins (3, N, n_batch), bosons (2, M, n_batch))``, the trajectories on
+      the vector lanes: the one-trajectory bracket's jaxpr evaluated with the batch as the last
+      axis (:mod:`twa_jax._lanes`), the noise drawn ``(K', n_batch)``, the rotation over the
+      component axis ``-3``; no transpose inside the step.
+
+    With ``points=True`` (a sweep) the state has a leading points axis, ``(P, n_batch, 3, N)`` or
+    ``(P, 3, N, n_batch)``: ``P`` parameter points,
     their parameters and factors of Gamma stacked on a leading axis, all solved in the same loop.
 
     Attributes:
@@ -109,6 +158,13 @@ class TWATerm(dfx.AbstractTerm):
     path: GridNoise | None
     points: bool = eqx.field(static=True, default=False)
     pulses: tuple = ()
+    layout: str = eqx.field(static=True, default="batch_first")
+
+    @property
+    def axis(self) -> int:
+        """The component axis of the spins: ``(..., n_batch, 3, N)`` batch first, ``(..., 3, N,
+        n_batch)`` batch last."""
+        return -3 if self.layout == "batch_last" else -2
 
     def contr(self, t0, t1, **kwargs):
         dW = None if self.path is None else self.path.evaluate(t0, t1)
@@ -119,40 +175,53 @@ class TWATerm(dfx.AbstractTerm):
         model's functions at the stage time ``t`` (time-dependent models; a time-dependent Gamma
         is factored there, on the channels of the plan's factor)."""
         dt, dW = control
-        model = self.model
-
-        def one(y1, dW1, params, noise):
-            if noise is not None and model.gamma_depends_on_time:
-                noise = decompose_like(model.gamma_of(params, t), noise)
-
-            def phi(L):
-                out = noise.apply_gamma(L) * dt
-                if dW1 is not None:
-                    out = out + noise.xi(dW1)
-                return 0.5 * out
-
-            return generator_and_jumps(model, y1, phi if noise is not None else None, params, dt, t)
-
-        f = jax.vmap(one, in_axes=(0, None if dW is None else 0, None, None))
+        one = one_trajectory(self.model)
+        if self.layout == "batch_last":
+            return self._generator_batch_last(one, t, y, args, dt, dW)
+        f = jax.vmap(one, in_axes=(0, None if dW is None else 0, None, None, None, None))
         if self.points:  # dW (n_batch, K'): common to the points; (P, n_batch, K'): per point
+            f = jax.vmap(f, in_axes=(0, None if dW is None or dW.ndim == 2 else 0, 0, 0, None, None))
+        return f(y, dW, args, self.noise, t, dt)
+
+    def _generator_batch_last(self, one, t, y, args, dt, dW):
+        """The generator with the trajectories on the last axis: ``one``'s jaxpr evaluated batch
+        last (:mod:`twa_jax._lanes`); the points of a sweep (leading axis) ``vmap``-ed."""
+        n = y[0].shape[-1]
+
+        def f(y, dW, params, noise):
+            try:
+                return batch_last_call(one, (y, dW, params, noise, t, dt), (True, True, False, False, False, False), n)
+            except Unsupported as e:  # the plan checked the model; a safety net, never a wrong answer
+                log.debug("batch-last generator: no rule for %s; vmap over the last axis instead", e)
+                return jax.vmap(one, in_axes=(-1, None if dW is None else -1, None, None, None, None), out_axes=-1)(
+                    y, dW, params, noise, t, dt)
+
+        if self.points:  # dW (K', n_batch): common to the points; (P, K', n_batch): per point
             f = jax.vmap(f, in_axes=(0, None if dW is None or dW.ndim == 2 else 0, 0, 0))
         return f(y, dW, args, self.noise)
 
     def vf(self, t, y, args):
         """Deterministic drift ``dy/dt`` (no noise)."""
         one = jnp.ones((), y[0].dtype)
-        return apply_cartesian(y, self.generator(t, y, args, (one, None)))
+        return apply_cartesian(y, self.generator(t, y, args, (one, None)), self.axis)
 
     def vf_prod(self, t, y, args, control):
-        return apply_cartesian(y, self.generator(t, y, args, control))
+        return apply_cartesian(y, self.generator(t, y, args, control), self.axis)
 
     def apply_pulses(self, t, y, args):
         """The state after the pulses at time ``t`` (a grid point; none: ``y`` unchanged)."""
         for pulse in self.pulses:
             def kick(y, pulse=pulse):
+                last = self.layout == "batch_last"
+                if last:  # pulses are rare: the batch moved to the front and back around them
+                    y = jax.tree_util.tree_map(lambda x: jnp.moveaxis(x, -1, -3), y)
                 if not self.points:
-                    return pulse.apply(self.model, y, args)
-                return jax.vmap(lambda y1, p1: pulse.apply(self.model, y1, p1))(y, args)
+                    y = pulse.apply(self.model, y, args)
+                else:
+                    y = jax.vmap(lambda y1, p1: pulse.apply(self.model, y1, p1))(y, args)
+                if last:
+                    y = jax.tree_util.tree_map(lambda x: jnp.moveaxis(x, -3, -1), y)
+                return y
 
             y = jax.lax.cond(t == pulse.at, kick, lambda y: y, y)
         return y
@@ -213,7 +282,7 @@ class _BoundTerm(TWATerm):
 
     def __init__(self, term, params):
         self.model, self.noise, self.path, self.points, self.params = term.model, term.noise, term.path, term.points, params
-        self.pulses = term.pulses
+        self.pulses, self.layout = term.pulses, term.layout
 
     def generator(self, t, y, args, control):
         return super().generator(t, y, self.params, control)
@@ -287,11 +356,12 @@ class RotationHeun(_AbstractTWAHeun):
         terms = _unwrap(terms)
         control = terms.contr(t0, t1)
         s0, b0 = y0
+        ax = terms.axis
         g0 = terms.generator(t0, y0, args, control)
-        y_pred = (rotate(s0, g0[0]), b0 + g0[1])
+        y_pred = (rotate(s0, g0[0], ax), b0 + g0[1])
         g1 = terms.generator(t1, y_pred, args, control)
         om, vb = _half_sum(g0, g1)
-        y1 = terms.apply_pulses(t1, (rotate(s0, om), b0 + vb), args)
+        y1 = terms.apply_pulses(t1, (rotate(s0, om, ax), b0 + vb), args)
         return y1, None, dict(y0=y0, y1=y1), None, dfx.RESULTS.successful
 
 
@@ -302,9 +372,9 @@ class StochasticHeun(_AbstractTWAHeun):
         del solver_state, made_jump
         terms = _unwrap(terms)
         control = terms.contr(t0, t1)
-        k0 = apply_cartesian(y0, terms.generator(t0, y0, args, control))
+        k0 = apply_cartesian(y0, terms.generator(t0, y0, args, control), terms.axis)
         y_pred = jax.tree_util.tree_map(jnp.add, y0, k0)
-        k1 = apply_cartesian(y_pred, terms.generator(t1, y_pred, args, control))
+        k1 = apply_cartesian(y_pred, terms.generator(t1, y_pred, args, control), terms.axis)
         y1 = terms.apply_pulses(t1, jax.tree_util.tree_map(lambda y, a, b: y + 0.5 * (a + b), y0, k0, k1), args)
         return y1, None, dict(y0=y0, y1=y1), None, dfx.RESULTS.successful
 

@@ -1,0 +1,212 @@
+"""The state's two layouts (``_plan.choose_layout``): trajectories first (the generator ``vmap``-ed)
+and trajectories last (the generator's jaxpr evaluated batch last, ``twa_jax/_lanes.py``) give the
+same trajectories for every model family, solver, entry point and gradient; a model the
+interpreter has no rule for runs the ``vmap`` path."""
+
+import logging
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+import twa_jax as tw
+from twa_jax import _lanes, _plan
+
+TS = np.linspace(0.0, 1.0, 5)
+KW = dict(n_traj=64, key=5, dt=0.02, keep_trajectories=3, progress=False)
+
+
+def both(monkeypatch, fn):
+    """``{layout: fn()}`` with the plan's layout forced to each."""
+    out = {}
+    for layout in _plan.LAYOUTS:
+        monkeypatch.setattr(_plan, "LAYOUT", layout)
+        out[layout] = fn()
+    monkeypatch.setattr(_plan, "LAYOUT", None)
+    return out
+
+
+def assert_same(a, b, rtol=1e-10, atol=1e-12):
+    la, lb = jax.tree_util.tree_leaves(a), jax.tree_util.tree_leaves(b)
+    assert len(la) == len(lb)
+    for x, y in zip(la, lb):
+        np.testing.assert_allclose(np.asarray(x), np.asarray(y), rtol=rtol, atol=atol)
+
+
+def assert_same_results(r1, r2, **tol):
+    assert_same((r1.mean, r1.sem, r1.trajectories), (r2.mean, r2.sem, r2.trajectories), **tol)
+    assert r1.n_traj == r2.n_traj and r1.n_failed == r2.n_failed
+
+
+def _tc_time_dependent():
+    """Tavis-Cummings with a pump switched on in time (a time-dependent Gamma) and a drive."""
+    n = 3
+
+    def H(s, a, p, t):
+        sm = (s[:, 0] - 1j * s[:, 1]) / 2
+        return (p["g"] * 2 * jnp.real(jnp.conj(a[0]) * jnp.sum(sm)) + 0.5 * jnp.sin(t) * s[:, 0].sum()
+                + jnp.abs(a[0]) ** 2)
+
+    def L(s, a, p, t):
+        return jnp.concatenate([a, (s[:, 0] + 1j * s[:, 1]) / 2])
+
+    def gamma(p, t):
+        return jnp.concatenate([jnp.array([p["kappa"]]), jnp.full(n, p["w"] * jnp.minimum(t / 0.5, 1.0))])
+
+    model = tw.Model(H, jumps=L, gamma=gamma, n_spins=n, n_bosons=1, time_dependent=True,
+                     params={"g": 1.0, "kappa": 2.0, "w": 1.0})
+    return model, tw.states.product(spins=tw.states.spins_down(n), bosons=tw.states.vacuum(1))
+
+
+CASES = {
+    "driven_spin": lambda: (tw.models.driven_spin(Omega=1.0, gamma_down=0.3, gamma_up=0.1), tw.states.spins_down(1)),
+    "rydberg_chain": lambda: (tw.models.rydberg_chain(6, Omega=1.0, J=1.0, gamma_down=0.2), tw.states.spins_down(6)),
+    "rydberg_open": lambda: (tw.models.rydberg_chain(5, gamma_down=0.2, boundary="open"), tw.states.spins_down(5)),
+    "dicke": lambda: (tw.models.dicke(4, gamma=1.0, Omega=0.5), tw.states.spins_up(4)),
+    "tavis_cummings": lambda: (tw.models.tavis_cummings(3, kappa=1.0, gamma_down=0.2),
+                               tw.states.product(spins=tw.states.spins_up(3), bosons=tw.states.vacuum(1))),
+    "central_spin": lambda: (tw.models.central_spin(3, kappa=1.0, gamma_down=0.2), None),
+    "dipole_array": lambda: (tw.models.dipole_array(tw.models.chain_positions(4, 0.2), Omega=0.5), tw.states.spins_up(4)),
+    "time_dependent": _tc_time_dependent,
+}
+
+
+def _case(name):
+    model, init = CASES[name]()
+    if init is None:  # the model's own sizes
+        init = tw.states.spins_up(model.n_spins)
+        if model.n_bosons:
+            init = tw.states.product(spins=init, bosons=tw.states.vacuum(model.n_bosons))
+    return model, init
+
+
+@pytest.mark.parametrize("name", sorted(CASES))
+def test_both_layouts_give_the_same_trajectories(monkeypatch, name):
+    model, init = _case(name)
+    plan = _plan.make_plan(model, init, TS, n_traj=_plan.LANES_MIN_WORK, key=5, dt=0.02)
+    assert plan.layout == "batch_last"  # chosen for enough trajectories: the interpreter has every rule
+    res = both(monkeypatch, lambda: tw.simulate(model, init, TS, **KW))
+    assert_same_results(res["batch_first"], res["batch_last"])
+
+
+def test_plain_heun_solver_and_no_noise(monkeypatch):
+    model, init = _case("tavis_cummings")
+    for kw in (dict(solver="heun"), dict(method="no_noise")):
+        res = both(monkeypatch, lambda kw=kw: tw.simulate(model, init, TS, **KW, **kw))
+        assert_same_results(res["batch_first"], res["batch_last"])
+
+
+def test_float32(monkeypatch):
+    with jax.enable_x64(False):
+        for name in ("rydberg_chain", "tavis_cummings", "dipole_array"):
+            model, init = _case(name)
+            res = both(monkeypatch, lambda: tw.simulate(model, init, TS, **KW))
+            assert res["batch_last"].mean["sz"].dtype == jnp.float32
+            assert_same_results(res["batch_first"], res["batch_last"], rtol=1e-5, atol=2e-6)
+
+
+def test_pulses(monkeypatch):
+    model, init = _case("rydberg_chain")
+    jx = lambda s, a, p: tw.weyl.collective(s, "x")  # noqa: E731
+    pulses = [tw.Pulse(0.0, jx, 0.7), tw.Pulse(0.5, jx, "Omega")]
+    res = both(monkeypatch, lambda: tw.simulate(model, init, TS, params={"Omega": 1.1}, pulses=pulses, **KW))
+    assert_same_results(res["batch_first"], res["batch_last"])
+
+
+def test_sweep_points(monkeypatch):
+    model, init = _case("driven_spin")
+    grid = {"Omega": [0.5, 1.0, 1.5], "kappa": [0.1, 0.2]}
+    kw = dict(n_traj=48, key=3, dt=0.05, progress=False)
+    for rn in ("common", "independent"):
+        res = both(monkeypatch, lambda rn=rn: tw.sweep((model, init), grid, TS, random_numbers=rn, **kw))
+        for k in ("sz", "sz_sem", "sx"):
+            np.testing.assert_allclose(res["batch_first"][k], res["batch_last"][k], rtol=1e-10, atol=1e-12)
+
+
+def test_gradients_agree(monkeypatch):
+    model, init = _case("tavis_cummings")
+    p0 = {"g": 0.8, "kappa": 1.2, "gamma_down": 0.3}
+
+    def loss(mean):
+        return jnp.sum(mean["sz"][-1]) + (0.5 * jnp.sum(mean["n"][-1]) if "n" in mean else 0.0)
+
+    res = both(monkeypatch, lambda: tw.value_and_grad(loss, model, init, TS, params=p0, n_traj=64, key=2, dt=0.02))
+    (v1, g1), (v2, g2) = res["batch_first"], res["batch_last"]
+    assert_same(v1, v2)
+    assert_same(g1, g2, rtol=1e-9)
+
+
+def test_unsupported_primitive_falls_back(monkeypatch, caplog):
+    """A Hamiltonian with a sort (its gradient gathers at trajectory-dependent indices): the plan
+    keeps the vmap layout, even when the batch-last one is asked for, and says so at debug level."""
+
+    def H(s, a, p):
+        return jnp.sum(jnp.sort(s[:, 2]) * jnp.arange(1.0, 4.0)) + p["Omega"] * s[:, 0].sum()
+
+    model = tw.Model(H, jumps=lambda s, a, p: (s[:, 0] - 1j * s[:, 1]) / 2, gamma=jnp.full(3, 0.2), n_spins=3,
+                     params={"Omega": 1.0})
+    init = tw.states.spins_down(3)
+    with caplog.at_level(logging.DEBUG, logger="twa_jax._lanes"):
+        assert _plan.make_plan(model, init, TS, n_traj=_plan.LANES_MIN_WORK, key=1, dt=0.02).layout == "batch_first"
+    assert any("no rule" in r.getMessage() and r.levelno == logging.DEBUG for r in caplog.records)
+    monkeypatch.setattr(_plan, "LAYOUT", "batch_last")
+    assert _plan.make_plan(model, init, TS, n_traj=64, key=1, dt=0.02).layout == "batch_first"
+    res = both(monkeypatch, lambda: tw.simulate(model, init, TS, **KW))
+    assert_same_results(res["batch_first"], res["batch_last"])
+
+
+def test_small_batches_keep_the_vmap_layout():
+    model, init = _case("rydberg_chain")  # 6 spins
+    assert _plan.make_plan(model, init, TS, n_traj=_plan.LANES_MIN_BATCH - 1, key=1, dt=0.02).layout == "batch_first"
+    few = _plan.LANES_MIN_WORK // 6 - 1
+    assert _plan.make_plan(model, init, TS, n_traj=few, key=1, dt=0.02).layout == "batch_first"
+    assert _plan.make_plan(model, init, TS, n_traj=few + 2, key=1, dt=0.02).layout == "batch_last"
+    assert _plan.make_plan(model, init, TS, n_traj=1000, key=1, dt=0.02, chunk_size=16).layout == "batch_first"
+    assert _plan.make_plan(model, init, TS, method="mean_field", dt=0.02).layout == "batch_first"
+
+
+# ------------------------------------------------------------------ the interpreter alone
+def _check_rules(f, shapes, n=5, dtype=jnp.float64, argnums=None):
+    """``f`` (one trajectory) batch last against ``vmap``, values and gradients."""
+    keys = jax.random.split(jax.random.key(0), len(shapes))
+    xs = [jax.random.normal(k, s + (n,), dtype) for k, s in zip(keys, shapes)]
+    got = _lanes.batch_last_call(f, tuple(xs), (True,) * len(xs), n)
+    want = jax.vmap(f, in_axes=-1, out_axes=-1)(*xs)
+    assert_same(got, want, rtol=1e-12, atol=1e-12)
+
+    def total(g):
+        return lambda *a: sum(jnp.sum(jnp.sin(o)) for o in jax.tree_util.tree_leaves(g(*a)))
+
+    gl = jax.grad(total(lambda *a: _lanes.batch_last_call(f, a, (True,) * len(a), n)), argnums=tuple(range(len(xs))))(*xs)
+    gv = jax.grad(total(jax.vmap(f, in_axes=-1, out_axes=-1)), argnums=tuple(range(len(xs))))(*xs)
+    assert_same(gl, gv, rtol=1e-12, atol=1e-12)
+
+
+def test_interpreter_rules():
+    J = jnp.asarray(np.random.default_rng(0).normal(size=(4, 4)))
+    T = jnp.asarray(np.random.default_rng(1).normal(size=(2, 4, 3)))
+    idx = jnp.array([2, 0, 3, 3])
+
+    def f(s, v):
+        out = {
+            "matvec": J @ s[:, 0], "vecmat": s[:, 1] @ J, "inner": jnp.dot(s[:, 0], s[:, 2]),
+            "outer": jnp.outer(s[:, 0], v), "mat": s.T @ J @ s, "batched_dot": jnp.einsum("bij,jk->bik", T, s[:, :3].T),
+            "tensor": jnp.einsum("bij,ik->bjk", T, s), "gather": s[idx, 1] + s[-1, 0], "scatter": jnp.zeros(5).at[idx].add(v[:4]),
+            "dyn": jax.lax.dynamic_slice(s, (1, 0), (2, 3)), "roll": jnp.roll(s[:, 2], 1), "cumsum": jnp.cumsum(v),
+            "relu": jax.nn.relu(v), "jit": jax.jit(lambda x: jnp.tanh(x) * 2)(v), "where": jnp.where(v > 0, v, s[0, 0]),
+            "pad": jnp.pad(v, (1, 2)), "concat": jnp.concatenate([v, s.ravel()]), "reductions": (jnp.max(s, 0), jnp.prod(v)),
+            "remat": jax.checkpoint(lambda x: jnp.sin(x) ** 2)(v), "transpose": jnp.transpose(s)[::-1],
+            "clip": jnp.clip(v, -0.5, 0.5), "complex": jnp.abs(jnp.sum((s[:, 0] - 1j * s[:, 1]) * jnp.exp(1j * v[:4]))),
+        }
+        return out
+
+    _check_rules(f, [(4, 3), (5,)])
+
+
+def test_interpreter_raises_unsupported():
+    with pytest.raises(_lanes.Unsupported):
+        _lanes.batch_last_call(lambda x: jnp.sort(x), (jnp.ones((3, 4)),), (True,), 4)
+    with pytest.raises(_lanes.Unsupported):
+        _lanes.batch_last_call(lambda x: jax.lax.fori_loop(0, 3, lambda i, y: y * 2, x), (jnp.ones((3, 4)),), (True,), 4)
+    assert not _lanes.supported(lambda x: x[jnp.argmax(x)], (jnp.ones((3, 4)),), (True,), 4)

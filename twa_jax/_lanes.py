@@ -1,0 +1,326 @@
+"""Batch-last evaluation of a one-trajectory function: the trajectories on the vector lanes.
+
+``jax.vmap`` puts the batch on the leading axis (its batching rules move it there), so for a
+small system XLA vectorizes along a handful of spins and materializes the pads of the gradient of
+the user's column slices. Here the one-trajectory function is traced once to a jaxpr
+(:func:`jax.make_jaxpr`) and the jaxpr is evaluated by a small interpreter in which every value
+that depends on the trajectory carries the batch as its **last** axis, while values that do not
+(parameters, factors of Gamma, constants, the time) stay as they are. Each primitive has a rule
+that keeps the batch last without a transpose of the minor axis:
+
+* elementwise primitives: the operands broadcast to the output shape plus the batch axis;
+* structural ones (``broadcast_in_dim``, ``reshape``, ``squeeze``, ``slice``, ``pad``,
+  ``concatenate``, ``stack``/``unstack``, ``transpose``, reductions, ``dynamic_slice`` with
+  indices that do not depend on the trajectory, ...): the same operation on the leading axes;
+* ``dot_general``: one operand batched becomes a matrix product with the batch as a free
+  dimension (the other operand first, so the batch stays last); both batched, a product and a sum;
+* ``gather``/``scatter-add`` with indices that do not depend on the trajectory: the batch as one
+  more window dimension;
+* calls (``jit``, ``closed_call``, ``checkpoint``): the inner jaxpr, by the same rules;
+  ``custom_jvp_call``/``custom_vjp_call``: ``vmap`` of that one equation over the last axis, so
+  the user's derivative rule is kept.
+
+A primitive without a rule (or a trajectory-dependent index, a batched loop) raises
+:class:`Unsupported`; the caller then uses the ``vmap`` path for the whole run. The evaluation is
+ordinary JAX code, so it differentiates (forward and reverse) like the ``vmap`` path.
+"""
+
+from __future__ import annotations
+
+import logging
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+from jax import lax
+from jax.extend import core as jcore
+
+log = logging.getLogger(__name__)
+
+
+class Unsupported(Exception):
+    """A primitive (or a use of one) that the batch-last interpreter has no rule for."""
+
+
+ELEMENTWISE = frozenset("""
+abs acos acosh add add_any and asin asinh atan atan2 atanh bessel_i0e bessel_i1e cbrt ceil clamp
+complex conj convert_element_type copy copy_p cos cosh digamma div eq erf erf_inv erfc exp exp2
+expm1 floor ge gt igamma igammac imag integer_pow is_finite le lgamma log log1p logistic lt max
+min mul ne neg nextafter not or polygamma population_count pow real reduce_precision rem round
+rsqrt select_n shift_left shift_right_arithmetic shift_right_logical sign sin sinh sqrt square
+sub tan tanh xor zeta random_gamma_grad
+""".split())
+
+#: reductions and scans along leading axes named by their parameters (the batch axis, last, is
+#: never among them)
+LEADING_AXIS_OPS = frozenset("""
+reduce_sum reduce_max reduce_min reduce_prod reduce_and reduce_or reduce_xor argmax argmin
+cumsum cumprod cummax cummin cumlogsumexp rev squeeze split unstack
+""".split())
+
+CALLS = {"jit": "jaxpr", "pjit": "jaxpr", "closed_call": "call_jaxpr", "core_call": "call_jaxpr",
+         "checkpoint": "jaxpr", "remat": "jaxpr", "remat2": "jaxpr"}
+PER_EQUATION_VMAP = frozenset({"custom_jvp_call", "custom_vjp_call", "custom_vjp_call_jaxpr"})
+
+
+def _shape(aval):
+    return tuple(aval.shape)
+
+
+def _to_batched(x, b, shape, n):
+    """``x`` as ``shape + (n,)``: batched (``p + (n,)``) or not (``p``), with ``p`` broadcastable
+    to ``shape`` (elementwise primitives take scalars and size-1 axes next to arrays)."""
+    shape = tuple(shape)
+    x = jnp.asarray(x)
+    p = tuple(x.shape[:-1]) if b else tuple(x.shape)
+    if b and p == shape:
+        return x
+    dims = tuple(range(len(shape) - len(p), len(shape))) + ((len(shape),) if b else ())
+    return lax.broadcast_in_dim(x, shape + (n,), dims)
+
+
+class _Interpreter:
+    def __init__(self, n):
+        self.n = n
+
+    # ------------------------------------------------------------------ the evaluation loop
+    def eval(self, jaxpr, consts, args, batched):
+        env = {}
+
+        def read(v):
+            if isinstance(v, jcore.Literal):
+                return v.val, False
+            return env[v]
+
+        for v, c in zip(jaxpr.constvars, consts):
+            env[v] = (c, False)
+        for v, a, b in zip(jaxpr.invars, args, batched):
+            env[v] = (a, b)
+        for eqn in jaxpr.eqns:
+            ins = [read(v) for v in eqn.invars]
+            vals = [x for x, _ in ins]
+            bs = [b for _, b in ins]
+            if not any(bs):
+                outs = self.bind(eqn, vals)
+                obs = [False] * len(outs)
+            else:
+                outs, obs = self.rule(eqn, vals, bs)
+            for v, x, b in zip(eqn.outvars, outs, obs):
+                env[v] = (x, b)
+        return [read(v) for v in jaxpr.outvars]
+
+    @staticmethod
+    def bind(eqn, vals, **override):
+        params = {**eqn.primitive.get_bind_params(eqn.params), **override}
+        out = eqn.primitive.bind(*vals, **params)
+        return list(out) if eqn.primitive.multiple_results else [out]
+
+    # ------------------------------------------------------------------ rules
+    def rule(self, eqn, vals, bs):
+        name = eqn.primitive.name
+        n = self.n
+        out_avals = [v.aval for v in eqn.outvars]
+        if name in ELEMENTWISE:
+            shape = _shape(out_avals[0])
+            args = [_to_batched(x, b, shape, n) for x, b in zip(vals, bs)]
+            return self.bind(eqn, args), [True]
+        if name in LEADING_AXIS_OPS:
+            if len(vals) != 1:
+                raise Unsupported(name)
+            outs = self.bind(eqn, vals)
+            return outs, [True] * len(outs)
+        method = getattr(self, "_" + name.replace("-", "_"), None)
+        if method is not None:
+            return method(eqn, vals, bs, out_avals)
+        if name in CALLS:
+            return self._call(eqn, vals, bs, CALLS[name])
+        if name in PER_EQUATION_VMAP:
+            return self._vmapped(eqn, vals, bs)
+        raise Unsupported(name)
+
+    def _batched_all(self, eqn, vals, bs):
+        return [_to_batched(x, b, _shape(v.aval), self.n) for x, b, v in zip(vals, bs, eqn.invars)]
+
+    def _broadcast_in_dim(self, eqn, vals, bs, out_avals):
+        if any(bs[1:]):
+            raise Unsupported("broadcast_in_dim with a batched dynamic shape")
+        p = eqn.params
+        shape = tuple(p["shape"]) + (self.n,)
+        dims = tuple(p["broadcast_dimensions"]) + (len(p["shape"]),)
+        return self.bind(eqn, vals, shape=shape, broadcast_dimensions=dims), [True]
+
+    def _reshape(self, eqn, vals, bs, out_avals):
+        p = eqn.params
+        if p.get("dimensions") is not None or len(vals) != 1:
+            raise Unsupported("reshape with dimensions")
+        return self.bind(eqn, vals, new_sizes=tuple(p["new_sizes"]) + (self.n,)), [True]
+
+    def _slice(self, eqn, vals, bs, out_avals):
+        p = eqn.params
+        strides = None if p["strides"] is None else tuple(p["strides"]) + (1,)
+        return self.bind(eqn, vals, start_indices=tuple(p["start_indices"]) + (0,),
+                         limit_indices=tuple(p["limit_indices"]) + (self.n,), strides=strides), [True]
+
+    def _dynamic_slice(self, eqn, vals, bs, out_avals):
+        if any(bs[1:]):
+            raise Unsupported("dynamic_slice at trajectory-dependent indices")
+        idx = vals[1:]
+        zero = jnp.zeros((), jnp.asarray(idx[0]).dtype) if idx else jnp.zeros((), jnp.int32)
+        return self.bind(eqn, [vals[0], *idx, zero],
+                         slice_sizes=tuple(eqn.params["slice_sizes"]) + (self.n,)), [True]
+
+    def _dynamic_update_slice(self, eqn, vals, bs, out_avals):
+        if any(bs[2:]):
+            raise Unsupported("dynamic_update_slice at trajectory-dependent indices")
+        op, up = self._batched_all(eqn, vals[:2], bs[:2])
+        idx = vals[2:]
+        zero = jnp.zeros((), jnp.asarray(idx[0]).dtype) if idx else jnp.zeros((), jnp.int32)
+        return self.bind(eqn, [op, up, *idx, zero]), [True]
+
+    def _concatenate(self, eqn, vals, bs, out_avals):
+        return self.bind(eqn, self._batched_all(eqn, vals, bs)), [True]
+
+    def _stack(self, eqn, vals, bs, out_avals):
+        return self.bind(eqn, self._batched_all(eqn, vals, bs)), [True]
+
+    def _pad(self, eqn, vals, bs, out_avals):
+        if bs[1]:
+            raise Unsupported("pad with a trajectory-dependent padding value")
+        cfg = tuple(eqn.params["padding_config"]) + ((0, 0, 0),)
+        return self.bind(eqn, vals, padding_config=cfg), [True]
+
+    def _transpose(self, eqn, vals, bs, out_avals):
+        perm = tuple(eqn.params["permutation"])
+        return self.bind(eqn, vals, permutation=perm + (len(perm),)), [True]
+
+    def _dot_general(self, eqn, vals, bs, out_avals):
+        (lc, rc), (lb, rb) = eqn.params["dimension_numbers"]
+        lhs, rhs = vals
+        la, ra = eqn.invars[0].aval, eqn.invars[1].aval
+        nl, nr = len(la.shape), len(ra.shape)
+        pref = eqn.params.get("preferred_element_type")
+        if bs[0] and bs[1]:
+            # per trajectory: a product and a sum over the contracted axes, batch kept last
+            lf = [d for d in range(nl) if d not in lc and d not in lb]
+            rf = [d for d in range(nr) if d not in rc and d not in rb]
+            lhs_t = lax.transpose(lhs, tuple(lb) + tuple(lf) + tuple(lc) + (nl,))
+            rhs_t = lax.transpose(rhs, tuple(rb) + tuple(rf) + tuple(rc) + (nr,))
+            nb, nlf, nrf, ncon = len(lb), len(lf), len(rf), len(lc)
+            full = (tuple(la.shape[d] for d in lb) + tuple(la.shape[d] for d in lf)
+                    + tuple(ra.shape[d] for d in rf) + tuple(la.shape[d] for d in lc) + (self.n,))
+            ldims = tuple(range(nb + nlf)) + tuple(range(nb + nlf + nrf, nb + nlf + nrf + ncon + 1))
+            rdims = tuple(range(nb)) + tuple(range(nb + nlf, nb + nlf + nrf + ncon + 1))
+            dtype = out_avals[0].dtype
+            prod = (lax.broadcast_in_dim(lhs_t.astype(dtype), full, ldims)
+                    * lax.broadcast_in_dim(rhs_t.astype(dtype), full, rdims))
+            axes = tuple(range(nb + nlf + nrf, nb + nlf + nrf + ncon))
+            return [jnp.sum(prod, axis=axes, dtype=dtype) if axes else prod], [True]
+        if bs[0]:  # lhs batched: swap so the batch (a free dimension of the lhs) comes out last
+            dn = ((tuple(rc), tuple(lc)), (tuple(rb), tuple(lb)))
+            out = self.bind(eqn, [rhs, lhs], dimension_numbers=dn)[0]
+            nb = len(lb)
+            nrf = nr - len(rc) - len(rb)
+            nlf = nl - len(lc) - len(lb)  # the lhs's own free dimensions (without the batch)
+            perm = (tuple(range(nb)) + tuple(range(nb + nrf, nb + nrf + nlf))
+                    + tuple(range(nb, nb + nrf)) + (nb + nrf + nlf,))
+            if perm != tuple(range(len(perm))):
+                out = lax.transpose(out, perm)
+            return [out], [True]
+        # rhs batched: its free dimensions come last in the output, the batch last of them
+        return self.bind(eqn, [lhs, rhs]), [True]
+
+    def _gather(self, eqn, vals, bs, out_avals):
+        if bs[1]:
+            raise Unsupported("gather at trajectory-dependent indices")
+        p = eqn.params
+        dn = p["dimension_numbers"]
+        out_rank = len(out_avals[0].shape)
+        new_dn = dn._replace(offset_dims=tuple(dn.offset_dims) + (out_rank,))
+        return self.bind(eqn, vals, dimension_numbers=new_dn,
+                         slice_sizes=tuple(p["slice_sizes"]) + (self.n,)), [True]
+
+    def _scatter_add(self, eqn, vals, bs, out_avals):
+        if bs[1]:
+            raise Unsupported(f"{eqn.primitive.name} at trajectory-dependent indices")
+        op = _to_batched(vals[0], bs[0], _shape(eqn.invars[0].aval), self.n)
+        up = _to_batched(vals[2], bs[2], _shape(eqn.invars[2].aval), self.n)
+        dn = eqn.params["dimension_numbers"]
+        new_dn = dn._replace(update_window_dims=tuple(dn.update_window_dims) + (len(eqn.invars[2].aval.shape),))
+        return self.bind(eqn, [op, vals[1], up], dimension_numbers=new_dn), [True]
+
+    _scatter = _scatter_add
+
+    def _call(self, eqn, vals, bs, key):
+        inner = eqn.params[key]
+        if isinstance(inner, jcore.ClosedJaxpr):
+            jaxpr, consts = inner.jaxpr, inner.consts
+        else:
+            jaxpr, consts = inner, ()
+        outs = self.eval(jaxpr, consts, vals, bs)
+        return [x for x, _ in outs], [b for _, b in outs]
+
+    def _vmapped(self, eqn, vals, bs):
+        """One equation ``vmap``-ed over the last axis (keeps a custom derivative rule)."""
+        def f(*xs):
+            return self.bind(eqn, list(xs))
+
+        outs = jax.vmap(f, in_axes=[-1 if b else None for b in bs], out_axes=-1, axis_size=self.n)(*vals)
+        return outs, [True] * len(outs)
+
+
+def _aval_of(x, batched):
+    a = jax.typeof(x) if hasattr(jax, "typeof") else jcore.get_aval(x)
+    shape = tuple(a.shape[:-1]) if batched else tuple(a.shape)
+    return jax.ShapeDtypeStruct(shape, a.dtype, weak_type=getattr(a, "weak_type", False))
+
+
+def batch_last_call(f, args, batched, n):
+    """``f`` (a one-trajectory function of the pytree ``args``) on a batch of ``n`` trajectories,
+    batch last.
+
+    Args:
+        f: ``f(*args) -> pytree of arrays``, for one trajectory.
+        args: a tuple of pytrees; leaves marked batched carry the ``n`` trajectories on their last
+            axis, the others are shared by every trajectory.
+        batched: a tuple with one ``bool`` per entry of ``args`` (every leaf of that argument
+            batched or none).
+        n: the number of trajectories.
+
+    Returns:
+        ``f``'s outputs with the trajectories on the last axis of every leaf.
+
+    Raises:
+        Unsupported: ``f`` uses a primitive (or a trajectory-dependent index) without a rule.
+    """
+    flat, tree = jax.tree_util.tree_flatten(args)
+    flags = []
+    for a, b in zip(args, batched):
+        flags += [bool(b)] * len(jax.tree_util.tree_leaves(a))
+    is_arr = [isinstance(x, (jax.Array, np.ndarray, np.generic)) or hasattr(x, "aval") for x in flat]
+    arr_vals = [x for x, a in zip(flat, is_arr) if a]
+    arr_flags = [b for b, a in zip(flags, is_arr) if a]
+    others = [x for x, a in zip(flat, is_arr) if not a]
+
+    def flat_f(*xs):
+        it, ot = iter(xs), iter(others)
+        leaves = [next(it) if a else next(ot) for a in is_arr]
+        return f(*jax.tree_util.tree_unflatten(tree, leaves))
+
+    avals = [_aval_of(x, b) for x, b in zip(arr_vals, arr_flags)]
+    closed, out_shape = jax.make_jaxpr(flat_f, return_shape=True)(*avals)
+    interp = _Interpreter(n)
+    outs = interp.eval(closed.jaxpr, closed.consts, arr_vals, arr_flags)
+    leaves = [x if b else _to_batched(x, False, _shape(s), n)
+              for (x, b), s in zip(outs, jax.tree_util.tree_leaves(out_shape))]
+    return jax.tree_util.tree_unflatten(jax.tree_util.tree_structure(out_shape), leaves)
+
+
+def supported(f, args, batched, n=2):
+    """Whether :func:`batch_last_call` has a rule for everything ``f`` does (traced abstractly,
+    nothing runs); the reason goes to the debug log when not."""
+    try:
+        jax.eval_shape(lambda *a: batch_last_call(f, a, batched, n), *args)
+    except Unsupported as e:
+        log.debug("batch-last layout not used: no rule for %s; the vmap path runs", e)
+        return False
+    return True
