@@ -1,4 +1,11 @@
-"""Every argument check of the package, with one exception policy.
+"""The primitive argument checks: types, shapes, finiteness, numbers, keys, Gamma, devices.
+
+This module imports nothing of ``twa_jax`` (only the standard library, NumPy and JAX), so every
+module of the package can use it without an import circle; ``tests/test_imports.py`` keeps it so.
+The checks that know a :class:`~twa_jax.Model`, a solver, a state or the observables live with
+the run plan (:mod:`twa_jax._plan`), where they are used.
+
+One exception policy for both:
 
 * ``TypeError``: the argument is of the wrong kind (a string where a number goes, a list where a
   dict goes, a function that fails on abstract inputs).
@@ -151,53 +158,7 @@ def check_psd(eigenvalues, dtype, name: str = "gamma", rtol: float = 1e-10) -> N
         )
 
 
-# --------------------------------------------------------------------------- the run's arguments
-def check_model(model):
-    from ._model import Model
-
-    if not isinstance(model, Model):
-        raise TypeError(f"model must be a tw.Model, got {type(model).__name__}")
-    return model
-
-
-def check_initial(initial, model) -> None:
-    from ._states import AbstractState
-
-    if not isinstance(initial, AbstractState):
-        raise TypeError(
-            "initial must be a state from tw.states (spins_down, product, ...) or a subclass of "
-            f"tw.states.AbstractState, got {type(initial).__name__}"
-        )
-    for attr in ("n_spins", "n_bosons", "spin_S"):
-        if not hasattr(initial, attr):
-            raise TypeError(f"{type(initial).__name__} must define {attr} (a field or a property)")
-    if initial.n_spins != model.n_spins or initial.n_bosons != model.n_bosons:
-        raise ValueError(
-            f"initial state has {initial.n_spins} spins and {initial.n_bosons} bosons but the model "
-            f"has n_spins={model.n_spins}, n_bosons={model.n_bosons}"
-        )
-    if model.n_spins and initial.spin_S != model.spin_S:
-        raise ValueError(
-            f"spin normalization mismatch: the model has spin_S={model.spin_S} but the initial "
-            f"state has spin_S={initial.spin_S} (None means spin-1/2, Pauli normalization)"
-        )
-
-
-def check_solver(solver):
-    """``(name, instance)`` of a solver given by name or as an instance."""
-    from ._solvers import SOLVERS, RotationHeun, StochasticHeun
-
-    if isinstance(solver, str):
-        if solver not in SOLVERS:
-            raise ValueError(f"solver must be one of {tuple(SOLVERS)} or a solver instance, got {solver!r}")
-        return solver, SOLVERS[solver]()
-    if isinstance(solver, RotationHeun):  # subclasses too
-        return "rotation_heun", solver
-    if isinstance(solver, StochasticHeun):
-        return "heun", solver
-    raise TypeError(f"solver must be 'rotation_heun', 'heun' or a twa_jax solver, got {solver!r}")
-
-
+# --------------------------------------------------------------------------- devices
 def check_devices(devices, default):
     """A list of distinct ``jax.Device`` (``default`` when ``devices`` is None)."""
     if devices is None:
@@ -216,92 +177,6 @@ def check_devices(devices, default):
     if len(set(devices)) != len(devices):
         raise ValueError(f"devices contains a device twice: {devices}")
     return devices
-
-
-def _abstract_point(model, dtype):
-    s = jax.ShapeDtypeStruct((model.n_spins, 3), dtype)
-    a = jax.ShapeDtypeStruct((model.n_bosons,), jnp.result_type(dtype, jnp.complex64))
-    return s, a
-
-
-def check_observables(observables, model, dtype):
-    """``{name: f}`` checked by abstract evaluation; returns ``(observables, shapes, dtypes)``."""
-    if observables is None:
-        from ._observables import default_observables
-
-        observables = model.observables or default_observables(model.n_spins, model.n_bosons)
-    elif not isinstance(observables, dict) or not observables:
-        raise TypeError("observables must be a non-empty dict {name: f(spins, bosons)}")
-    s, a = _abstract_point(model, dtype)
-    shapes, dtypes = {}, {}
-    for name, f in observables.items():
-        if not isinstance(name, str) or not name.isidentifier():
-            raise ValueError(f"observable names must be identifiers, got {name!r}")
-        if not callable(f):
-            raise TypeError(f"observable {name!r} must be a function f(spins, bosons), got {f!r}")
-        try:
-            out = jax.eval_shape(f, s, a)
-        except Exception as e:
-            raise TypeError(f"observable {name!r} failed on spins[{model.n_spins}, 3], bosons[{model.n_bosons}]: {e}") from e
-        if not hasattr(out, "dtype") or not (
-            jnp.issubdtype(out.dtype, jnp.floating) or jnp.issubdtype(out.dtype, jnp.complexfloating)
-        ):
-            raise TypeError(f"observable {name!r} must return a float or complex array, got {out}")
-        shapes[name], dtypes[name] = tuple(out.shape), out.dtype
-    return dict(observables), shapes, dtypes
-
-
-def _index_checked(model, params, observables, dtype):
-    """``[(name, thunk)]`` of the model's functions at a concrete zero point."""
-    s = jnp.zeros((model.n_spins, 3), dtype)
-    a = jnp.zeros((model.n_bosons,), jnp.result_type(dtype, jnp.complex64))
-    funcs = [("hamiltonian", lambda: model.H(s, a, params))]
-    if model.jumps is not None:
-        funcs.append(("jumps", lambda: model.L(s, a, params)))
-    if callable(model.gamma):
-        funcs.append(("gamma", lambda: model.gamma_of(params)))
-    funcs += [(f"observable {name!r}", (lambda f=f: f(s, a))) for name, f in observables]
-    return funcs
-
-
-def _index_error(model, params, observables, dtype):
-    from jax.experimental import checkify
-
-    funcs = _index_checked(model, params, observables, dtype)
-    return checkify.checkify(lambda: [fn() for _, fn in funcs], errors=checkify.index_checks)()[0]
-
-
-#: one compiled check of every function together, cached per model (a new parameter value reuses
-#: it); op by op, a model's first check compiled each primitive on its own (seconds)
-_index_error_jit = None
-
-
-def check_indexing(model, params, observables, dtype) -> None:
-    """Run the model's functions once on a concrete point with JAX's index checks on.
-
-    JAX clamps out-of-range indices instead of raising (``s[5, 0]`` with three spins reads
-    ``s[2, 0]``), so a wrong index in a model would run silently; ``checkify`` finds it. Skipped
-    when ``params`` are traced."""
-    global _index_error_jit
-    from jax.experimental import checkify
-
-    if not all_concrete(params):
-        return
-    import equinox as eqx
-
-    if _index_error_jit is None:
-        _index_error_jit = eqx.filter_jit(_index_error)
-    obs = tuple(observables.items())
-    if not _index_error_jit(model, params, obs, dtype).get():
-        return
-    for name, fn in _index_checked(model, params, obs, dtype):  # only on error: name the culprit
-        err, _ = checkify.checkify(fn, errors=checkify.index_checks)()
-        msg = err.get()
-        if msg:
-            raise IndexError(
-                f"{name} indexes out of range with n_spins={model.n_spins}, n_bosons={model.n_bosons}: "
-                f"{msg.strip().splitlines()[0]} (JAX would silently clamp the index)"
-            )
 
 
 # --------------------------------------------------------------------------- which option applies where

@@ -32,9 +32,8 @@ import numpy as np
 from jax.flatten_util import ravel_pytree
 
 from . import _engine, _grad
-from ._checks import check_model
 from ._observables import chunk_moments, finalize, merge_moments
-from ._plan import make_plan, merge_times
+from ._plan import check_model, make_plan, merge_times
 from ._protocol import Pulse
 
 _EPS = "__kick_{}_{}"

@@ -12,6 +12,11 @@ it does not apply. The plan holds
 * the devices, and the chunk size from one memory rule (:func:`bytes_per_trajectory`) for forward
   runs, reverse-mode gradients and Jacobians alike.
 
+The checks that know the package's types (the model, its initial state, the solver, the
+observables, the model's indexing) are here, with the plan that uses them; the primitive ones
+(types, shapes, finiteness, numbers) are in :mod:`twa_jax._checks`, which imports nothing of the
+package.
+
 The plan is an ``eqx.Module``: arrays (parameters, grid, key, the factor of Gamma) are leaves, so
 new values reuse the compiled program; sizes and options are static.
 """
@@ -28,12 +33,16 @@ import equinox as eqx
 import jax
 import jax.numpy as jnp
 import numpy as np
+from jax.experimental import checkify
 
 from . import _checks
 from ._brackets import generator, to_internal, to_user
 from ._checks import all_concrete, check_finite_tree
 from ._model import Model
 from ._noise import NoiseBasis, decompose, decompose_like
+from ._observables import default_observables
+from ._solvers import SOLVERS, RotationHeun, StochasticHeun
+from ._states import AbstractState
 
 #: default time step is ``DT_SAFETY / (fastest frequency or rate of the model)``
 DT_SAFETY = 0.02
@@ -298,6 +307,126 @@ def choose_layout(model, noise, params, dtype, method, n_per_device) -> str:
     return "batch_last" if batch_last_supported(model, noise, params, dtype, with_dW) else "batch_first"
 
 
+# --------------------------------------------------------------------------- checks that know the package
+def check_model(model):
+    if not isinstance(model, Model):
+        raise TypeError(f"model must be a tw.Model, got {type(model).__name__}")
+    return model
+
+
+def check_initial(initial, model) -> None:
+    if not isinstance(initial, AbstractState):
+        raise TypeError(
+            "initial must be a state from tw.states (spins_down, product, ...) or a subclass of "
+            f"tw.states.AbstractState, got {type(initial).__name__}"
+        )
+    for attr in ("n_spins", "n_bosons", "spin_S"):
+        if not hasattr(initial, attr):
+            raise TypeError(f"{type(initial).__name__} must define {attr} (a field or a property)")
+    if initial.n_spins != model.n_spins or initial.n_bosons != model.n_bosons:
+        raise ValueError(
+            f"initial state has {initial.n_spins} spins and {initial.n_bosons} bosons but the model "
+            f"has n_spins={model.n_spins}, n_bosons={model.n_bosons}"
+        )
+    if model.n_spins and initial.spin_S != model.spin_S:
+        raise ValueError(
+            f"spin normalization mismatch: the model has spin_S={model.spin_S} but the initial "
+            f"state has spin_S={initial.spin_S} (None means spin-1/2, Pauli normalization)"
+        )
+
+
+def check_solver(solver):
+    """``(name, instance)`` of a solver given by name or as an instance."""
+    if isinstance(solver, str):
+        if solver not in SOLVERS:
+            raise ValueError(f"solver must be one of {tuple(SOLVERS)} or a solver instance, got {solver!r}")
+        return solver, SOLVERS[solver]()
+    if isinstance(solver, RotationHeun):  # subclasses too
+        return "rotation_heun", solver
+    if isinstance(solver, StochasticHeun):
+        return "heun", solver
+    raise TypeError(f"solver must be 'rotation_heun', 'heun' or a twa_jax solver, got {solver!r}")
+
+
+def _abstract_point(model, dtype):
+    s = jax.ShapeDtypeStruct((model.n_spins, 3), dtype)
+    a = jax.ShapeDtypeStruct((model.n_bosons,), jnp.result_type(dtype, jnp.complex64))
+    return s, a
+
+
+def check_observables(observables, model, dtype):
+    """``{name: f}`` checked by abstract evaluation; returns ``(observables, shapes, dtypes)``."""
+    if observables is None:
+        observables = model.observables or default_observables(model.n_spins, model.n_bosons)
+    elif not isinstance(observables, dict) or not observables:
+        raise TypeError("observables must be a non-empty dict {name: f(spins, bosons)}")
+    s, a = _abstract_point(model, dtype)
+    shapes, dtypes = {}, {}
+    for name, f in observables.items():
+        if not isinstance(name, str) or not name.isidentifier():
+            raise ValueError(f"observable names must be identifiers, got {name!r}")
+        if not callable(f):
+            raise TypeError(f"observable {name!r} must be a function f(spins, bosons), got {f!r}")
+        try:
+            out = jax.eval_shape(f, s, a)
+        except Exception as e:
+            raise TypeError(f"observable {name!r} failed on spins[{model.n_spins}, 3], bosons[{model.n_bosons}]: {e}") from e
+        if not hasattr(out, "dtype") or not (
+            jnp.issubdtype(out.dtype, jnp.floating) or jnp.issubdtype(out.dtype, jnp.complexfloating)
+        ):
+            raise TypeError(f"observable {name!r} must return a float or complex array, got {out}")
+        shapes[name], dtypes[name] = tuple(out.shape), out.dtype
+    return dict(observables), shapes, dtypes
+
+
+def _index_checked(model, params, observables, dtype):
+    """``[(name, thunk)]`` of the model's functions at a concrete zero point."""
+    s = jnp.zeros((model.n_spins, 3), dtype)
+    a = jnp.zeros((model.n_bosons,), jnp.result_type(dtype, jnp.complex64))
+    funcs = [("hamiltonian", lambda: model.H(s, a, params))]
+    if model.jumps is not None:
+        funcs.append(("jumps", lambda: model.L(s, a, params)))
+    if callable(model.gamma):
+        funcs.append(("gamma", lambda: model.gamma_of(params)))
+    funcs += [(f"observable {name!r}", (lambda f=f: f(s, a))) for name, f in observables]
+    return funcs
+
+
+def _index_error(model, params, observables, dtype):
+    funcs = _index_checked(model, params, observables, dtype)
+    return checkify.checkify(lambda: [fn() for _, fn in funcs], errors=checkify.index_checks)()[0]
+
+
+#: one compiled check of every function together, cached per model (a new parameter value reuses
+#: it); op by op, a model's first check compiled each primitive on its own (seconds)
+_index_error_jit = None
+
+
+def check_indexing(model, params, observables, dtype) -> None:
+    """Run the model's functions once on a concrete point with JAX's index checks on.
+
+    JAX clamps out-of-range indices instead of raising (``s[5, 0]`` with three spins reads
+    ``s[2, 0]``), so a wrong index in a model would run silently; ``checkify`` finds it. Skipped
+    when ``params`` are traced."""
+    global _index_error_jit
+    if not all_concrete(params):
+        return
+    if _index_error_jit is None:
+        _index_error_jit = eqx.filter_jit(_index_error)
+    obs = tuple(observables.items())
+    if not _index_error_jit(model, params, obs, dtype).get():
+        return
+    for name, fn in _index_checked(model, params, obs, dtype):  # only on error: name the culprit
+        err, _ = checkify.checkify(fn, errors=checkify.index_checks)()
+        msg = err.get()
+        if msg:
+            raise IndexError(
+                f"{name} indexes out of range with n_spins={model.n_spins}, n_bosons={model.n_bosons}: "
+                f"{msg.strip().splitlines()[0]} (JAX would silently clamp the index)"
+            )
+
+
+
 # --------------------------------------------------------------------------- the plan
 class Plan(eqx.Module):
     """A validated, immutable run: everything a chunk of trajectories needs.
@@ -466,14 +595,14 @@ def make_plan(
         IndexError: a model function indexes out of range.
     """
     # === arguments that do not need the model's functions
-    model = _checks.check_model(model)
-    _checks.check_initial(initial, model)
+    model = check_model(model)
+    check_initial(initial, model)
     ts_np = _checks.check_ts(ts)
     _checks.check_method_options(
         method, chunk_size=chunk_size, devices=devices, target_sem=target_sem,
         key=key if method == "mean_field" else None,
     )
-    solver_name, solver = _checks.check_solver(solver)
+    solver_name, solver = check_solver(solver)
     if method == "mean_field":
         if n_traj not in (None, 1):
             raise ValueError(f"method='mean_field' runs one deterministic trajectory; got n_traj={n_traj}")
@@ -511,10 +640,10 @@ def make_plan(
         from ._quantize import warn_same_site_observables
 
         warn_same_site_observables(model, observables)
-    observables, shapes, dtypes = _checks.check_observables(observables, model, dtype)
+    observables, shapes, dtypes = check_observables(observables, model, dtype)
     averages = _check_time_average(time_average, ts_np, observables)
     _check_initial_sample(initial, model, dtype)
-    _checks.check_indexing(model, params, observables, dtype)
+    check_indexing(model, params, observables, dtype)
     from ._protocol import check_pulses
 
     pulses = check_pulses(pulses, model, params, initial, ts_np, dtype)
