@@ -25,6 +25,7 @@ import jax
 import jax.numpy as jnp
 
 from ._model import Model
+from ._noise import decompose
 
 
 def to_internal(spins, bosons, dtype=None):
@@ -205,8 +206,6 @@ def drift(model: Model, spins, bosons, params=None, t=0.0):
     params = {} if params is None else params
     Phi = None
     if model.jumps is not None:
-        from ._noise import decompose
-
         L = jnp.asarray(model.L(jnp.asarray(spins), jnp.asarray(bosons), params, t))
         Phi = 0.5 * decompose(model.gamma_of(params, t)).apply_gamma(L)
     return velocity(model, spins, bosons, Phi, params, 1.0, t)

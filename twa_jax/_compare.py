@@ -6,6 +6,9 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from ._correlation import Correlation
+from ._result import Result
+
 
 @dataclass(frozen=True)
 class Deviation:
@@ -98,9 +101,6 @@ def _correlation_results(twa, reference):
     """A :class:`~twa_jax.Correlation` and its reference (a Correlation, or the array
     ``tw.exact.correlation`` returns) as results over the lags: observables ``re``, ``im`` with
     one component per start time."""
-    from ._correlation import Correlation
-    from ._result import Result
-
     if isinstance(reference, Correlation):
         ref_value, ref_sem = np.asarray(reference.value), np.asarray(reference.sem)
         if not (np.allclose(reference.ts, twa.ts) and np.allclose(reference.taus, twa.taus)):
@@ -139,8 +139,6 @@ def compare(twa, reference, *, names=None) -> Comparison:
     Raises:
         ValueError: different save times, no observable in common, or shapes that differ.
     """
-    from ._correlation import Correlation
-
     time = "t"
     if isinstance(twa, Correlation):
         twa, reference = _correlation_results(twa, reference)

@@ -35,6 +35,7 @@ from . import _engine, _grad
 from ._observables import chunk_moments, finalize, merge_moments
 from ._plan import check_model, make_plan, merge_times
 from ._protocol import Pulse
+from ._solve import _target_sem_sizes
 
 _EPS = "__kick_{}_{}"
 
@@ -247,8 +248,6 @@ def _run(model, initial, ts, taus, a, b, *, n_traj, key, params, t0, dt, solver,
     chunk = plan.chunk(rows=(1 + len(names)) * (1 + n_diff))
     sizes = None
     if plan.target_sem is not None:  # as simulate's: a pilot, then chunks sized from its spread
-        from ._solve import _target_sem_sizes
-
         sizes = _target_sem_sizes(plan, chunk, lambda acc: float(np.max(np.asarray(finalize(acc["value"])[1]))))
     acc, used = _engine.run(plan, red, _combine, chunk_size=chunk, params=run_params, extra=extra,
                             refactor=jacobian and callable(plan.model.gamma), adjoint="forward",

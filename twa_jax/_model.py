@@ -23,6 +23,7 @@ import numpy as np
 
 from ._checks import check_finite_tree, check_gamma_matrix
 from ._noise import decompose
+from ._quantize import warn_same_site
 
 
 class Model(eqx.Module):
@@ -177,8 +178,6 @@ class Model(eqx.Module):
         """The same-site check (see the class's Warns), with the default parameters if they suffice."""
         if self.spin_S is not None or self.n_spins == 0:
             return
-        from ._quantize import warn_same_site
-
         params = self.with_params()
         try:
             self.check(params)

@@ -41,7 +41,9 @@ from ._checks import all_concrete, check_finite_tree
 from ._model import Model
 from ._noise import NoiseBasis, decompose, decompose_like
 from ._observables import default_observables
-from ._solvers import SOLVERS, RotationHeun, StochasticHeun
+from ._protocol import check_pulses
+from ._quantize import warn_same_site_observables
+from ._solvers import SOLVERS, RotationHeun, StochasticHeun, batch_last_supported
 from ._states import AbstractState
 
 #: default time step is ``DT_SAFETY / (fastest frequency or rate of the model)``
@@ -301,8 +303,6 @@ def choose_layout(model, noise, params, dtype, method, n_per_device) -> str:
     if forced is None and (method == "mean_field" or n_per_device < LANES_MIN_BATCH
                            or sites * n_per_device < LANES_MIN_WORK):
         return "batch_first"
-    from ._solvers import batch_last_supported
-
     with_dW = method == "twa" and noise is not None and noise.n_channels > 0
     return "batch_last" if batch_last_supported(model, noise, params, dtype, with_dW) else "batch_first"
 
@@ -637,15 +637,11 @@ def make_plan(
     dtype = jnp.zeros(()).dtype
     model.check(params, dtype)
     if observables is not None:  # the model's own were checked when it was built
-        from ._quantize import warn_same_site_observables
-
         warn_same_site_observables(model, observables)
     observables, shapes, dtypes = check_observables(observables, model, dtype)
     averages = _check_time_average(time_average, ts_np, observables)
     _check_initial_sample(initial, model, dtype)
     check_indexing(model, params, observables, dtype)
-    from ._protocol import check_pulses
-
     pulses = check_pulses(pulses, model, params, initial, ts_np, dtype)
 
     # === Gamma, factored once (a time-dependent one: its channels, factored again at each stage)

@@ -12,6 +12,7 @@ model (``Model(..., time_dependent=True)``).
 
 from __future__ import annotations
 
+import warnings
 from collections.abc import Callable
 from typing import Any
 
@@ -21,6 +22,8 @@ import jax.numpy as jnp
 import numpy as np
 
 from ._brackets import rotate, symbol_generator, to_internal
+from ._checks import all_concrete
+from ._quantize import SameSiteWarning, _user_stacklevel, same_site_terms
 
 #: substeps of the flow of a generator that is not linear in the state (a pulse's ``steps``)
 DEFAULT_PULSE_STEPS = 100
@@ -150,8 +153,6 @@ def _is_linear(model, G, params, initial, dtype) -> bool:
     """Whether the flow of ``G`` has a state-independent generator (``G`` linear in the spins and
     bosons), compared at the initial mean point and two samples; ``False`` when the parameters
     are traced (the flow is then integrated)."""
-    from ._checks import all_concrete
-
     if not all_concrete(params):
         return False
     pts = [initial.mean()] + [initial.sample(k) for k in jax.random.split(jax.random.key(1), 2)]
@@ -171,11 +172,6 @@ def _is_linear(model, G, params, initial, dtype) -> bool:
 def _warn_same_site(model, G, params, k):
     """A spin-1/2 generator with products of one site's components: quantum mechanically constant,
     classically a flow (the same check as for a model's Hamiltonian)."""
-    import warnings
-
-    from ._checks import all_concrete
-    from ._quantize import SameSiteWarning, _user_stacklevel, same_site_terms
-
     if model.spin_S is not None or model.n_spins == 0 or not all_concrete(params):
         return
     try:

@@ -38,7 +38,7 @@ import jax
 import jax.numpy as jnp
 
 from ._brackets import apply_cartesian, generator_and_jumps, rotate
-from ._lanes import Unsupported, batch_last_call
+from ._lanes import Unsupported, batch_last_call, supported
 from ._model import Model
 from ._noise import NoiseBasis, decompose_like
 from ._random import complex_normals, step_key
@@ -72,8 +72,6 @@ def one_trajectory(model: Model):
 def batch_last_supported(model: Model, noise: NoiseBasis | None, params, dtype, with_dW: bool) -> bool:
     """Whether the batch-last interpreter has a rule for every primitive of the model's one-trajectory
     generator (traced abstractly; nothing runs). The reason for a no goes to the debug log."""
-    from ._lanes import supported
-
     n = 2
     y = (jax.ShapeDtypeStruct((3, model.n_spins, n), dtype), jax.ShapeDtypeStruct((2, model.n_bosons, n), dtype))
     cdtype = jnp.result_type(dtype, jnp.complex64)
