@@ -7,11 +7,11 @@ saving: every finished point is already in the store, and a task skips the point
 
 from submitit.helpers import Checkpointable
 
+from ._sweep import _run_task
+
 
 class SweepArrayTask(Checkpointable):
     """One array task: a block of points of one shape, compiled once, written point by point."""
 
     def __call__(self, x64, spec_bytes, payload):
-        from ._sweep import _run_task
-
         return _run_task(x64, spec_bytes, payload)

@@ -6,14 +6,15 @@ from __future__ import annotations
 import numpy as np
 import qutip as qt
 
+from ._correlation import _as_function, _times, fourier_weights
+
 #: the largest Hilbert-space dimension whose spectrum is computed (QuTiP's eigen-decomposition of
 #: the dense Liouvillian, dimension^2 x dimension^2)
 MAX_SPECTRUM_DIM = 64
 
 
 def _twin_ops(model, params, a, b, cutoff):
-    from ._correlation import _as_function
-    from .exact import _checked_params, twin
+    from .exact import _checked_params, twin  # exact imports this module at its end: a real circle
 
     if model.time_dependent:
         raise ValueError("exact correlations are for constant models (the twin of a time-dependent model is not supported here)")
@@ -31,8 +32,6 @@ def correlation(model, initial, ts, taus, a, b, *, params=None, t0=0.0, cutoff=2
 
 def _correlation(model, initial, ts, taus, a, b, *, params=None, t0=0.0, cutoff=20, means=False):
     """:func:`correlation`; with ``means``, also ``(<A(t)>, <B(t)>)`` at the start times."""
-    from ._correlation import _times
-
     ts = _times(ts, "ts", float(t0))
     taus = _times(taus, "taus", 0.0)
     qm, A, B = _twin_ops(model, params, a, b, cutoff)
@@ -74,8 +73,6 @@ def spectrum(model, omegas, a, b, *, params=None, cutoff=20, taus=None, window=N
                 "(taus=, window=) with initial= and a start time t= in the steady state: the exact correlation "
                 "is then transformed with the same weights.")
         return np.asarray(qt.spectrum(qm.H, np.asarray(omegas, float), list(qm.c_ops), A, B))
-    from ._correlation import fourier_weights
-
     if initial is None or t is None:
         raise ValueError("taus= needs initial= and a start time t= in the steady state")
     taus, omegas, F = fourier_weights(taus, omegas, window)

@@ -30,6 +30,9 @@ import scipy.sparse as sp
 from scipy.integrate import solve_ivp
 from scipy.sparse.linalg import expm
 
+from ._quantize import Polynomial, polynomials, quantize
+from .exact import _flatten_observables, _observable_rows, _reachable
+
 #: times at which the monomials are read off (evenly spaced over the run, plus the save times)
 N_READ_TIMES = 9
 #: times at which the least-squares coefficients are checked against the functions
@@ -54,8 +57,6 @@ class _Coefficients:
     time ``t``, from one compiled evaluation of the model's functions at fixed points."""
 
     def __init__(self, model, p, ts):
-        from ._quantize import polynomials
-
         N, M = model.n_spins, model.n_bosons
         self.N, self.M = N, M
         self.K = 0
@@ -124,8 +125,6 @@ class _Coefficients:
 
 
 def _operators(exps, N, M, spin_S, cutoff):
-    from ._quantize import Polynomial, quantize
-
     out = []
     for e in exps:
         poly = Polynomial({e: np.ones(())}, (), sum(e), N, M)
@@ -139,8 +138,6 @@ def _csr(q: qt.Qobj):
 
 def pulse_unitary(model, pulse, p, cutoff):
     """``exp(-i angle G)`` of a pulse, with ``G`` the quantized generator."""
-    from ._quantize import polynomials, quantize
-
     poly = polynomials({"pulse generator": lambda s, a: pulse.generator(s, a, p)}, model.n_spins, model.n_bosons)
     G = quantize(poly["pulse generator"], model.spin_S, cutoff)[()]
     G = (G + G.dag()) / 2
@@ -151,8 +148,6 @@ def pulse_unitary(model, pulse, p, cutoff):
 def solve_protocol(model, qm, p, rho0, ts, pulses, cutoff, rtol, atol):
     """``(names, values (n_ops, n_times), info)`` of a time-dependent model and/or pulses; ``qm``
     is the twin at one time (its observables, initial state and dimensions are used)."""
-    from .exact import _flatten_observables, _observable_rows, _reachable
-
     N, M = model.n_spins, model.n_bosons
     cut = cutoff if M else None
     dims = qm.H.dims[0]

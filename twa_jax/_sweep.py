@@ -636,7 +636,7 @@ def _bar(total, initial, progress):
 def _dataset(axes, values, points, results, probe, signature, ts_np):
     import xarray as xr
 
-    from . import __version__
+    from . import __version__  # set in __init__ after it imports this module
 
     ok = [r for r in results.values() if not (isinstance(r, dict) and "failed" in r)]
     if not ok:

@@ -49,6 +49,10 @@ from scipy.integrate import solve_ivp
 from scipy.sparse import SparseEfficiencyWarning
 from scipy.sparse.csgraph import breadth_first_order
 
+from ._checks import check_gamma_matrix, check_psd
+from ._observables import default_observables
+from ._protocol import check_pulses
+from ._quantize import polynomials, quantize, space_dims, warn_same_site
 from ._result import Result
 from ._states import GaussianBosonState, ProductState, SpinCoherentState, SpinHalfState
 
@@ -229,8 +233,6 @@ def dicke_initial(directions):
 def collapse_operators(L: list, gamma) -> list:
     """Collapse operators for ``sum_ij Gamma_ji (L_i rho L_j^dag - ...)``: rates for a diagonal
     Gamma, eigen-channels ``sqrt(g_k) sum_i conj(V_ik) L_i`` for a dense one (null ones dropped)."""
-    from ._checks import check_gamma_matrix, check_psd
-
     g = np.asarray(gamma)
     g = g.astype(np.result_type(g, np.float64))  # a float32 Gamma (JAX with x64 off) in double precision
     check_gamma_matrix(g, "gamma")
@@ -279,9 +281,6 @@ def twin(model, params=None, *, cutoff: int | None = 20, observables=None, t: fl
         ValueError: a function that is not a polynomial (or of too high a degree); the message
             names it and says to write ``quantum=`` by hand.
     """
-    from ._observables import default_observables
-    from ._quantize import polynomials, quantize, space_dims
-
     p = _checked_params(model, params)
     N, M, S = model.n_spins, model.n_bosons, model.spin_S
     cut = cutoff if M else None
@@ -505,8 +504,6 @@ def solve(
                 "a time-dependent model or pulses need the twin read off the model's functions: "
                 f"method='full' (got method={method!r}{', and quantum=' if quantum is not None else ''})"
             )
-        from ._protocol import check_pulses
-
         pulses = check_pulses(pulses, model, {k: jnp.asarray(v) for k, v in p.items()}, initial, ts, jnp.zeros(()).dtype)
         method, hook = "full", None
     basis = "piqs" if method == "piqs" else "full"
@@ -527,8 +524,6 @@ def solve(
                 "(small N) or method='mcsolve'"
             )
         if observables is not None:
-            from ._quantize import warn_same_site
-
             warn_same_site(model, p, observables)
         qm = twin(model, p, cutoff=int(cutoff), observables=observables, t=float(ts[0]))
     rho0 = qm.initial(initial)
@@ -547,7 +542,7 @@ def solve(
         names, vals, sems = _mcsolve(qm, rho0, ts, int(n_traj), seed)
         info = {}
     elif protocol:
-        from ._exact_protocol import solve_protocol
+        from ._exact_protocol import solve_protocol  # it imports from this module: a real circle
 
         names, vals, info = solve_protocol(model, qm, p, rho0, ts, pulses, int(cutoff), rtol, atol)
         sems = np.zeros(vals.shape)
