@@ -6,9 +6,10 @@ initial state, and call :func:`simulate`. See README.md, the docs site (``mkdocs
 accuracy).
 """
 
-from . import _xla_workaround
+from . import _cpu_devices, _xla_workaround
 
 _xla_workaround.apply()  # before anything starts JAX's backends
+_cpu_devices.apply()  # one CPU device per core, if JAX has not started and the user did not choose
 
 from . import models as models, observables as observables, states as states, weyl as weyl  # noqa: E402
 from ._compare import Comparison as Comparison, compare as compare

@@ -36,6 +36,7 @@ import numpy as np
 from jax.experimental import checkify
 
 from . import _checks
+from ._cpu_devices import default_devices
 from ._brackets import generator, to_internal, to_user
 from ._checks import all_concrete, check_finite_tree
 from ._model import Model
@@ -614,7 +615,8 @@ def make_plan(
         key_obj, key_meta = _checks.as_key(key)
     if chunk_size is not None:
         chunk_size = _checks.check_int(chunk_size, "chunk_size")
-    devices = _checks.check_devices(devices, jax.devices()[:1] if method == "mean_field" else jax.devices())
+    devices = _checks.check_devices(devices, jax.devices()[:1] if method == "mean_field" else
+                                    default_devices(jax.devices(), model.n_spins + model.n_bosons, n_traj))
     if dt is not None:
         if isinstance(dt, bool) or not isinstance(dt, (int, float, np.floating, np.integer)) or not (
             np.isfinite(dt) and dt > 0

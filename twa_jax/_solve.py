@@ -77,8 +77,10 @@ def simulate(
         chunk_size: trajectories per device in one compiled batch (default: from the device's
             free memory; at most ``n_traj / len(devices)``).
         devices: the devices the trajectories are spread over (default: ``jax.devices()``, all
-            devices of the default backend, of every process after ``jax.distributed.initialize()``).
-            Results do not depend on the devices (trajectory ``i`` always uses ``fold_in(key, i)``).
+            devices of the default backend, of every process after ``jax.distributed.initialize()``;
+            on a CPU, where ``import twa_jax`` makes one device per core, as many as give each
+            device at least 2048 spin-trajectories). Results do not depend on the devices
+            (trajectory ``i`` always uses ``fold_in(key, i)``; only the order of the sums changes).
         throw: raise ``RuntimeError`` if any trajectory turns non-finite (default: warn, count
             them in ``Result.n_failed`` and leave them out of the statistics).
         target_sem: keep adding chunks of trajectories until the largest standard error of the
