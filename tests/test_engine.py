@@ -67,6 +67,24 @@ def test_derivative_at_a_zero_rate_is_refused_with_its_name():
     assert np.isfinite(float(g["kappa"]))
 
 
+def test_zero_rate_check_in_float32_tells_rounding_from_a_new_channel():
+    """float32: a rank-deficient dense Gamma scaled by a parameter (the lambda/5 dipole chain,
+    18 of 20 channels kept) has a derivative and is accepted (its null block is 7e-8 of dGamma,
+    rounding; the float64 bound 1e-8 refused it), while a rate switched on from 0 is still refused."""
+    n = 20
+    G1, _ = tw.models.dipole_couplings(tw.models.chain_positions(n, 0.2), 1.0, jnp.array([0.0, 0.0, 1.0]), 1.0)
+    model = tw.Model(lambda s, a, p: p["Omega"] * jnp.sum(s[:, 0]), jumps=lambda s, a, p: (s[:, 0] - 1j * s[:, 1]) / 2,
+                     gamma=lambda p: p["Gamma0"] * G1, n_spins=n, params={"Omega": 1.0, "Gamma0": 1.0})
+    loss = lambda mean: jnp.sum(mean["sz"])  # noqa: E731
+    with jax.enable_x64(False):
+        kw = dict(n_traj=4, key=0, dt=0.05)
+        _, g = tw.value_and_grad(loss, model, tw.states.spins_down(n), TS, params={"Omega": 1.0, "Gamma0": 1.0}, **kw)
+        assert g["Gamma0"].dtype == jnp.float32 and np.isfinite(float(g["Gamma0"]))
+        spin, init = tw.models.driven_spin(gamma_down=0.3), tw.states.spins_down(1)
+        with pytest.raises(ValueError, match=r"params\['kappa'\] does not exist here"):
+            tw.value_and_grad(lambda m: m["sz"][-1], spin, init, TS, params={"kappa": 0.0}, **kw)
+
+
 def test_unknown_parameters_are_named_everywhere():
     model, init = tw.models.driven_spin(), tw.states.spins_down(1)
     with pytest.raises(ValueError, match=r"unknown parameter\(s\) \['Omgea'\]"):
