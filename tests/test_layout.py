@@ -156,6 +156,25 @@ def test_unsupported_primitive_falls_back(monkeypatch, caplog):
     assert_same_results(res["batch_first"], res["batch_last"])
 
 
+def test_the_layout_check_is_traced_once_per_model_and_structure(monkeypatch):
+    """choose_layout's check of the model's primitives (a trace of its generator) runs once per
+    model object and parameter structure, not at every make_plan (it was 41 of 60 ms), and a new
+    model or a run without noise is checked again."""
+    from twa_jax import _solvers
+
+    calls = []
+    orig = _solvers._batch_last_supported
+    monkeypatch.setattr(_solvers, "_batch_last_supported", lambda *a: calls.append(a[0]) or orig(*a))
+    model, init = _case("rydberg_chain")
+    for om in (1.0, 1.5, 2.0):
+        _plan.make_plan(model, init, TS, n_traj=512, key=0, params={"Omega": om})
+    assert calls == [model]
+    other = _case("rydberg_chain")[0]
+    _plan.make_plan(other, init, TS, n_traj=512, key=0)
+    _plan.make_plan(other, init, TS, n_traj=512, key=0, method="no_noise")  # no noise argument: checked again
+    assert calls == [model, other, other]
+
+
 def test_small_batches_keep_the_vmap_layout():
     model, init = _case("rydberg_chain")  # 6 spins
     assert _plan.make_plan(model, init, TS, n_traj=_plan.LANES_MIN_BATCH - 1, key=1, dt=0.02).layout == "batch_first"
