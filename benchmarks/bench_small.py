@@ -193,8 +193,15 @@ def main(argv=None):
     ap.add_argument("--skip-numpy", action="store_true")
     ap.add_argument("--only", default=None, help="comma-separated contenders (simulate,lanes,numpy); "
                     "'simulate' alone runs against an older checkout of the package (PYTHONPATH)")
+    ap.add_argument("--no-keep-padded", action="store_true",
+                    help="write every pad of the batch-last generator out as it comes (twa_jax._lanes.KEEP_PADDED "
+                    "= False): the baseline of that change")
     ap.add_argument("--out", default=None)
     args = ap.parse_args(argv)
+    if args.no_keep_padded:
+        from twa_jax import _lanes
+
+        _lanes.KEEP_PADDED = False
     if args.x64:
         jax.config.update("jax_enable_x64", True)
     dtype = "float64" if args.x64 else "float32"
@@ -212,7 +219,8 @@ def main(argv=None):
                 finals[name] = final(f())
                 first[name] = time.perf_counter() - t0
             times = measure({name: f for name, (f, _) in cont.items()}, args.repeats)
-            row = {"model": model, "n_spins": n, "n_traj": nt, "n_steps": ns, "dtype": dtype}
+            row = {"model": model, "n_spins": n, "n_traj": nt, "n_steps": ns, "dtype": dtype,
+                   "keep_padded": not args.no_keep_padded}
             for name in cont:
                 wall = times[name]["wall_min"]
                 row[f"{name}_spin_steps_per_s"] = nt * n * ns / wall

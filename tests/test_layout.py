@@ -229,3 +229,38 @@ def test_interpreter_raises_unsupported():
     with pytest.raises(_lanes.Unsupported):
         _lanes.batch_last_call(lambda x: jax.lax.fori_loop(0, 3, lambda i, y: y * 2, x), (jnp.ones((3, 4)),), (True,), 4)
     assert not _lanes.supported(lambda x: x[jnp.argmax(x)], (jnp.ones((3, 4)),), (True,), 4)
+
+
+def test_gradients_of_slices_kept_as_blocks_equal_the_written_out_pads(monkeypatch):
+    """The transpose of slices (pads, summed, cut into rows again) is kept as blocks
+    (``_lanes._Padded``): the generator's gradient equals ``vmap``'s and the pads written out one by
+    one, for overlapping columns (``s[:, 0]`` used twice), neighbour slices, a row of zeros, a
+    scaled sum and a use that must write the sum out (a reduction over the padded array)."""
+
+    def f(s):
+        def H(s):
+            x, y, z = s[:, 0], s[:, 1], s[:, 2]
+            return jnp.sum(x * y ** 2) + jnp.sum(z[1:] * z[:-1]) + 0.3 * jnp.sum(s[:, 0]) + jnp.sum(s[1:3, 1:])
+
+        g = jax.grad(H)(s)
+        rows = jnp.stack([g[:, 0], g[:, 1], g[:, 2]])  # the unstack into rows, as to_internal's transpose does
+        return {"rows": 2.0 * rows, "total": jnp.sum(g, axis=0), "middle": g[1:3]}
+
+    _check_rules(f, [(4, 3)])
+    xs = (jax.random.normal(jax.random.key(1), (4, 3, 6)),)
+    kept = _lanes.batch_last_call(f, xs, (True,), 6)
+    monkeypatch.setattr(_lanes, "KEEP_PADDED", False)
+    written = _lanes.batch_last_call(f, xs, (True,), 6)
+    assert_same(kept, written, rtol=1e-13, atol=1e-13)
+
+
+def test_padded_blocks_tile_by_concatenation():
+    from twa_jax._lanes import _Padded, _tiling
+
+    rows = [jnp.full((1, 4, 2), float(i)) for i in range(3)]
+    p = _Padded((3, 4), jnp.float64, [(r, (i, 0)) for i, r in enumerate(rows)])
+    assert _tiling((3, 4), [((i, 0), (1, 4, 2)) for i in range(3)]) is not None
+    np.testing.assert_array_equal(p.write(2)[:, 0, 0], [0.0, 1.0, 2.0])
+    gap = _Padded((3, 4), jnp.float64, [(rows[0], (0, 0)), (rows[2], (2, 0))])  # no block for row 1: pads
+    assert _tiling((3, 4), [((0, 0), (1, 4, 2)), ((2, 0), (1, 4, 2))]) is None
+    np.testing.assert_array_equal(gap.write(2)[:, 0, 0], [0.0, 0.0, 2.0])

@@ -20,6 +20,11 @@ that keeps the batch last without a transpose of the minor axis:
   ``custom_jvp_call``/``custom_vjp_call``: ``vmap`` of that one equation over the last axis, so
   the user's derivative rule is kept.
 
+* ``pad`` with zeros of a batched value, ``add_any`` of such pads, their scaling and the
+  ``unstack``/``slice`` that cut them into rows again (the transpose of the user's column slices
+  in the gradient): kept as blocks (:class:`_Padded`) and written out by concatenation, so XLA
+  does not write a padded ``(N, 3, n)`` array per column.
+
 A primitive without a rule (or a trajectory-dependent index, a batched loop) raises
 :class:`Unsupported`; the caller then uses the ``vmap`` path for the whole run. The evaluation is
 ordinary JAX code, so it differentiates (forward and reverse) like the ``vmap`` path.
@@ -79,9 +84,147 @@ def _to_batched(x, b, shape, n):
     return lax.broadcast_in_dim(x, shape + (n,), dims)
 
 
+#: keep sums of padded blocks as blocks (:class:`_Padded`); ``False`` writes every ``pad`` out
+#: as it comes (the measurement's baseline, ``benchmarks/bench_small.py --padded``)
+KEEP_PADDED = True
+
+
+class _Padded:
+    """A sum of batched blocks placed in zeros: ``shape`` (without the batch axis), ``dtype`` and
+    ``pieces`` ``[(x, offsets)]`` with ``x`` of shape ``block + (n,)`` placed at ``offsets`` on the
+    leading axes.
+
+    The transpose of the user's slices ``s[:, k]`` is a ``pad`` of each cotangent into the whole
+    ``(N, 3)``, summed by ``add_any`` and then cut into rows again (``unstack``, ``slice``): XLA
+    writes out each padded ``(N, 3, n)`` array (eight of them per step for the Rydberg chain)
+    rather than folding the slices of the sum of pads. The interpreter keeps such sums as their
+    blocks through ``add_any``, scaling, ``unstack`` and ``slice`` (which pick the blocks they
+    cover), and writes them out only for any other use: by concatenation when the blocks tile one
+    axis, else as the pads and sums they stand for. The numbers are the same (sums of the same
+    terms, in the same order per element up to the reassociation of ``add_any``)."""
+
+    def __init__(self, shape, dtype, pieces):
+        self.shape, self.dtype, self.pieces = tuple(shape), dtype, list(pieces)
+
+    def cut(self, starts, limits):
+        """The sub-box ``[starts, limits)`` as a :class:`_Padded` of shape ``limits - starts``."""
+        pieces = []
+        for x, off in self.pieces:
+            lo = [max(s, o) for s, o in zip(starts, off)]
+            hi = [min(lm, o + d) for lm, o, d in zip(limits, off, x.shape[:-1])]
+            if any(a >= b for a, b in zip(lo, hi)):
+                continue
+            sub = lax.slice(x, tuple(a - o for a, o in zip(lo, off)) + (0,),
+                            tuple(b - o for b, o in zip(hi, off)) + (x.shape[-1],))
+            pieces.append((sub, tuple(a - s for a, s in zip(lo, starts))))
+        return _Padded(tuple(b - a for a, b in zip(starts, limits)), self.dtype, pieces)
+
+    def full(self):
+        """The blocks that cover the whole shape, summed, if all do (else ``None``)."""
+        if self.pieces and all(tuple(x.shape[:-1]) == self.shape for x, _ in self.pieces):
+            out = self.pieces[0][0]
+            for x, _ in self.pieces[1:]:
+                out = out + x
+            return out
+        return None
+
+    def write(self, n):
+        """The array ``shape + (n,)``."""
+        full = self.full()
+        if full is not None:
+            return full
+        if not self.pieces:
+            return jnp.zeros(self.shape + (n,), self.dtype)
+        merged = {}  # blocks at the same place summed first
+        for x, off in self.pieces:
+            key = (off, tuple(x.shape))
+            merged[key] = x if key not in merged else merged[key] + x
+        tiles = _tiling(self.shape, list(merged))
+        if tiles is not None:
+            axis, order = tiles
+            return lax.concatenate([merged[k] for k in order], axis)
+        out = None
+        for (off, shape), x in merged.items():
+            cfg = tuple((o, d - o - w, 0) for o, d, w in zip(off, self.shape, shape[:-1])) + ((0, 0, 0),)
+            y = lax.pad(x, jnp.zeros((), x.dtype), cfg)
+            out = y if out is None else out + y
+        return out
+
+
+def _tiling(shape, keys):
+    """``(axis, keys in order)`` when the blocks ``keys = [(offsets, block shape + (n,))]`` are
+    disjoint slabs along one axis that together cover ``shape``; else ``None``."""
+    for axis in range(len(shape)):
+        if any(tuple(sh[:-1])[:axis] + tuple(sh[:-1])[axis + 1:] != shape[:axis] + shape[axis + 1:]
+               or any(o != 0 for i, o in enumerate(off) if i != axis) for off, sh in keys):
+            continue
+        order = sorted(keys, key=lambda k: k[0][axis])
+        pos = 0
+        for off, sh in order:
+            if off[axis] != pos:
+                break
+            pos += sh[axis]
+        else:
+            if pos == shape[axis]:
+                return axis, order
+    return None
+
+
+def _is_zero(x):
+    try:
+        return bool(np.all(np.asarray(x) == 0))
+    except Exception:  # a traced value
+        return False
+
+
 class _Interpreter:
     def __init__(self, n):
         self.n = n
+
+    # ------------------------------------------------------------------ sums of padded blocks
+    def _padded_rule(self, eqn, ins):
+        """``(outs, batched)`` for an equation that keeps or makes a :class:`_Padded`; ``None``
+        when the ordinary rules apply (then its :class:`_Padded` inputs are written out)."""
+        if not KEEP_PADDED:
+            return None
+        name = eqn.primitive.name
+        lazy = [isinstance(x, _Padded) for x, _ in ins]
+        aval = eqn.outvars[0].aval
+        if name == "pad" and not lazy[0] and ins[0][1] and not ins[1][1] and _is_zero(ins[1][0]):
+            cfg = eqn.params["padding_config"]
+            if all(i == 0 and lo >= 0 and hi >= 0 for lo, hi, i in cfg):
+                return [_Padded(_shape(aval), aval.dtype, [(ins[0][0], tuple(int(lo) for lo, _, _ in cfg))])], [True]
+            return None
+        if not any(lazy):
+            return None
+        if name == "add_any" and all(lazy):
+            return [_Padded(_shape(aval), aval.dtype, ins[0][0].pieces + ins[1][0].pieces)], [True]
+        if name == "mul" and sum(lazy) == 1:
+            (p, _), (c, cb) = ins if lazy[0] else ins[::-1]
+            if not cb and jnp.ndim(c) == 0:
+                return [_Padded(p.shape, aval.dtype, [(x * c, off) for x, off in p.pieces])], [True]
+            return None
+        if name == "unstack" and lazy[0]:
+            p, axis = ins[0][0], eqn.params["axis"]
+            outs = []
+            for i in range(p.shape[axis]):
+                starts = [0] * len(p.shape)
+                limits = list(p.shape)
+                starts[axis], limits[axis] = i, i + 1
+                part = p.cut(starts, limits)
+                part = _Padded(p.shape[:axis] + p.shape[axis + 1:], p.dtype,
+                               [(lax.squeeze(x, (axis,)), off[:axis] + off[axis + 1:]) for x, off in part.pieces])
+                outs.append(self._settle(part))
+            return outs, [True] * len(outs)
+        if name == "slice" and lazy[0] and eqn.params["strides"] is None:
+            part = ins[0][0].cut(tuple(eqn.params["start_indices"]), tuple(eqn.params["limit_indices"]))
+            return [self._settle(part)], [True]
+        return None
+
+    def _settle(self, p):
+        """A :class:`_Padded` as a plain array when one block, or a sum of whole ones, covers it."""
+        full = p.full()
+        return p if full is None else full
 
     # ------------------------------------------------------------------ the evaluation loop
     def eval(self, jaxpr, consts, args, batched):
@@ -98,6 +241,12 @@ class _Interpreter:
             env[v] = (a, b)
         for eqn in jaxpr.eqns:
             ins = [read(v) for v in eqn.invars]
+            kept = self._padded_rule(eqn, ins)
+            if kept is not None:
+                for v, x, b in zip(eqn.outvars, *kept):
+                    env[v] = (x, b)
+                continue
+            ins = [(x.write(self.n), b) if isinstance(x, _Padded) else (x, b) for x, b in ins]
             vals = [x for x, _ in ins]
             bs = [b for _, b in ins]
             if not any(bs):
@@ -107,7 +256,7 @@ class _Interpreter:
                 outs, obs = self.rule(eqn, vals, bs)
             for v, x, b in zip(eqn.outvars, outs, obs):
                 env[v] = (x, b)
-        return [read(v) for v in jaxpr.outvars]
+        return [(x.write(self.n), b) if isinstance(x, _Padded) else (x, b) for x, b in map(read, jaxpr.outvars)]
 
     @staticmethod
     def bind(eqn, vals, **override):
