@@ -12,9 +12,9 @@ NB_DIR = Path(__file__).resolve().parents[1] / "notebooks"
 
 @pytest.mark.parametrize("name", [
     "quickstart.ipynb",
-    "protocols.ipynb",  # CI size: 12 spins, 200 trajectories, 6 gradient steps (about 45 s)
-    # the functions these four use are tested on their own (test_sweep.py, test_fit.py,
-    # test_exact_models.py, test_correlation.py)
+    # the functions these five use are tested on their own (test_protocol.py, test_sweep.py,
+    # test_fit.py, test_exact_models.py, test_correlation.py); --runslow runs them
+    pytest.param("protocols.ipynb", marks=pytest.mark.slow),  # CI size: 12 spins, 200 trajectories (about 45 s)
     pytest.param("spectra.ipynb", marks=pytest.mark.slow),  # CI size: about 40 s
     pytest.param("sweep.ipynb", marks=pytest.mark.slow),
     pytest.param("superradiance.ipynb", marks=pytest.mark.slow),
