@@ -196,12 +196,17 @@ def main(argv=None):
     ap.add_argument("--no-keep-padded", action="store_true",
                     help="write every pad of the batch-last generator out as it comes (twa_jax._lanes.KEEP_PADDED "
                     "= False): the baseline of that change")
+    ap.add_argument("--no-complex-parts", action="store_true",
+                    help="leave complex arithmetic of the batch-last generator to XLA (twa_jax._lanes.KEEP_COMPLEX_PARTS "
+                    "= False): the baseline of that change")
     ap.add_argument("--out", default=None)
     args = ap.parse_args(argv)
-    if args.no_keep_padded:
-        from twa_jax import _lanes
+    from twa_jax import _lanes
 
+    if args.no_keep_padded:
         _lanes.KEEP_PADDED = False
+    if args.no_complex_parts:
+        _lanes.KEEP_COMPLEX_PARTS = False
     if args.x64:
         jax.config.update("jax_enable_x64", True)
     dtype = "float64" if args.x64 else "float32"
@@ -220,7 +225,7 @@ def main(argv=None):
                 first[name] = time.perf_counter() - t0
             times = measure({name: f for name, (f, _) in cont.items()}, args.repeats)
             row = {"model": model, "n_spins": n, "n_traj": nt, "n_steps": ns, "dtype": dtype,
-                   "keep_padded": not args.no_keep_padded}
+                   "keep_padded": not args.no_keep_padded, "complex_parts": not args.no_complex_parts}
             for name in cont:
                 wall = times[name]["wall_min"]
                 row[f"{name}_spin_steps_per_s"] = nt * n * ns / wall

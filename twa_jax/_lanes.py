@@ -88,6 +88,14 @@ def _to_batched(x, b, shape, n):
 #: as it comes (the measurement's baseline, ``benchmarks/bench_small.py --padded``)
 KEEP_PADDED = True
 
+#: keep batched complex values as their real and imaginary parts (:class:`_Complex`); ``False``
+#: leaves complex arithmetic to XLA (the measurement's baseline, ``bench_small.py --no-complex-parts``)
+KEEP_COMPLEX_PARTS = True
+
+
+def _real_dtype(dtype):
+    return jnp.finfo(dtype).dtype
+
 
 class _Padded:
     """A sum of batched blocks placed in zeros: ``shape`` (without the batch axis), ``dtype`` and
@@ -177,6 +185,38 @@ def _is_zero(x):
         return False
 
 
+class _Complex:
+    """A batched complex value kept as its real and imaginary parts (``im`` ``None``: zero), both
+    ``shape + (n,)`` real arrays.
+
+    XLA:CPU computes complex arithmetic element by element on (real, imaginary) pairs instead of
+    on vector lanes of each; a model written with complex bosons or ``s^x - i s^y`` pays for that
+    in every step (Tavis-Cummings N = 15: the step was 1.2x slower written with complex numbers
+    than with real ones, measured). The interpreter keeps elementwise complex arithmetic, sums
+    and the structural primitives on the two real parts, and writes a complex array out
+    (``lax.complex``) only for any other use. The numbers are those of the same real formulas."""
+
+    def __init__(self, re, im):
+        self.re, self.im = re, im
+
+    def write(self, n):
+        return lax.complex(self.re, jnp.zeros_like(self.re) if self.im is None else self.im)
+
+
+#: primitives applied to a :class:`_Complex`'s two parts alike
+COMPLEX_STRUCTURAL = frozenset("""
+broadcast_in_dim reshape squeeze slice transpose reduce_sum rev unstack split copy copy_p
+""".split())
+
+
+def _plus(a, b):
+    return b if a is None else a if b is None else a + b
+
+
+def _times(a, b):
+    return None if a is None or b is None else a * b
+
+
 class _Interpreter:
     def __init__(self, n):
         self.n = n
@@ -188,6 +228,8 @@ class _Interpreter:
         if not KEEP_PADDED:
             return None
         name = eqn.primitive.name
+        if any(isinstance(x, _Complex) for x, _ in ins):
+            return None
         lazy = [isinstance(x, _Padded) for x, _ in ins]
         aval = eqn.outvars[0].aval
         if name == "pad" and not lazy[0] and ins[0][1] and not ins[1][1] and _is_zero(ins[1][0]):
@@ -221,6 +263,102 @@ class _Interpreter:
             return [self._settle(part)], [True]
         return None
 
+    def _complex_rule(self, eqn, ins):
+        """``(outs, batched)`` for an equation that keeps or makes a :class:`_Complex`; ``None``
+        when the ordinary rules apply (then its :class:`_Complex` inputs are written out)."""
+        name = eqn.primitive.name
+        aval = eqn.outvars[0].aval
+        kept = [isinstance(x, _Complex) for x, _ in ins]
+        if not any(kept):
+            if name == "complex" and any(b for _, b in ins):
+                re, im = (self._part(x, b, aval) for x, b in ins)
+                return [_Complex(re, im)], [True]
+            if (name == "convert_element_type" and ins[0][1] and jnp.issubdtype(aval.dtype, jnp.complexfloating)
+                    and not jnp.issubdtype(jnp.asarray(ins[0][0]).dtype, jnp.complexfloating)):
+                return [_Complex(ins[0][0].astype(_real_dtype(aval.dtype)), None)], [True]
+            return None
+        if name in COMPLEX_STRUCTURAL and len(ins) == 1:
+            z = ins[0][0]
+            res = self.rule(eqn, [z.re], [True])[0]
+            ims = [None] * len(res) if z.im is None else self.rule(eqn, [z.im], [True])[0]
+            return [_Complex(r, i) for r, i in zip(res, ims)], [True] * len(res)
+        if name == "convert_element_type":
+            z = ins[0][0]
+            if not jnp.issubdtype(aval.dtype, jnp.complexfloating):  # to a real dtype: the real part
+                return [z.re.astype(aval.dtype)], [True]
+            rdt = _real_dtype(aval.dtype)
+            return [_Complex(z.re.astype(rdt), None if z.im is None else z.im.astype(rdt))], [True]
+        if name == "concatenate":
+            parts = [self._parts(x, b, v.aval) for (x, b), v in zip(ins, eqn.invars)]
+            re = lax.concatenate([r for r, _ in parts], eqn.params["dimension"])
+            if all(i is None for _, i in parts):
+                return [_Complex(re, None)], [True]
+            ims = [jnp.zeros_like(r) if i is None else i for r, i in parts]
+            return [_Complex(re, lax.concatenate(ims, eqn.params["dimension"]))], [True]
+        if name in ("real", "imag", "conj", "neg"):
+            z = ins[0][0]
+            if name == "real":
+                return [z.re], [True]
+            if name == "imag":
+                return [jnp.zeros_like(z.re) if z.im is None else z.im], [True]
+            if name == "conj":
+                return [_Complex(z.re, None if z.im is None else -z.im)], [True]
+            return [_Complex(-z.re, None if z.im is None else -z.im)], [True]
+        if name in ("add", "add_any", "sub", "mul", "div"):
+            (ar, ai), (br, bi) = (self._parts(x, b, aval) for x, b in ins)
+            if name == "sub":
+                br, bi = -br, (None if bi is None else -bi)
+            if name in ("add", "add_any", "sub"):
+                return [_Complex(ar + br, _plus(ai, bi))], [True]
+            if name == "mul":
+                re = ar * br if ai is None or bi is None else ar * br - ai * bi
+                return [_Complex(re, _plus(_times(ar, bi), _times(ai, br)))], [True]
+            if bi is None:  # division by a real number
+                return [_Complex(ar / br, None if ai is None else ai / br)], [True]
+            return None
+        if name == "abs":  # sqrt(re^2 + im^2), its derivative finite at 0 (where-guarded)
+            z = ins[0][0]
+            if z.im is None:
+                return [jnp.abs(z.re)], [True]
+            r2 = z.re * z.re + z.im * z.im
+            pos = r2 > 0
+            return [jnp.where(pos, jnp.sqrt(jnp.where(pos, r2, 1)), 0).astype(z.re.dtype)], [True]
+        if name in ("eq", "ne"):
+            (ar, ai), (br, bi) = (self._parts(x, b, v.aval) for (x, b), v in zip(ins, eqn.invars))
+            same = ar == br
+            if ai is not None or bi is not None:
+                same = same & ((jnp.zeros_like(ar) if ai is None else ai) == (jnp.zeros_like(br) if bi is None else bi))
+            return [same if name == "eq" else ~same], [True]
+        if name == "select_n" and not kept[0]:
+            pred = _to_batched(ins[0][0], ins[0][1], _shape(aval), self.n)
+            parts = [self._parts(x, b, aval) for x, b in ins[1:]]
+            re = lax.select_n(pred, *[r for r, _ in parts])
+            if all(i is None for _, i in parts):
+                return [_Complex(re, None)], [True]
+            return [_Complex(re, lax.select_n(pred, *[jnp.zeros_like(r) if i is None else i for r, i in parts]))], [True]
+        return None
+
+    def _part(self, x, b, aval):
+        """A real operand as ``aval``'s shape plus the batch, in the real dtype of ``aval``."""
+        if isinstance(x, _Padded):
+            x = x.write(self.n)
+        rdt = _real_dtype(aval.dtype)
+        return _to_batched(jnp.asarray(x).astype(rdt), b, _shape(aval), self.n)
+
+    def _parts(self, x, b, aval):
+        """``(re, im)`` of an operand broadcast to ``aval``'s shape plus the batch (``im`` ``None``
+        when it is real)."""
+        if isinstance(x, _Complex):
+            shape = _shape(aval)
+            return (_to_batched(x.re, True, shape, self.n),
+                    None if x.im is None else _to_batched(x.im, True, shape, self.n))
+        if isinstance(x, _Padded):
+            x = x.write(self.n)
+        if jnp.issubdtype(jnp.result_type(x), jnp.complexfloating):
+            real_const = not b and not isinstance(x, jax.core.Tracer) and _is_zero(np.imag(x))
+            return self._part(lax.real(x), b, aval), None if real_const else self._part(lax.imag(x), b, aval)
+        return self._part(x, b, aval), None
+
     def _settle(self, p):
         """A :class:`_Padded` as a plain array when one block, or a sum of whole ones, covers it."""
         full = p.full()
@@ -242,11 +380,13 @@ class _Interpreter:
         for eqn in jaxpr.eqns:
             ins = [read(v) for v in eqn.invars]
             kept = self._padded_rule(eqn, ins)
+            if kept is None and KEEP_COMPLEX_PARTS:
+                kept = self._complex_rule(eqn, ins)
             if kept is not None:
                 for v, x, b in zip(eqn.outvars, *kept):
                     env[v] = (x, b)
                 continue
-            ins = [(x.write(self.n), b) if isinstance(x, _Padded) else (x, b) for x, b in ins]
+            ins = [(x.write(self.n), b) if isinstance(x, (_Padded, _Complex)) else (x, b) for x, b in ins]
             vals = [x for x, _ in ins]
             bs = [b for _, b in ins]
             if not any(bs):
@@ -256,7 +396,7 @@ class _Interpreter:
                 outs, obs = self.rule(eqn, vals, bs)
             for v, x, b in zip(eqn.outvars, outs, obs):
                 env[v] = (x, b)
-        return [(x.write(self.n), b) if isinstance(x, _Padded) else (x, b) for x, b in map(read, jaxpr.outvars)]
+        return [(x.write(self.n), b) if isinstance(x, (_Padded, _Complex)) else (x, b) for x, b in map(read, jaxpr.outvars)]
 
     @staticmethod
     def bind(eqn, vals, **override):
