@@ -24,6 +24,10 @@ that keeps the batch last without a transpose of the minor axis:
   ``unstack``/``slice`` that cut them into rows again (the transpose of the user's column slices
   in the gradient): kept as blocks (:class:`_Padded`) and written out by concatenation, so XLA
   does not write a padded ``(N, 3, n)`` array per column.
+* complex values that depend on the trajectory (bosons, ``s^x - i s^y``): kept as their real
+  and imaginary parts (:class:`_Complex`) through elementwise arithmetic, sums and the structural
+  primitives, so the arithmetic runs on the vector lanes; written out as complex arrays for
+  any other use.
 
 A primitive without a rule (or a trajectory-dependent index, a batched loop) raises
 :class:`Unsupported`; the caller then uses the ``vmap`` path for the whole run. The evaluation is
