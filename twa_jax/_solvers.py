@@ -143,10 +143,16 @@ class GridNoise(dfx.AbstractPath):
         def draw(key):
             return complex_normals(step_key(key, j), self.idx, self.n_channels, dtype, self.batch_last)
 
-        z = jax.vmap(draw)(self.key) if self.key.ndim else draw(self.key)
+        def scaled():
+            z = jax.vmap(draw)(self.key) if self.key.ndim else draw(self.key)
+            return z * jnp.sqrt(dt).astype(dtype)
+
         # materialized once per step: otherwise XLA duplicates the generator (cheap-looking
-        # elementwise work) into every consumer fusion of the bracket, several times its cost
-        return jax.lax.optimization_barrier(z * jnp.sqrt(dt).astype(dtype))
+        # elementwise work) into every consumer fusion of the bracket, several times its cost.
+        # XLA:CPU fuses across an optimization barrier; a conditional's result is always
+        # materialized (j >= 0 always holds: t0 is a grid point)
+        shape = jax.eval_shape(scaled)
+        return jax.lax.cond(j >= 0, scaled, lambda: jnp.zeros(shape.shape, shape.dtype))
 
 
 class TWATerm(dfx.AbstractTerm):
