@@ -294,3 +294,9 @@ def test_padded_blocks_tile_by_concatenation():
     gap = _Padded((3, 4), jnp.float64, [(rows[0], (0, 0)), (rows[2], (2, 0))])  # no block for row 1: pads
     assert _tiling((3, 4), [((0, 0), (1, 4, 2)), ((2, 0), (1, 4, 2))]) is None
     np.testing.assert_array_equal(gap.write(2)[:, 0, 0], [0.0, 0.0, 2.0])
+    # a block shared by every trajectory (a constant cotangent) added to batched ones, then cut
+    shared = _Padded((3, 4), jnp.float64, [(jnp.ones((1, 4)), (1, 0))], batched=False)
+    both = _Padded.added(shared, p)
+    assert both.batched
+    np.testing.assert_array_equal(both.write(2)[:, 0, :], [[0.0, 0.0], [2.0, 2.0], [2.0, 2.0]])
+    np.testing.assert_array_equal(both.cut((1, 0), (2, 4)).write(2)[0, :, 1], [2.0] * 4)

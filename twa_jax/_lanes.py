@@ -113,43 +113,93 @@ class _Padded:
     blocks through ``add_any``, scaling, ``unstack`` and ``slice`` (which pick the blocks they
     cover), and writes them out only for any other use: by concatenation when the blocks tile one
     axis, else as the pads and sums they stand for. The numbers are the same (sums of the same
-    terms, in the same order per element up to the reassociation of ``add_any``)."""
+    terms, in the same order per element up to the reassociation of ``add_any``).
 
-    def __init__(self, shape, dtype, pieces):
-        self.shape, self.dtype, self.pieces = tuple(shape), dtype, list(pieces)
+    A pad of a value shared by every trajectory (the constant cotangent of a linear term, such as
+    ``Omega * sum(s[:, 0])``) is kept the same way, unbatched (``batched=False``); added to a
+    batched sum it becomes its ``shared`` part, broadcast along the batch only where the sum is
+    written out."""
+
+    def __init__(self, shape, dtype, pieces, batched=True, shared=None):
+        self.shape, self.dtype, self.pieces, self.batched = tuple(shape), dtype, list(pieces), batched
+        self.shared = shared  # (batched only) an unbatched _Padded added to every trajectory
+
+    def _block(self, x):
+        """A piece's block shape (without the batch axis)."""
+        return tuple(x.shape[:-1]) if self.batched else tuple(x.shape)
 
     def cut(self, starts, limits):
         """The sub-box ``[starts, limits)`` as a :class:`_Padded` of shape ``limits - starts``."""
         pieces = []
+        tail = ((0,), (self.pieces[0][0].shape[-1],)) if self.batched and self.pieces else ((), ())
         for x, off in self.pieces:
             lo = [max(s, o) for s, o in zip(starts, off)]
-            hi = [min(lm, o + d) for lm, o, d in zip(limits, off, x.shape[:-1])]
+            hi = [min(lm, o + d) for lm, o, d in zip(limits, off, self._block(x))]
             if any(a >= b for a, b in zip(lo, hi)):
                 continue
-            sub = lax.slice(x, tuple(a - o for a, o in zip(lo, off)) + (0,),
-                            tuple(b - o for b, o in zip(hi, off)) + (x.shape[-1],))
+            sub = lax.slice(x, tuple(a - o for a, o in zip(lo, off)) + tail[0],
+                            tuple(b - o for b, o in zip(hi, off)) + tail[1])
             pieces.append((sub, tuple(a - s for a, s in zip(lo, starts))))
-        return _Padded(tuple(b - a for a, b in zip(starts, limits)), self.dtype, pieces)
+        shared = None if self.shared is None else self.shared.cut(starts, limits)
+        return _Padded(tuple(b - a for a, b in zip(starts, limits)), self.dtype, pieces, self.batched, shared)
+
+    def squeezed(self, axis):
+        """The same with the size-1 leading ``axis`` dropped."""
+        shared = None if self.shared is None else self.shared.squeezed(axis)
+        return _Padded(self.shape[:axis] + self.shape[axis + 1:], self.dtype,
+                       [(lax.squeeze(x, (axis,)), off[:axis] + off[axis + 1:]) for x, off in self.pieces],
+                       self.batched, shared)
+
+    def scaled(self, c):
+        shared = None if self.shared is None else self.shared.scaled(c)
+        return _Padded(self.shape, self.dtype, [(x * c, off) for x, off in self.pieces], self.batched, shared)
+
+    @staticmethod
+    def added(p, q):
+        """``p + q``; an unbatched one joins the batched one's ``shared`` part."""
+        if p.batched and not q.batched:
+            shared = q if p.shared is None else _Padded.added(p.shared, q)
+            return _Padded(p.shape, p.dtype, p.pieces, True, shared)
+        if q.batched and not p.batched:
+            return _Padded.added(q, p)
+        shared = p.shared if q.shared is None else q.shared if p.shared is None else _Padded.added(p.shared, q.shared)
+        return _Padded(p.shape, p.dtype, p.pieces + q.pieces, p.batched, shared)
+
+    def _with_shared(self, out, shared_out):
+        """``out`` (batched) plus the unbatched ``shared_out`` broadcast along the batch."""
+        if shared_out is None:
+            return out
+        return out + lax.broadcast_in_dim(shared_out, tuple(out.shape), tuple(range(out.ndim - 1)))
 
     def full(self):
         """The blocks that cover the whole shape, summed, if all do (else ``None``)."""
-        if self.pieces and all(tuple(x.shape[:-1]) == self.shape for x, _ in self.pieces):
+        if self.pieces and all(self._block(x) == self.shape for x, _ in self.pieces):
+            shared_full = None
+            if self.shared is not None and self.shared.pieces:
+                shared_full = self.shared.full()
+                if shared_full is None:
+                    return None
             out = self.pieces[0][0]
             for x, _ in self.pieces[1:]:
                 out = out + x
-            return out
+            return self._with_shared(out, shared_full)
         return None
 
     def write(self, n):
-        """The array ``shape + (n,)``."""
+        """The array ``shape + (n,)`` (``shape`` when not batched)."""
         full = self.full()
         if full is not None:
             return full
+        shared = None if self.shared is None or not self.shared.pieces else self.shared.write(n)
         if not self.pieces:
-            return jnp.zeros(self.shape + (n,), self.dtype)
+            out = jnp.zeros(self.shape + ((n,) if self.batched else ()), self.dtype)
+            return self._with_shared(out, shared)
+        return self._with_shared(self._write_pieces(), shared)
+
+    def _write_pieces(self):
         merged = {}  # blocks at the same place summed first
         for x, off in self.pieces:
-            key = (off, tuple(x.shape))
+            key = (off, self._block(x) + (None,))  # (None: the batch axis, or its place)
             merged[key] = x if key not in merged else merged[key] + x
         tiles = _tiling(self.shape, list(merged))
         if tiles is not None:
@@ -157,7 +207,7 @@ class _Padded:
             return lax.concatenate([merged[k] for k in order], axis)
         out = None
         for (off, shape), x in merged.items():
-            cfg = tuple((o, d - o - w, 0) for o, d, w in zip(off, self.shape, shape[:-1])) + ((0, 0, 0),)
+            cfg = tuple((o, d - o - w, 0) for o, d, w in zip(off, self.shape, shape[:-1])) + ((0, 0, 0),) * self.batched
             y = lax.pad(x, jnp.zeros((), x.dtype), cfg)
             out = y if out is None else out + y
         return out
@@ -213,6 +263,34 @@ broadcast_in_dim reshape squeeze slice transpose reduce_sum rev unstack split co
 """.split())
 
 
+def _complex_constant(x, b):
+    """``(re, im)`` as Python floats when ``x`` is a scalar known at trace time, else ``None``."""
+    if b or isinstance(x, (jax.core.Tracer, _Complex, _Padded)) or np.ndim(x) != 0:
+        return None
+    try:
+        c = complex(np.asarray(x))
+    except Exception:  # noqa: BLE001 (not a concrete number)
+        return None
+    return c.real, c.imag
+
+
+def _scaled(x, c):
+    """``x * c`` without the product when ``c`` is 0 (``None``: zero) or +-1."""
+    if x is None or c == 0:
+        return None
+    return x if c == 1 else -x if c == -1 else x * c
+
+
+def _sum_terms(terms):
+    terms = [t for t in terms if t is not None]
+    if not terms:
+        return None
+    out = terms[0]
+    for t in terms[1:]:
+        out = out + t
+    return out
+
+
 def _plus(a, b):
     return b if a is None else a if b is None else a + b
 
@@ -236,19 +314,21 @@ class _Interpreter:
             return None
         lazy = [isinstance(x, _Padded) for x, _ in ins]
         aval = eqn.outvars[0].aval
-        if name == "pad" and not lazy[0] and ins[0][1] and not ins[1][1] and _is_zero(ins[1][0]):
+        if name == "pad" and not lazy[0] and not ins[1][1] and _is_zero(ins[1][0]):
             cfg = eqn.params["padding_config"]
             if all(i == 0 and lo >= 0 and hi >= 0 for lo, hi, i in cfg):
-                return [_Padded(_shape(aval), aval.dtype, [(ins[0][0], tuple(int(lo) for lo, _, _ in cfg))])], [True]
+                b = ins[0][1]  # a pad of a value shared by every trajectory (a constant cotangent) too
+                return [_Padded(_shape(aval), aval.dtype, [(ins[0][0], tuple(int(lo) for lo, _, _ in cfg))], b)], [b]
             return None
         if not any(lazy):
             return None
         if name == "add_any" and all(lazy):
-            return [_Padded(_shape(aval), aval.dtype, ins[0][0].pieces + ins[1][0].pieces)], [True]
+            out = _Padded.added(ins[0][0], ins[1][0])
+            return [out], [out.batched]
         if name == "mul" and sum(lazy) == 1:
             (p, _), (c, cb) = ins if lazy[0] else ins[::-1]
             if not cb and jnp.ndim(c) == 0:
-                return [_Padded(p.shape, aval.dtype, [(x * c, off) for x, off in p.pieces])], [True]
+                return [p.scaled(c)], [p.batched]
             return None
         if name == "unstack" and lazy[0]:
             p, axis = ins[0][0], eqn.params["axis"]
@@ -257,14 +337,12 @@ class _Interpreter:
                 starts = [0] * len(p.shape)
                 limits = list(p.shape)
                 starts[axis], limits[axis] = i, i + 1
-                part = p.cut(starts, limits)
-                part = _Padded(p.shape[:axis] + p.shape[axis + 1:], p.dtype,
-                               [(lax.squeeze(x, (axis,)), off[:axis] + off[axis + 1:]) for x, off in part.pieces])
-                outs.append(self._settle(part))
-            return outs, [True] * len(outs)
+                outs.append(self._settle(p.cut(starts, limits).squeezed(axis)))
+            return outs, [p.batched] * len(outs)
         if name == "slice" and lazy[0] and eqn.params["strides"] is None:
-            part = ins[0][0].cut(tuple(eqn.params["start_indices"]), tuple(eqn.params["limit_indices"]))
-            return [self._settle(part)], [True]
+            p = ins[0][0]
+            part = p.cut(tuple(eqn.params["start_indices"]), tuple(eqn.params["limit_indices"]))
+            return [self._settle(part)], [p.batched]
         return None
 
     def _complex_rule(self, eqn, ins):
@@ -315,6 +393,12 @@ class _Interpreter:
             if name in ("add", "add_any", "sub"):
                 return [_Complex(ar + br, _plus(ai, bi))], [True]
             if name == "mul":
+                const = [_complex_constant(x, b) for x, b in ins]
+                if const[0] is not None or const[1] is not None:  # skip the products with 0, +-1
+                    (cr, ci), (zr, zi) = (const[1], (ar, ai)) if const[1] is not None else (const[0], (br, bi))
+                    re = _sum_terms([_scaled(zr, cr), _scaled(zi, -ci)])
+                    im = _sum_terms([_scaled(zr, ci), _scaled(zi, cr)])
+                    return [_Complex(jnp.zeros_like(zr) if re is None else re, im)], [True]
                 re = ar * br if ai is None or bi is None else ar * br - ai * bi
                 return [_Complex(re, _plus(_times(ar, bi), _times(ai, br)))], [True]
             if bi is None:  # division by a real number
