@@ -103,6 +103,7 @@ def test_failures_are_recorded_and_the_sweep_goes_on():
     failed = dict(zip(ds["U"].values.tolist(), ds["failed"].values.tolist()))
     assert failed[0.0] == ""
     assert "trajectories became non-finite" in failed[50.0]
+    assert "reduce dt" in failed[50.0] and "an observable is NaN" in failed[50.0]  # both causes named
     assert "raised ValueError: U too large" in failed[1000.0]
     assert np.all(np.isfinite(ds["n"].sel(U=0.0))) and np.all(np.isnan(ds["n"].sel(U=1000.0)))
 

@@ -254,7 +254,7 @@ def _run(model, initial, ts, taus, a, b, *, n_traj, key, params, t0, dt, solver,
                             desc="trajectories", next_size=sizes)
     n_bad = int(acc["n_bad"])
     if n_bad == used:
-        raise RuntimeError("every trajectory became non-finite; reduce dt")
+        raise RuntimeError(f"every trajectory became non-finite: {_engine.NONFINITE_ADVICE}")
     _warn_if_response_grows(acc, taus)
     return acc, used - n_bad, n_bad, ts, taus, unravel
 

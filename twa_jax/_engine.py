@@ -156,6 +156,12 @@ def solve_batch(plan, params, noise, key, idx, adjoint="reverse", n_points=None)
     return {name: jnp.moveaxis(v, 0, lead) for name, v in ys.items()}, jnp.moveaxis(state_ok, 0, -1)
 
 
+#: what to change when trajectories are left out as non-finite and the entry point does not tell
+#: a blown-up state from an observable that is NaN on a finite state (``simulate`` does, and says which)
+NONFINITE_ADVICE = ("either the state blew up (reduce dt) or an observable is NaN or inf on a finite state "
+                    "(e.g. jnp.log or jnp.sqrt of a negative value; tw.simulate names such an observable)")
+
+
 def _finite_per_time(ys, lead=0):
     """``(..., n, n_save)``: every observable finite at that save time (``lead`` leading axes
     before the trajectories)."""

@@ -131,9 +131,10 @@ def value_and_grad_plan(loss, plan, diff, rest):
 def warn_failed(bad, n_traj):
     bad = int(bad)
     if bad == n_traj:
-        raise RuntimeError(f"all {n_traj} trajectories became non-finite; reduce dt")
+        raise RuntimeError(f"all {n_traj} trajectories became non-finite: {_engine.NONFINITE_ADVICE}")
     if bad:
-        warnings.warn(f"{bad} of {n_traj} trajectories became non-finite and were left out", RuntimeWarning, stacklevel=3)
+        warnings.warn(f"{bad} of {n_traj} trajectories became non-finite and were left out ({_engine.NONFINITE_ADVICE})",
+                      RuntimeWarning, stacklevel=3)
 
 
 def value_and_grad(

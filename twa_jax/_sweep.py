@@ -213,7 +213,7 @@ def _solve_batch(first, values, ids, chunk, batch, opts):
         nb = int(n_bad[b])
         if nb > opts["fail_fraction"] * first.n_traj or nb == first.n_traj:
             out[pid] = {"failed": f"{nb} of {first.n_traj} trajectories became non-finite (earliest by t = "
-                                  f"{ts[min(int(first_t[b]), len(ts) - 1)]:.4g}, dt = {first.dt:.3g}); reduce dt"}
+                                  f"{ts[min(int(first_t[b]), len(ts) - 1)]:.4g}, dt = {first.dt:.3g}): {_engine.NONFINITE_ADVICE}"}
             continue
         arrays = {}
         for name in mean:
