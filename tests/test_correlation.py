@@ -49,6 +49,20 @@ def test_damped_oscillator_both_orderings_against_the_closed_form():
     assert normal.n_traj == 3000 and "3000 trajectories" in repr(normal)
 
 
+def test_exact_correlation_and_spectrum_check_the_fock_cutoff():
+    """A coherent state with |alpha|^2 = 9 does not fit into 6 Fock levels: the exact correlation
+    and spectrum say so (as tw.exact.solve does) instead of returning the truncated model's
+    numbers; with enough levels the correlation is the closed form n(t) e^{(i w - k/2) tau}."""
+    init = tw.states.product(bosons=tw.states.coherent(jnp.array([3.0])))
+    ts, taus = np.array([0.0, 1.0]), np.linspace(0, 2, 5)
+    with pytest.raises(RuntimeError, match=r"top Fock level \(cutoff=5\).*raise cutoff"):
+        exact.correlation(oscillator(), init, ts, taus, ad, an, cutoff=5)
+    want = 9.0 * np.exp(-KAPPA * ts)[:, None] * np.exp((1j * W - KAPPA / 2) * taus)[None, :]
+    np.testing.assert_allclose(exact.correlation(oscillator(), init, ts, taus, ad, an, cutoff=30), want, rtol=1e-5)
+    with pytest.raises(RuntimeError, match="raise cutoff"):  # a drive to |alpha|^2 ~ 9 in the steady state
+        exact.spectrum(oscillator(drive=6.0), np.array([0.0, 1.0]), ad, an, cutoff=5)
+
+
 def test_driven_spin_correlation_against_the_exact_twin():
     """<sigma^+(t+tau) sigma^-(t)> of the driven spin with weak decay (gamma/Omega = 0.1, where
     TWA's own bias is below 0.01): within 0.01 + 4 sem of QuTiP's correlation_2op_2t."""

@@ -24,9 +24,28 @@ def _twin_ops(model, params, a, b, cutoff):
     return qm, qm.observables["A"], qm.observables["B"]
 
 
+def _check_cutoff(qm, rho0, times, cutoff, opts=None):
+    """The truncation check of :func:`twa_jax.exact.solve` for correlations: the population of
+    each mode's top Fock level over every time the correlation reaches (``rho0`` evolved to the
+    last start time plus the longest lag; ``rho0`` ``None``: the steady state)."""
+    if not qm.boson_top:
+        return
+    with np.errstate(all="ignore"):
+        if rho0 is None:
+            ss = qt.steadystate(qm.H, list(qm.c_ops))
+            top = max(float(np.real(qt.expect(P, ss))) for P in qm.boson_top)
+        else:
+            e = qt.mesolve(qm.H, rho0, times, list(qm.c_ops), e_ops=list(qm.boson_top), options=opts).expect
+            top = max(float(np.max(np.real(x))) for x in e)
+    if top > 1e-6:
+        raise RuntimeError(f"the top Fock level (cutoff={cutoff}) reaches population {top:.2g}; raise cutoff")
+
+
 def correlation(model, initial, ts, taus, a, b, *, params=None, t0=0.0, cutoff=20):
     """``<A(t + tau) B(t)>`` of the exact twin, ``(len(ts), len(taus))`` complex (QuTiP's
-    ``correlation_2op_2t``; the same arguments as :func:`twa_jax.correlation`)."""
+    ``correlation_2op_2t``; the same arguments as :func:`twa_jax.correlation`). As in
+    :func:`twa_jax.exact.solve`, a top Fock level populated above 1e-6 by the last start time plus
+    the longest lag raises a ``RuntimeError`` asking for a larger ``cutoff``."""
     return _correlation(model, initial, ts, taus, a, b, params=params, t0=t0, cutoff=cutoff)
 
 
@@ -40,6 +59,7 @@ def _correlation(model, initial, ts, taus, a, b, *, params=None, t0=0.0, cutoff=
     opts = {"atol": 1e-10, "rtol": 1e-8, "nsteps": 100_000}
     with np.errstate(all="ignore"):
         c = qt.correlation_2op_2t(qm.H, rho0, tlist, taus, list(qm.c_ops), A, B, options=opts)
+    _check_cutoff(qm, rho0, np.union1d(tlist, tlist[-1] + taus), cutoff, opts)
     pick = np.searchsorted(tlist, ts - t0)
     c = np.asarray(c)[pick]
     if not means:
@@ -59,7 +79,8 @@ def spectrum(model, omegas, a, b, *, params=None, cutoff=20, taus=None, window=N
     ``taus`` (and ``window``, ``initial``, ``t``, ``coherent`` as in :func:`twa_jax.spectrum`):
     the exact correlation from the start time ``t`` (in the steady state) over the same lags, put
     through the same weights as :func:`twa_jax.spectrum`, so the two carry the same window's
-    broadening; any dimension the master equation can be integrated at.
+    broadening; any dimension the master equation can be integrated at. The top Fock level is
+    checked as in :func:`correlation` (without ``taus``: in the steady state).
     """
     if taus is None:
         if window is not None or initial is not None or t is not None or coherent:
@@ -72,6 +93,7 @@ def spectrum(model, omegas, a, b, *, params=None, cutoff=20, taus=None, window=N
                 f"out of reach above Hilbert-space dimension {MAX_SPECTRUM_DIM}. Give the lag grid of tw.spectrum "
                 "(taus=, window=) with initial= and a start time t= in the steady state: the exact correlation "
                 "is then transformed with the same weights.")
+        _check_cutoff(qm, None, None, cutoff)
         return np.asarray(qt.spectrum(qm.H, np.asarray(omegas, float), list(qm.c_ops), A, B))
     if initial is None or t is None:
         raise ValueError("taus= needs initial= and a start time t= in the steady state")
