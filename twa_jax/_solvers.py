@@ -150,7 +150,10 @@ class GridNoise(dfx.AbstractPath):
         # materialized once per step: otherwise XLA duplicates the generator (cheap-looking
         # elementwise work) into every consumer fusion of the bracket, several times its cost.
         # XLA:CPU fuses across an optimization barrier; a conditional's result is always
-        # materialized (j >= 0 always holds: t0 is a grid point)
+        # materialized (j >= 0 always holds: t0 is a grid point). Elsewhere (GPU: a conditional
+        # may cost a synchronization per step, not measured yet) the barrier stays
+        if jax.default_backend() != "cpu":
+            return jax.lax.optimization_barrier(scaled())
         shape = jax.eval_shape(scaled)
         return jax.lax.cond(j >= 0, scaled, lambda: jnp.zeros(shape.shape, shape.dtype))
 
