@@ -291,10 +291,6 @@ def _sum_terms(terms):
     return out
 
 
-def _plus(a, b):
-    return b if a is None else a if b is None else a + b
-
-
 def _times(a, b):
     return None if a is None or b is None else a * b
 
@@ -391,7 +387,7 @@ class _Interpreter:
             if name == "sub":
                 br, bi = -br, (None if bi is None else -bi)
             if name in ("add", "add_any", "sub"):
-                return [_Complex(ar + br, _plus(ai, bi))], [True]
+                return [_Complex(ar + br, _sum_terms([ai, bi]))], [True]
             if name == "mul":
                 const = [_complex_constant(x, b) for x, b in ins]
                 if const[0] is not None or const[1] is not None:  # skip the products with 0, +-1
@@ -400,7 +396,7 @@ class _Interpreter:
                     im = _sum_terms([_scaled(zr, ci), _scaled(zi, cr)])
                     return [_Complex(jnp.zeros_like(zr) if re is None else re, im)], [True]
                 re = ar * br if ai is None or bi is None else ar * br - ai * bi
-                return [_Complex(re, _plus(_times(ar, bi), _times(ai, br)))], [True]
+                return [_Complex(re, _sum_terms([_times(ar, bi), _times(ai, br)]))], [True]
             if bi is None:  # division by a real number
                 return [_Complex(ar / br, None if ai is None else ai / br)], [True]
             return None
