@@ -1,7 +1,7 @@
 """The state's layout: `tw.simulate` with the trajectories first (the generator ``vmap``-ed) and
 last (the generator's jaxpr evaluated batch last, ``twa_jax/_lanes.py``), forced through
 ``twa_jax._plan.LAYOUT``, timed round-robin in one process. Measures where the plan's automatic
-choice (``LANES_MAX_SITES``, ``LANES_MIN_BATCH``) should switch.
+choice (``LANES_MIN_BATCH``, ``LANES_MIN_WORK``) should switch.
 
     python benchmarks/bench_layout.py [--cases rydberg:10:16,rydberg:300:1000,...] [--n-steps 100] [--x64] [--out FILE]
 
@@ -74,13 +74,15 @@ def main(argv=None):
             first[layout] = time.perf_counter() - t0
             fns[layout] = call
         times = measure(fns, args.repeats)
-        row = {"model": model, "n_spins": n, "n_traj": nt, "n_steps": ns, "load": os.getloadavg()[0]}
+        row = {"model": model, "n_spins": n, "n_traj": nt, "n_steps": ns, "load": os.getloadavg()[0],
+               "backend": jax.default_backend()}
         for layout in fns:
             row[f"{layout}_spin_steps_per_s"] = nt * n * ns / times[layout]["wall_min"]
             row[f"{layout}_first_call_s"] = first[layout]
         row["last_over_first"] = row["batch_last_spin_steps_per_s"] / row["batch_first_spin_steps_per_s"]
         sites = n + (model == "tavis_cummings")
-        row["auto"] = "batch_last" if sites <= _plan.LANES_MAX_SITES and nt >= _plan.LANES_MIN_BATCH else "batch_first"
+        big = nt >= _plan.LANES_MIN_BATCH and sites * nt >= _plan.LANES_MIN_WORK  # the plan's size rule
+        row["auto"] = "batch_last" if big else "batch_first"
         rows.append(row)
         print(f"{model:15s} N={n:5d} x {nt:6d}: batch_first {row['batch_first_spin_steps_per_s']:.3e}, batch_last "
               f"{row['batch_last_spin_steps_per_s']:.3e} ({row['last_over_first']:.2f}x); first call "

@@ -199,9 +199,14 @@ def main(argv=None):
     ap.add_argument("--no-complex-parts", action="store_true",
                     help="leave complex arithmetic of the batch-last generator to XLA (twa_jax._lanes.KEEP_COMPLEX_PARTS "
                     "= False): the baseline of that change")
+    ap.add_argument("--noise-by", choices=("cond", "barrier"), default=None,
+                    help="how simulate keeps a step's noise from being recomputed by its consumers "
+                    "(twa_jax._solvers.MATERIALIZE_NOISE; default: cond on CPU, barrier elsewhere)")
     ap.add_argument("--out", default=None)
     args = ap.parse_args(argv)
-    from twa_jax import _lanes
+    from twa_jax import _lanes, _solvers
+
+    _solvers.MATERIALIZE_NOISE = args.noise_by
 
     if args.no_keep_padded:
         _lanes.KEEP_PADDED = False
@@ -225,7 +230,9 @@ def main(argv=None):
                 first[name] = time.perf_counter() - t0
             times = measure({name: f for name, (f, _) in cont.items()}, args.repeats)
             row = {"model": model, "n_spins": n, "n_traj": nt, "n_steps": ns, "dtype": dtype,
-                   "keep_padded": not args.no_keep_padded, "complex_parts": not args.no_complex_parts}
+                   "keep_padded": not args.no_keep_padded, "complex_parts": not args.no_complex_parts,
+                   "noise_by": args.noise_by or ("cond" if jax.default_backend() == "cpu" else "barrier"),
+                   "backend": jax.default_backend()}
             for name in cont:
                 wall = times[name]["wall_min"]
                 row[f"{name}_spin_steps_per_s"] = nt * n * ns / wall

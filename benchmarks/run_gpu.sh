@@ -33,7 +33,14 @@
 #  d. accuracy, Eq. 56 chain N = 16, 20000 trajectories, rotation Heun at 1x and 4x the default dt
 #     against dt/8, with TF32 (--matmul-precision default), then full float32 (highest).
 #     Compilation-bound (4 compilations per run, 8720 steps for the reference). ~2 x 30-45 s [2 x 60 s]
-#  Optional, each only when what is left of the budget covers its whole limit:
+#  Optional, each only when what is left of the budget covers its whole limit, in this order:
+#  g. small systems on the GPU (bench_small.py): Rydberg and Tavis-Cummings N = 10, 1e5
+#     trajectories, 100 steps, simulate against the lanes kernel, once with the step's noise kept
+#     by an optimization barrier (the default off CPU) and once by an always-true conditional (the
+#     CPU default): which one the GPU should use.                             ~2 x 25-35 s [2 x 60 s]
+#  h. the state's layout on the GPU (bench_layout.py): batch first against batch last at
+#     Rydberg N = 10 x 1e5, N = 1000 x 1e4, the chain N = 100 x 1e4, Tavis-Cummings N = 100 x 1e4:
+#     whether the plan's size rule (measured on CPU) holds there.             ~50-70 s [90 s]
 #  e. Tavis-Cummings, N = 1e4, 1e4 trajectories, 100 steps, simulate and scan. ~40-60 s [80 s]
 #  f. more than one GPU: chain N = 1000, 1e5 trajectories, simulate alone, on GPU 0 and on all.
 #                                                                         ~2 x 30-50 s [2 x 60 s]
@@ -132,14 +139,18 @@ if [ $tiny = 1 ]; then
   b_n=48 b_traj=256 b_steps=3
   c_n=50 c_traj=128 c_steps=5 c_rep=1
   d_traj=64 d_factors=4 d_tmax=(--t-max 1)
-  lim_a=120 lim_b=120 lim_c=120 lim_d=120 lim_e=120 lim_f=120
+  g_n=4 g_traj=256 g_steps=5 g_rep=1
+  h_cases=rydberg:10:256
+  lim_a=120 lim_b=120 lim_c=120 lim_d=120 lim_e=120 lim_f=120 lim_g=120 lim_h=120
   bandwidth=${BENCH_BANDWIDTH_GBS:-20}  # nominal, so that the roofline fraction is computed on CPU too
 else
   a_n=1000 a_traj=100000 a_steps=50 a_rep=2
   b_n=10000 b_traj=100000 b_steps=5
   c_n=10000 c_traj=10000 c_steps=100 c_rep=2
   d_traj=20000 d_factors=1,4 d_tmax=()
-  lim_a=130 lim_b=130 lim_c=80 lim_d=60 lim_e=80 lim_f=60
+  g_n=10 g_traj=100000 g_steps=100 g_rep=2
+  h_cases=rydberg:10:100000,rydberg:1000:10000,chain:100:10000,tavis_cummings:100:10000
+  lim_a=130 lim_b=130 lim_c=80 lim_d=60 lim_e=80 lim_f=60 lim_g=60 lim_h=90
   bandwidth=${BENCH_BANDWIDTH_GBS:-}
 fi
 
@@ -170,6 +181,9 @@ f_c=$out/rydberg_N${c_n}_$tag.json
 f_d1=$out/accuracy_chain16_${tag}_tf32.json
 f_d2=$out/accuracy_chain16_${tag}_fp32.json
 f_e=$out/tc_N${c_n}_$tag.json
+f_g1=$out/small_N${g_n}_${tag}_barrier.json
+f_g2=$out/small_N${g_n}_${tag}_cond.json
+f_h=$out/layout_${tag}.json
 f_f1=$out/chain_N${a_n}_${tag}_1gpu.json
 f_f2=$out/chain_N${a_n}_${tag}_allgpus.json
 
@@ -183,6 +197,13 @@ step d_accuracy_tf32 $lim_d "$f_d1" python bench_accuracy.py --model chain --n-t
   --solvers rotation_heun ${d_tmax[@]+"${d_tmax[@]}"} --matmul-precision default --out "$f_d1"
 step d_accuracy_fp32 $lim_d "$f_d2" python bench_accuracy.py --model chain --n-traj $d_traj --factors $d_factors \
   --solvers rotation_heun ${d_tmax[@]+"${d_tmax[@]}"} --matmul-precision highest --out "$f_d2"
+for how in barrier cond; do
+  f_g=$f_g1; [ $how = cond ] && f_g=$f_g2
+  step --optional g_small_$how $lim_g "$f_g" python bench_small.py --models rydberg,tavis_cummings --sizes $g_n \
+    --n-traj $g_traj --n-steps $g_steps --repeats $g_rep --skip-numpy --noise-by $how --out "$f_g"
+done
+step --optional h_layout $lim_h "$f_h" python bench_layout.py --cases $h_cases --n-steps $g_steps \
+  --repeats $g_rep --out "$f_h"
 step --optional e_tavis_cummings $lim_e "$f_e" python bench_tavis_cummings.py --n-spins $c_n --n-traj $c_traj \
   --n-steps $c_steps --repeats $c_rep --skip-numpy --out "$f_e"
 if [ "$n_dev" -gt 1 ]; then
@@ -212,6 +233,17 @@ for r in rows:
         print(f"{r['step']}: {r['status']}, unreadable JSON ({e})")
         continue
     head = f"{r['step']} ({r['status']}, {os.path.basename(path)}): {d.get('machine', '?').split(';')[0]}"
+    if d.get("benchmark") == "bench_small":
+        print(f"{head}: " + "; ".join(
+            f"{x['model']} N={x['n_spins']} x {x['n_traj']}, noise by {x['noise_by']}: simulate "
+            f"{x['simulate_spin_steps_per_s']:.3g} spin-steps/s, {x.get('simulate_over_lanes', float('nan')):.2f}x "
+            f"the lanes kernel, first call {x['simulate_first_call_s']:.1f} s" for x in d["rows"]))
+        continue
+    if d.get("benchmark") == "bench_layout":
+        print(f"{head}: " + "; ".join(
+            f"{x['model']} N={x['n_spins']} x {x['n_traj']}: batch last {x['last_over_first']:.2f}x batch first "
+            f"(size rule: {x['auto']})" for x in d["rows"]))
+        continue
     if "rows" in d:  # bench_accuracy
         cells = [f"{x['solver']} dt x{x['factor']:g}: err {x['err']:.3g} = {x['err'] / x['floor']:.1f} floor, "
                  f"drift {x['norm_drift']:.2g}" for x in d["rows"] if "err" in x]

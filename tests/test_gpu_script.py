@@ -30,6 +30,9 @@ FILES = {
     "d_accuracy_tf32": "accuracy_chain16_tiny_tf32.json",
     "d_accuracy_fp32": "accuracy_chain16_tiny_fp32.json",
     "e_tavis_cummings": "tc_N50_tiny.json",
+    "g_small_barrier": "small_N4_tiny_barrier.json",
+    "g_small_cond": "small_N4_tiny_cond.json",
+    "h_layout": "layout_tiny.json",
 }
 
 
@@ -79,9 +82,23 @@ def _check_accuracy(step, d):
         assert row["norm_drift"] < 1e-3  # rotation Heun conserves |s|
 
 
+def _check_rows(step, d):  # bench_small (g) and bench_layout (h): one row per model and size
+    assert d["machine"].startswith("cpu:"), d["machine"]
+    assert d["rows"]
+    for row in d["rows"]:
+        assert row["backend"] == "cpu" and row["n_traj"] > 0
+        if step.startswith("g_"):
+            assert row["noise_by"] == step[len("g_small_"):]
+            assert row["simulate_spin_steps_per_s"] > 0 and row["simulate_over_lanes"] > 0
+            assert -1.0 <= row["simulate_final_sz"] <= 1.0 and -1.0 <= row["lanes_final_sz"] <= 1.0
+        else:
+            assert row["batch_first_spin_steps_per_s"] > 0 and row["batch_last_spin_steps_per_s"] > 0
+
+
 @pytest.mark.parametrize("only", [
     pytest.param("c", marks=pytest.mark.slow),
     pytest.param("a,b,d,e", marks=pytest.mark.slow),
+    pytest.param("g,h", marks=pytest.mark.slow),
 ])
 def test_run_gpu_tiny(tmp_path, only):
     if shutil.which("timeout") is None:
@@ -102,7 +119,8 @@ def test_run_gpu_tiny(tmp_path, only):
         path = out / FILES[r["step"]]
         assert Path(r["json"]) == path
         d = json.loads(path.read_text())
-        (_check_accuracy if r["step"].startswith("d_") else _check_throughput)(r["step"], d)
+        check = {"d": _check_accuracy, "g": _check_rows, "h": _check_rows}.get(r["step"][0], _check_throughput)
+        check(r["step"], d)
     assert sorted(f.name for f in out.glob("*.json")) == sorted(FILES[s] for s in wanted)
     log = (out / "run_gpu_tiny.log").read_text()
     assert "=== summary" in log and "required steps not finished: 0" in log

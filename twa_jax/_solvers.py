@@ -104,6 +104,13 @@ def _batch_last_supported(model, noise, params, dtype, with_dW):
     return supported(one_trajectory(model), (y, dW, params, noise, t, t), (True, True, False, False, False, False), n)
 
 
+#: how the noise increments of a step are kept from being fused into (and recomputed by) every
+#: consumer: ``"cond"`` (the result of an always-true conditional, written out once) or
+#: ``"barrier"`` (an optimization barrier); ``None`` picks ``"cond"`` on CPU, where XLA fuses
+#: across the barrier, and ``"barrier"`` elsewhere. Read when a program is traced (benchmarks set it)
+MATERIALIZE_NOISE = None
+
+
 class GridNoise(dfx.AbstractPath):
     """Brownian increments on a fixed time grid for a chunk of trajectories, one generator call
     per step for the whole chunk.
@@ -135,8 +142,10 @@ class GridNoise(dfx.AbstractPath):
         del left
         if t1 is None:
             raise ValueError("GridNoise only provides increments over one grid step")
-        # one scalar search per step for the whole batch (t0 is a grid point: StepTo)
-        j = jnp.searchsorted(self.grid, t0, side="right") - 1
+        # one scalar search per step for the whole batch (t0 is a grid point: StepTo). Unrolled:
+        # the default method is a while loop of log2(len(grid)) trips, on a GPU a synchronization
+        # and four kernels per trip (measured: 28 of the step's ~60 kernel launches on an H200)
+        j = jnp.searchsorted(self.grid, t0, side="right", method="scan_unrolled") - 1
         dt = jax.lax.stop_gradient(t1 - t0)
         dtype = self.grid.dtype
 
@@ -151,8 +160,9 @@ class GridNoise(dfx.AbstractPath):
         # elementwise work) into every consumer fusion of the bracket, several times its cost.
         # XLA:CPU fuses across an optimization barrier; a conditional's result is always
         # materialized (j >= 0 always holds: t0 is a grid point). Elsewhere (GPU: a conditional
-        # may cost a synchronization per step, not measured yet) the barrier stays
-        if jax.default_backend() != "cpu":
+        # may cost a synchronization per step) the barrier stays; MATERIALIZE_NOISE forces either
+        how = MATERIALIZE_NOISE or ("cond" if jax.default_backend() == "cpu" else "barrier")
+        if how == "barrier":
             return jax.lax.optimization_barrier(scaled())
         shape = jax.eval_shape(scaled)
         return jax.lax.cond(j >= 0, scaled, lambda: jnp.zeros(shape.shape, shape.dtype))
