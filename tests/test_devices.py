@@ -224,10 +224,28 @@ def test_auto_chunk_size_follows_the_smallest_free_memory():
     frac = _plan.MEMORY_FRACTION
     per = 1000
     big, small = _FakeGPU(80 * 2**30, 0), _FakeGPU(8 * 2**30, 4 * 2**30)
-    assert _plan.auto_chunk_size(per, [big], 10**9) == int(frac * 80 * 2**30 // per)
-    assert _plan.auto_chunk_size(per, [big, small], 10**9) == int(frac * 4 * 2**30 // per)
+    assert _plan.chunk_budget(per, [big]) == int(frac * 80 * 2**30 // per)
+    assert _plan.chunk_budget(per, [big, small]) == int(frac * 4 * 2**30 // per)
+    for devices in ([big], [big, small]):
+        most, n = _plan.chunk_budget(per, devices), 10**9
+        chunk = _plan.auto_chunk_size(per, devices, n)
+        k = -(-n // chunk)
+        assert chunk <= most and k == -(-n // most)  # as few chunks as the budget allows ...
+        assert k * chunk - n < k  # ... of equal size: less than one trajectory of padding per chunk
     assert _plan.auto_chunk_size(per, [big], 500) == 500  # never more than each device's share
     assert _plan.auto_chunk_size(10**12, [small], 500) == 1  # at least one trajectory
+
+
+def test_balanced_chunks_leave_no_mostly_padded_last_chunk():
+    assert _plan.balanced_chunk(10_000, 8376) == 5000  # the H200 run: not 8376 + 1624 padded to 8376
+    assert _plan.balanced_chunk(10_000, 10_000) == 10_000
+    assert _plan.balanced_chunk(10_001, 10_000) == 5001
+    assert _plan.balanced_chunk(7, 3) == 3 and _plan.balanced_chunk(1, 5) == 1
+    for n in range(1, 200):
+        for most in range(1, 60):
+            c = _plan.balanced_chunk(n, most)
+            k = -(-n // c)
+            assert 1 <= c <= min(n, most) and k == -(-n // most) and k * c - n < k
 
 
 def test_bytes_per_trajectory_scales_with_state_noise_and_saves():

@@ -113,11 +113,27 @@ def _host_available_bytes():
         return None
 
 
-def auto_chunk_size(bytes_per_traj: int, devices, n_per_device: int) -> int:
-    """Trajectories per device per compiled batch: ``MEMORY_FRACTION`` of the smallest free
-    memory among ``devices`` over ``bytes_per_traj``, at least 1, at most ``n_per_device``."""
+def chunk_budget(bytes_per_traj: int, devices) -> int:
+    """The most trajectories per device one compiled batch may hold: ``MEMORY_FRACTION`` of the
+    smallest free memory among ``devices`` over ``bytes_per_traj``, at least 1."""
     free = min(free_memory(d) for d in devices)
-    return int(max(1, min(n_per_device, (MEMORY_FRACTION * free) // max(bytes_per_traj, 1))))
+    return int(max(1, (MEMORY_FRACTION * free) // max(bytes_per_traj, 1)))
+
+
+def balanced_chunk(n_per_device: int, most: int) -> int:
+    """Chunk size for ``n_per_device`` trajectories in chunks of at most ``most``: as few chunks
+    as the budget allows, of equal size, so the last one is not mostly padding (10 000 in chunks
+    of at most 8376: two of 5000, not 8376 + 1624 padded to 8376)."""
+    if n_per_device <= most:
+        return max(1, n_per_device)
+    n_chunks = -(-n_per_device // most)
+    return -(-n_per_device // n_chunks)
+
+
+def auto_chunk_size(bytes_per_traj: int, devices, n_per_device: int) -> int:
+    """Trajectories per device per compiled batch: at most :func:`chunk_budget`, at most
+    ``n_per_device``, in equal chunks (:func:`balanced_chunk`)."""
+    return balanced_chunk(n_per_device, chunk_budget(bytes_per_traj, devices))
 
 
 def default_checkpoints(n_steps: int) -> int:

@@ -29,7 +29,7 @@ from . import _engine
 from ._checks import check_int, check_positive
 from ._model import Model
 from ._observables import finalize
-from ._plan import auto_chunk_size, bytes_per_trajectory, make_plan
+from ._plan import balanced_chunk, bytes_per_trajectory, chunk_budget, make_plan
 from ._result import default_dims
 from ._store import SweepStore
 
@@ -176,12 +176,12 @@ def _sizes(plan, n_points, opts):
         budget = None
     else:
         per = bytes_per_trajectory(plan.model, plan.noise, len(plan.save_ts), plan.obs_shapes, plan.dtype)
-        budget = auto_chunk_size(per, plan.devices, 10**15)
-        chunk = min(per_device, budget)
+        budget = chunk_budget(per, plan.devices)
+        chunk = balanced_chunk(per_device, budget)
     batch = opts["batch_size"] or max(1, min(MAX_BATCH, n_points, (budget // chunk) if budget else MAX_BATCH))
     batch = min(batch, n_points)
     if opts["batch_size"] and budget is not None:
-        chunk = max(1, min(per_device, budget // batch))
+        chunk = balanced_chunk(per_device, max(1, budget // batch))
     return chunk, batch
 
 
