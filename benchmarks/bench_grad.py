@@ -53,8 +53,13 @@ def _cpu_name():
     return f"{name}, {os.cpu_count()} cores"
 
 
-def _measure(which, n, n_traj, n_steps, repeats, x64, variant, checkpoints=None):
+def _measure(which, n, n_traj, n_steps, repeats, x64, variant, checkpoints=None, mode="auto"):
     import jax
+
+    from twa_jax import _grad
+
+    if mode != "auto":  # value_and_grad's own choice: forward mode for at most FORWARD_MODE_MAX_PARAMS
+        _grad.FORWARD_MODE_MAX_PARAMS = 0 if mode == "reverse" else 10**9
 
     jax.config.update("jax_enable_x64", x64)
     import jax.numpy as jnp
@@ -124,16 +129,19 @@ def main(argv=None):
     ap.add_argument("--model", choices=["scaled", "geometry"], default="scaled")
     ap.add_argument("--checkpoints", type=int, default=None,
                     help="states stored per trajectory for the reverse pass (default: diffrax's)")
+    ap.add_argument("--mode", choices=["auto", "reverse", "forward"], default="auto",
+                    help="value_and_grad's mode: its own choice (forward mode for at most "
+                    "FORWARD_MODE_MAX_PARAMS parameters, else reverse), or forced")
     ap.add_argument("--out", default=None)
     ap.add_argument("--only", choices=["forward", "grad"], default=None, help=argparse.SUPPRESS)
     args = ap.parse_args(argv)
     if args.only:  # child process: one measurement, JSON on the last line of stdout
         print(json.dumps(_measure(args.only, args.n_spins, args.n_traj, args.n_steps, args.repeats, args.x64, args.model,
-                                  args.checkpoints)))
+                                  args.checkpoints, args.mode)))
         return
     base = [sys.executable, os.path.abspath(__file__), "--n-spins", str(args.n_spins), "--n-traj", str(args.n_traj),
             "--n-steps", str(args.n_steps), "--repeats", str(args.repeats), "--model", args.model] + (["--x64"] if args.x64 else []) + (
-        ["--checkpoints", str(args.checkpoints)] if args.checkpoints else [])
+        ["--checkpoints", str(args.checkpoints)] if args.checkpoints else []) + ["--mode", args.mode]
     env = {**os.environ, "PYTHONPATH": os.path.dirname(os.path.dirname(os.path.abspath(__file__)))}
     out = {}
     for which in ("forward", "grad"):
@@ -148,6 +156,7 @@ def main(argv=None):
     f, g = out["forward"], out["grad"]
     res = dict(
         model=args.model, n_spins=args.n_spins, n_traj=args.n_traj, n_steps=args.n_steps, checkpoints=args.checkpoints,
+        mode=args.mode,
         n_params=2 if args.model == "scaled" else 3,
         dtype="float64" if args.x64 else "float32", machine=f"{f['device']}; host {_cpu_name()}", jax=f["jax"],
         forward=f, grad=g,

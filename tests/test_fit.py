@@ -59,6 +59,35 @@ def test_gradient_matches_finite_differences_dense_gamma_and_geometry():
         assert abs(fd) > 1e-3  # each parameter matters
 
 
+def test_forward_and_reverse_mode_give_the_same_gradient(monkeypatch):
+    """value_and_grad differentiates up to FORWARD_MODE_MAX_PARAMS real parameters in forward mode
+    and more in reverse mode: both are the exact derivative of the same discrete paths, so they
+    agree to rounding; with a complex observable and loss (JAX's convention dL = Re ct . dz), a
+    spin-boson model and a parameter inside Gamma."""
+    from twa_jax import _grad
+
+    model = tw.Model(
+        lambda s, a, p: p["Omega"] * s[:, 0].sum() + p["g"] * jnp.real(a[0] * jnp.conj(a[0])) * s[:, 2].sum(),
+        jumps=lambda s, a, p: jnp.concatenate([(s[:, 0] - 1j * s[:, 1]) / 2, a]),
+        gamma=lambda p: jnp.diag(jnp.array([p["gamma"], p["gamma"], 0.3])),
+        n_spins=2, n_bosons=1, params={"Omega": 1.0, "gamma": 0.5, "g": 0.7},
+    )
+    init = tw.states.product(tw.states.spins_down(2), tw.states.coherent([0.5 + 0.2j]))
+    obs = {"sz": lambda s, a: s[:, 2].mean(), "a": lambda s, a: a[0]}
+    loss = lambda m: jnp.sum(m["sz"] ** 2) + jnp.sum(jnp.abs(m["a"] - 0.1j) ** 2)  # noqa: E731
+    kw = dict(n_traj=24, key=0, dt=0.05, observables=obs)
+    p = {"g": 0.7, "gamma": 0.5}
+    plan = _grad.make_plan(model, init, np.linspace(0, 1, 5), params=p, differentiable=True, **kw)
+    assert _grad.uses_forward_mode(plan, _grad._split(plan.params, p)[0])
+    val_f, g_f = tw.value_and_grad(loss, model, init, np.linspace(0, 1, 5), params=p, **kw)
+    monkeypatch.setattr(_grad, "FORWARD_MODE_MAX_PARAMS", 0)
+    val_r, g_r = tw.value_and_grad(loss, model, init, np.linspace(0, 1, 5), params=p, **kw)
+    np.testing.assert_allclose(val_f, val_r, rtol=1e-13)
+    for k in p:
+        assert abs(g_r[k]) > 1e-3, k  # each parameter matters
+        np.testing.assert_allclose(g_f[k], g_r[k], rtol=1e-10, err_msg=k)
+
+
 @pytest.mark.slow
 def test_gradient_through_rank_one_collective_gamma():
     """Collective decay Gamma = g * ones (rank 1; the eigendecomposition's derivative is NaN there):

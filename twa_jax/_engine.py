@@ -409,6 +409,25 @@ class SumsVJP(eqx.Module):
         return vjp(ct)[0]
 
 
+class SumsJVP(eqx.Module):
+    """:class:`Sums` and their derivatives along each of the ``P`` scalar entries of the
+    differentiated parameters (``(P, ...)`` per observable): forward mode, one tangent per
+    entry, batched; run the plan with ``adjoint="forward"``."""
+
+    def __call__(self, batch_of, diff, rest):
+        x0, unravel = ravel_pytree(diff)
+
+        def f(x):
+            b = batch_of(combine_params(unravel(x), rest))
+            return masked_sums(b), (jnp.sum(b.weight), jnp.sum(b.valid & ~b.finite))
+
+        def along(t):
+            return jax.jvp(f, (x0,), (t,), has_aux=True)
+
+        sums, dsums, (n, bad) = jax.vmap(along, out_axes=(None, 0, None))(jnp.eye(x0.shape[0], dtype=x0.dtype))
+        return sums, dsums, n, bad
+
+
 class LossAndGrad(eqx.Module):
     """Loss of the chunk means and its gradient, in one pass (all trajectories in one chunk)."""
 
