@@ -41,21 +41,29 @@ def _sz_mean_loss(mean):
     return jnp.sum(mean["sz"])
 
 
-def test_gradient_matches_finite_differences_dense_gamma_and_geometry():
+def test_gradient_matches_finite_differences_dense_gamma_and_geometry(monkeypatch):
     """Driven dipole array with dense Gamma(Gamma0, a): d/dOmega (Hamiltonian), d/dGamma0 (rate in
     Gamma and J), d/da (lattice spacing, geometry) of sum_t <sigma^z>(t) against central finite
     differences of eager simulate with the same key, accumulated over 3 chunks (the one-chunk path
-    is exercised by the cavity test)."""
+    is exercised by the cavity test), in forward mode (value_and_grad's choice for 3 parameters)
+    and in reverse mode."""
+    from twa_jax import _grad
+
     init = tw.states.spins_down(N_ARRAY)
     ts = np.linspace(0, 2, 5)
     kw = dict(n_traj=60, key=3, dt=0.05)
+    assert len(ARRAY_P) <= _grad.FORWARD_MODE_MAX_PARAMS
     val, g = tw.value_and_grad(_sz_mean_loss, ARRAY, init, ts, params=ARRAY_P, chunk_size=20, **kw)
+    monkeypatch.setattr(_grad, "FORWARD_MODE_MAX_PARAMS", 0)
+    val_r, g_r = tw.value_and_grad(_sz_mean_loss, ARRAY, init, ts, params=ARRAY_P, chunk_size=20, **kw)
     f = lambda p: float(_sz_mean_loss(tw.simulate(ARRAY, init, ts, params=p, **kw).mean))  # noqa: E731
     np.testing.assert_allclose(val, f(ARRAY_P), rtol=1e-12)
+    np.testing.assert_allclose(val_r, f(ARRAY_P), rtol=1e-12)
     h = 1e-5
     for k in ARRAY_P:
         fd = (f({**ARRAY_P, k: ARRAY_P[k] + h}) - f({**ARRAY_P, k: ARRAY_P[k] - h})) / (2 * h)
         np.testing.assert_allclose(g[k], fd, rtol=1e-6, atol=1e-8, err_msg=k)
+        np.testing.assert_allclose(g_r[k], fd, rtol=1e-6, atol=1e-8, err_msg=k)
         assert abs(fd) > 1e-3  # each parameter matters
 
 

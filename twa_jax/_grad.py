@@ -116,9 +116,10 @@ def check_zero_rates(plan, diff, rest):
 #: ``value_and_grad`` differentiates in forward mode (one tangent per parameter, no stored
 #: states) when there are at most this many real scalar parameters and no ``checkpoints`` were
 #: asked for; else in reverse mode. Measured (benchmarks/README.md, bench_grad.py, N = 100 x 1000
-#: x 1000 steps): forward mode costs about 1 + 1.5 P forward passes and 1.3x the memory, reverse
-#: mode about 5-7 passes whatever P, and sqrt(2 n_steps) stored states per trajectory
-FORWARD_MODE_MAX_PARAMS = 2
+#: x 1000 steps): 2 parameters 9.9 s forward against 13.5 s reverse mode, 3 (couplings from the
+#: lattice spacing) 6.9x against 9.0x the forward run; forward mode grows by about 2 forward runs
+#: per parameter, reverse mode stays at 7-9 whatever the number, with sqrt(2 n_steps) stored states
+FORWARD_MODE_MAX_PARAMS = 3
 
 
 def uses_forward_mode(plan, diff) -> bool:
@@ -207,9 +208,10 @@ def value_and_grad(
     first, then each chunk contributes the vector-Jacobian product of its sum with the cotangent
     :math:`\partial L/\partial \bar O / n` (exact, since the mean is linear in the chunk sums).
     Time steps are differentiated by diffrax's checkpointed adjoint (about
-    :math:`\sqrt{2 n_\mathrm{steps}}` stored states per trajectory), or, for at most two real
-    parameters and no ``checkpoints``, in forward mode (a tangent per parameter carried along, in
-    one pass: 1.36x faster and 0.75x the memory at two parameters, ``benchmarks/README.md``).
+    :math:`\sqrt{2 n_\mathrm{steps}}` stored states per trajectory), or, for at most three real
+    scalar parameters and no ``checkpoints``, in forward mode (a tangent per parameter carried
+    along, in one pass: 1.36x faster and 0.75x the memory at two parameters, 1.23x faster at
+    three, ``benchmarks/README.md``).
 
     Args:
         loss: ``loss(mean) -> real scalar`` with ``mean`` the dict ``{name: (n_times, ...)}`` of
