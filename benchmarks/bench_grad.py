@@ -39,6 +39,29 @@ def _rss_mb():
         return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE") / 2**20
 
 
+def _hwm_mb():
+    """Peak resident memory since the last :func:`_reset_peak` (``VmHWM``), MB; None if unknown."""
+    try:
+        with open("/proc/self/status") as f:
+            for line in f:
+                if line.startswith("VmHWM:"):
+                    return int(line.split()[1]) / 1024
+    except OSError:
+        pass
+    return None
+
+
+def _reset_peak():
+    """Reset the peak resident memory to the current one (Linux: ``5`` into
+    ``/proc/self/clear_refs``); the current RSS in MB, or None where this is not possible."""
+    try:
+        with open("/proc/self/clear_refs", "w") as f:
+            f.write("5")
+    except OSError:
+        return None
+    return _rss_mb()
+
+
 def _cpu_name():
     try:
         with open("/proc/cpuinfo") as f:
@@ -104,14 +127,17 @@ def _measure(which, n, n_traj, n_steps, repeats, x64, variant, checkpoints=None,
     t = time.perf_counter()
     out = run()
     first = time.perf_counter() - t
+    rss1 = _reset_peak()  # what the runs take beyond what compiling left on the heap
     times = []
     for _ in range(repeats):
         t = time.perf_counter()
         run()
         times.append(time.perf_counter() - t)
     peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # kB -> MB on Linux
+    hwm = _hwm_mb()
     res = dict(first_call_s=first, times_s=times, min_s=min(times), median_s=float(np.median(times)),
                rss_before_mb=rss0, peak_rss_mb=peak, memory_mb=peak - rss0,
+               run_memory_mb=None if rss1 is None or hwm is None else hwm - rss1,
                device=str(jax.devices()[0]), jax=jax.__version__)
     if which == "grad":
         res["value"] = float(out[0])
@@ -163,9 +189,14 @@ def main(argv=None):
         time_ratio=g["min_s"] / f["min_s"],
         memory_ratio=g["memory_mb"] / max(f["memory_mb"], 1e-9),
         peak_rss_ratio=g["peak_rss_mb"] / f["peak_rss_mb"],
+        run_memory_ratio=(g["run_memory_mb"] / max(f["run_memory_mb"], 1e-9)
+                          if g["run_memory_mb"] is not None and f["run_memory_mb"] is not None else None),
     )
     print(f"gradient / forward: time {res['time_ratio']:.2f}x (aim <= 4), memory {res['memory_ratio']:.2f}x "
           f"(aim <= 2), peak RSS {res['peak_rss_ratio']:.2f}x; machine {res['machine']}, {res['dtype']}")
+    if res["run_memory_ratio"] is not None:
+        print(f"the runs alone (peak after the first call, compilation's heap excluded): forward "
+              f"{f['run_memory_mb']:.0f} MB, gradient {g['run_memory_mb']:.0f} MB: {res['run_memory_ratio']:.2f}x")
     if args.out:
         with open(args.out, "w") as fh:
             json.dump(res, fh, indent=1)
