@@ -257,6 +257,7 @@ def test_jacobian_and_a_fit_of_frequency_and_linewidth():
     print(f"(w, kappa) = {theta} (true {true}), bounds on their standard errors {bound}")
 
 
+@pytest.mark.slow  # 76 s; correlations against exact twins stay in the default run (driven spin, oscillators)
 def test_cooperative_resonance_fluorescence_against_the_symmetric_subspace():
     """N = 20 atoms with one collective jump J^- driven at half the transition (Omega = N/8,
     H = 2 Omega J_x): the steady state is almost pure, so <J^+(tau) J^-> is its coherent part

@@ -62,6 +62,7 @@ def _run_model_locally(**kw):
     return ns["run"](**kw)
 
 
+@pytest.mark.slow  # 31 s; test_cpu_devices compares device counts in the default run
 def test_four_devices_give_the_statistics_of_one():
     """Same key on 1, 2 and 4 CPU devices (chunk sizes that leave padding on the last chunk):
     means and standard errors agree to 1e-12 in float64; another key does not. The compiled

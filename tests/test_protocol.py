@@ -138,6 +138,7 @@ def test_landau_zener_with_decay_against_the_exact_twin():
     assert np.all(dev <= 4 * np.asarray(res.sem["sz"]) + 1e-9)
 
 
+@pytest.mark.slow  # 42 s; Landau-Zener with decay checks a time-dependent model against its twin by default
 def test_tavis_cummings_with_a_pump_ramped_on_against_the_exact_twin():
     """N = 4 atoms in a lossy cavity, incoherent pump sigma^+ at rate w(t) = w min(t / t_on, 1)
     (a time-dependent diagonal Gamma, zero at t = 0). TWA's own bias for this laser is ~1e-2 of
@@ -188,6 +189,7 @@ def test_gradients_through_a_pulse_area_and_a_ramp_rate_equal_finite_differences
     assert abs(float(val) - float(tw.simulate(model, tw.states.spins_down(1), ts, params=p0, **kw).mean["sz"][-1])) < 1e-10
 
 
+@pytest.mark.slow  # 32 s; fits are tested in test_fit.py, the pulse-area gradient here
 def test_fit_recovers_a_pulse_area_from_exact_data():
     """Data: the exact twin's <sigma^y>, <sigma^z> after a pulse of area 1.1 about x and decay;
     the fit, started at 0.7, lands within 3 of its standard errors (plus TWA's own bias, ~0.01)."""

@@ -154,6 +154,7 @@ if __name__ == "__main__":
 """
 
 
+@pytest.mark.slow  # 24 s; test_store.py kills writers by SIGKILL in the default run
 def test_resume_after_sigkill_gives_the_uninterrupted_values(tmp_path):
     """A sweep in a subprocess is killed with SIGKILL at random moments (several times) and run
     again each time; the resumed store's values and sems equal an uninterrupted run's."""
