@@ -123,10 +123,8 @@ FORWARD_MODE_MAX_PARAMS = 3
 
 
 def uses_forward_mode(plan, diff) -> bool:
-    leaves = jax.tree_util.tree_leaves(diff)
-    n = sum(int(np.size(x)) for x in leaves)
-    real = all(not jnp.iscomplexobj(x) for x in leaves)
-    return real and 0 < n <= FORWARD_MODE_MAX_PARAMS and plan.checkpoints is None
+    x = jax.flatten_util.ravel_pytree(diff)[0]
+    return not jnp.iscomplexobj(x) and 0 < x.size <= FORWARD_MODE_MAX_PARAMS and plan.checkpoints is None
 
 
 def value_and_grad_forward(loss, plan, diff, rest):
@@ -134,10 +132,9 @@ def value_and_grad_forward(loss, plan, diff, rest):
     derivatives along each parameter; the loss's gradient is the contraction of its cotangent at
     the mean with the mean's derivatives (``dL = Re sum ct . dmean``, JAX's convention also for
     complex observables)."""
-    _, unravel = jax.flatten_util.ravel_pytree(diff)
-    n_par = sum(int(np.size(x)) for x in jax.tree_util.tree_leaves(diff))
+    x, unravel = jax.flatten_util.ravel_pytree(diff)
     (sums, dsums, n, bad), _ = _engine.run(
-        plan, _engine.SumsJVP(), _engine.add, chunk_size=plan.chunk(rows=1 + n_par), params=diff, extra=rest,
+        plan, _engine.SumsJVP(), _engine.add, chunk_size=plan.chunk(rows=1 + x.size), params=diff, extra=rest,
         refactor=callable(plan.model.gamma), adjoint="forward", desc="forward mode")
     scale = 1 / jnp.maximum(n, 1)
     mean = {k: v * scale for k, v in sums.items()}
