@@ -155,6 +155,7 @@ def _coupled_modes(w, g, rates):
     return model, Dc, N
 
 
+@pytest.mark.slow  # 46 s; the damped oscillator's closed form (both orderings) stays in the default run
 def test_two_coupled_modes_normal_mode_splitting_against_the_closed_form():
     """Two lossy modes coupled by g, one with a thermal input: a quadratic model, so TWA is exact;
     the spectrum of mode 1 shows the normal-mode splitting (peaks at w +- g) and agrees with the
