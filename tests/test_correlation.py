@@ -217,6 +217,7 @@ def test_target_sem_stops_early_and_equals_a_fixed_run_of_the_count_used():
     np.testing.assert_allclose(c.value, fixed.value, rtol=1e-10)
 
 
+@pytest.mark.slow  # 30 s; the correlation and its sem against exact twins stay in the default run
 def test_jacobian_and_a_fit_of_frequency_and_linewidth():
     """The Jacobian of <a^dag(t+tau) a(t)> with respect to (w, kappa) equals the central difference
     of two runs with the same key (the pathwise derivative), and Gauss-Newton with it recovers the

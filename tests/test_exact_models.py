@@ -150,8 +150,8 @@ def _cases():
     }
 
 
-@pytest.mark.parametrize("name", [  # central spin 24 s: slow; the others stay in the default run
-    pytest.param(n, marks=pytest.mark.slow) if n == "central_spin" else n for n in _cases()])
+@pytest.mark.parametrize("name", [  # central spin 24 s, Tavis-Cummings 16 s: slow; the others stay in the default run
+    pytest.param(n, marks=pytest.mark.slow) if n in ("central_spin", "tavis_cummings") else n for n in _cases()])
 def test_twa_matches_exact_small(name):
     model, init, ts, obs, bias = _cases()[name]
     exact = tw.exact.solve(model, init, ts)

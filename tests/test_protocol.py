@@ -116,6 +116,7 @@ def landau_zener(decay=0.0):
                     time_dependent=True, params={"v": 4.0, "delta": 1.0})
 
 
+@pytest.mark.slow  # 19 s; Landau-Zener with decay against the twin stays in the default run
 def test_landau_zener_against_the_formula_and_the_exact_twin():
     """A sweep from t = -20 to 20 starting in the diabatic state |down> (the ground state at
     t -> -inf for v > 0): the probability to stay diabatic is exp(-pi delta^2 / (2 v)); the
