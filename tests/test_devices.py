@@ -232,21 +232,25 @@ def test_auto_chunk_size_follows_the_smallest_free_memory():
         chunk = _plan.auto_chunk_size(per, devices, n)
         k = -(-n // chunk)
         assert chunk <= most and k == -(-n // most)  # as few chunks as the budget allows ...
-        assert k * chunk - n < k  # ... of equal size: less than one trajectory of padding per chunk
-    assert _plan.auto_chunk_size(per, [big], 500) == 500  # never more than each device's share
+        assert k * chunk - n <= n / 8 + k  # ... of equal size, on the chunk ladder: at most 1/8 padding
+    assert _plan.auto_chunk_size(per, [big], 500) == 512  # each device's share, rounded up on the ladder
     assert _plan.auto_chunk_size(10**12, [small], 500) == 1  # at least one trajectory
 
 
 def test_balanced_chunks_leave_no_mostly_padded_last_chunk():
-    assert _plan.balanced_chunk(10_000, 8376) == 5000  # the H200 run: not 8376 + 1624 padded to 8376
-    assert _plan.balanced_chunk(10_000, 10_000) == 10_000
-    assert _plan.balanced_chunk(10_001, 10_000) == 5001
+    # the H200 run: two chunks of 5000 rounded up on the chunk ladder, not 8376 + 1624 padded to 8376
+    assert _plan.balanced_chunk(10_000, 8376) == 5120
+    assert _plan.balanced_chunk(10_000, 10_000) == 10_000  # the ladder's 10 240 is over the budget
+    assert _plan.balanced_chunk(10_001, 10_000) == 5120
     assert _plan.balanced_chunk(7, 3) == 3 and _plan.balanced_chunk(1, 5) == 1
+    ladder = {_plan.on_chunk_ladder(n) for n in range(1, 300)}
+    assert sorted(ladder)[15:24] == [16, 18, 20, 22, 24, 26, 28, 30, 32]  # eight sizes per octave
     for n in range(1, 200):
         for most in range(1, 60):
             c = _plan.balanced_chunk(n, most)
             k = -(-n // c)
-            assert 1 <= c <= min(n, most) and k == -(-n // most) and k * c - n < k
+            assert 1 <= c <= most and k == -(-n // most) and (c in ladder or c == most)
+            assert k * c - n <= max(k - 1, n / 8 + k)  # equal chunks: padding from the ladder only
 
 
 def test_bytes_per_trajectory_scales_with_state_noise_and_saves():

@@ -208,15 +208,23 @@ def test_user_defined_initial_state():
     assert both.n_spins == 2
 
 
-def test_new_values_and_new_keys_reuse_the_compiled_chunk():
-    """(A new n_traj may change the chunk's shape, and so compiles again.)"""
+def test_new_values_keys_sizes_and_steps_reuse_the_compiled_chunk():
+    """New parameter values (Python floats or arrays), keys, a new n_traj on the same size of the
+    chunk ladder, a new dt or a longer ts of the same length whose grid pads to the same length:
+    no new program."""
     model, init = _spin_model(), tw.states.spins_down(1)
-    tw.simulate(model, init, TS, n_traj=8, key=0, dt=0.05)
+    ref = tw.simulate(model, init, TS, n_traj=34, key=0, dt=0.05)  # 8 steps, padded to 16
     n0 = _engine._chunk._cached._cache_size()
-    tw.simulate(model, init, TS, n_traj=8, key=1, params={"Omega": 1.3, "gamma": 0.1}, dt=0.05)
-    # the default dt changes with the parameters; with the same number of steps, nothing recompiles
-    tw.simulate(model, init, TS, n_traj=8, key=2, dt=0.051)
+    tw.simulate(model, init, TS, n_traj=34, key=1, params={"Omega": 1.3, "gamma": 0.1}, dt=0.05)
+    tw.simulate(model, init, TS, n_traj=34, key=1, params={"Omega": jnp.float32(1.2), "gamma": 0.2}, dt=0.05)
+    tw.simulate(model, init, TS, n_traj=36, key=2, dt=0.051)  # 34 and 36 (17, 18 per device): chunk 36 (18)
+    other = tw.simulate(model, init, TS, n_traj=34, key=0, dt=0.03)  # 14 steps
+    longer = tw.simulate(model, init, 2 * TS, n_traj=34, key=0, dt=0.05)  # 16 steps
+    assert (ref.n_steps, other.n_steps, longer.n_steps) == (8, 14, 16)
     assert _engine._chunk._cached._cache_size() == n0
+    # the steps past the end of the grid are not taken: the first 8 steps of the longer run
+    # are the shorter run's, trajectory by trajectory (same grid points, same noise)
+    np.testing.assert_array_equal(np.asarray(longer.mean["sz"][1]), np.asarray(ref.mean["sz"][2]))
     # default dt: the estimate is rounded down onto a ladder 2**(k/4), so nearby values share it
     a = tw.simulate(model, init, TS, n_traj=8, key=0, params={"Omega": 1.0, "gamma": 0.4})
     n1 = _engine._chunk._cached._cache_size()

@@ -33,7 +33,7 @@ from jax.sharding import PartitionSpec as P
 from ._brackets import to_internal, to_user
 from ._noise import decompose_like
 from ._observables import chunk_moments, merge_moments
-from ._solvers import GridNoise, PackedTerm, TWATerm
+from ._solvers import GridNoise, GridSteps, PackedTerm, TWATerm
 
 
 # --------------------------------------------------------------------------- one batch
@@ -142,12 +142,12 @@ def solve_batch(plan, params, noise, key, idx, adjoint="reverse", n_points=None)
         term,
         plan.solver,
         t0=plan.grid[0],
-        t1=plan.grid[-1],
+        t1=plan.t_end,
         dt0=None,
         y0=y0,
         args=None,
         saveat=dfx.SaveAt(ts=plan.save_ts, fn=fn),
-        stepsize_controller=dfx.StepTo(plan.grid),
+        stepsize_controller=GridSteps(plan.grid),
         max_steps=plan.grid.shape[0] - 1,
         adjoint=dfx.ForwardMode() if adjoint == "forward" else dfx.RecursiveCheckpointAdjoint(checkpoints=plan.checkpoints),
         throw=False,

@@ -120,14 +120,28 @@ def chunk_budget(bytes_per_traj: int, devices) -> int:
     return int(max(1, (MEMORY_FRACTION * free) // max(bytes_per_traj, 1)))
 
 
+#: chunk sizes are rounded up to ``m * 2**j`` with ``m`` in ``8 .. 15`` (eight sizes per octave):
+#: a new ``n_traj`` within the same size reuses the compiled program, at most 12.5 % of the
+#: trajectories computed are padding (results do not change: trajectory ``i`` depends only on
+#: ``(key, i)``, padding is masked)
+CHUNK_LADDER = 8
+
+
+def on_chunk_ladder(n: int) -> int:
+    """``n`` rounded up to the nearest size of the chunk ladder (:data:`CHUNK_LADDER`)."""
+    if n <= 2 * CHUNK_LADDER:
+        return max(1, n)
+    unit = 1 << (n.bit_length() - CHUNK_LADDER.bit_length())
+    return -(-n // unit) * unit
+
+
 def balanced_chunk(n_per_device: int, most: int) -> int:
     """Chunk size for ``n_per_device`` trajectories in chunks of at most ``most``: as few chunks
     as the budget allows, of equal size, so the last one is not mostly padding (10 000 in chunks
-    of at most 8376: two of 5000, not 8376 + 1624 padded to 8376)."""
-    if n_per_device <= most:
-        return max(1, n_per_device)
-    n_chunks = -(-n_per_device // most)
-    return -(-n_per_device // n_chunks)
+    of at most 8376: two of 5000, not 8376 + 1624 padded to 8376), rounded up on the chunk ladder
+    (:func:`on_chunk_ladder`: 5120) and never above ``most``."""
+    n_chunks = max(1, -(-n_per_device // most))
+    return min(most, on_chunk_ladder(-(-n_per_device // n_chunks)))
 
 
 def auto_chunk_size(bytes_per_traj: int, devices, n_per_device: int) -> int:
@@ -252,6 +266,24 @@ def time_grid(ts_np, dt, knots=()):
 #: floating point, a start time plus a lag): as separate grid points they would make a step of
 #: zero length once the grid is rounded to float32
 MERGE_RTOL = 1e-6
+
+
+#: the time grid is padded to a length of ``2**k + 1`` points: the points after the end continue
+#: at the last step and are never reached (the solve stops at ``Plan.t_end``), so runs whose number
+#: of steps falls in the same octave (a new parameter value that moves the default dt by a rung, a
+#: longer ``ts`` of the same length) reuse the compiled program. The padding costs no steps; with
+#: reverse-mode gradients diffrax's default checkpoints follow the padded length (at most sqrt(2)
+#: more stored states)
+MIN_GRID_STEPS = 16
+
+
+def padded_grid(grid_np):
+    """``grid_np`` continued past its end at its last step to ``2**k`` steps (at least
+    ``MIN_GRID_STEPS``)."""
+    n = len(grid_np) - 1
+    total = max(MIN_GRID_STEPS, 1 << (n - 1).bit_length()) if n > 1 else MIN_GRID_STEPS
+    step = grid_np[-1] - grid_np[-2] if n >= 1 else 1.0
+    return np.concatenate([grid_np, grid_np[-1] + step * np.arange(1, total - n + 1)])
 
 
 def merge_times(t):
@@ -457,7 +489,8 @@ class Plan(eqx.Module):
     initial: Any
     params: Any
     noise: NoiseBasis | None
-    grid: jax.Array
+    grid: jax.Array  # padded past t_end (:func:`padded_grid`)
+    t_end: jax.Array  # the last time step ends here
     save_ts: jax.Array
     ts: jax.Array
     key: jax.Array
@@ -503,24 +536,26 @@ class Plan(eqx.Module):
         n = self.n_traj if n is None else n
         per_device = -(-n // self.n_devices)
         if self.chunk_size is not None:
-            return min(self.chunk_size, per_device)
+            return min(self.chunk_size, on_chunk_ladder(per_device))
         per = bytes_per_trajectory(self.model, self.noise, len(self.save_ts), self.obs_shapes, self.dtype,
                                    stored_states=stored_states, rows=rows)
         return auto_chunk_size(per, self.devices, per_device)
 
     def device_part(self) -> "Plan":
         """The plan without what only the host uses (the key's record, ``dt`` as a number, the
-        chunk loop's options, ``n_traj`` as a number: the device uses ``n_valid``), so that a new
-        key, a new ``dt`` with the same number of steps, or a new ``n_traj`` reuses the compiled
-        program (static fields are part of the compilation key)."""
-        return dataclasses.replace(self, key_meta=None, dt=0.0, target_sem=None, progress=None, throw=False, n_traj=0)
+        chunk loop's options, ``n_traj`` and ``n_steps`` as numbers: the device uses ``n_valid`` and
+        ``t_end``), so that a new key, a new ``dt`` whose grid pads to the same length, or a new
+        ``n_traj`` reuses the compiled program (static fields are part of the compilation key)."""
+        return dataclasses.replace(self, key_meta=None, dt=0.0, target_sem=None, progress=None, throw=False, n_traj=0,
+                                   n_steps=0)
 
     def with_dt(self, ts_np, dt) -> "Plan":
         """The same plan on the time grid of step ``dt`` over the save times ``ts_np``."""
         grid_np, save_idx = time_grid(np.asarray(ts_np, float), float(dt), [p.time for p in self.pulses])
-        grid = jnp.asarray(grid_np, self.dtype)
+        grid = jnp.asarray(padded_grid(grid_np), self.dtype)
         checkpoints = None if self.checkpoints is None else min(self.checkpoints, len(grid_np) - 1)
-        return dataclasses.replace(self, grid=grid, save_ts=jnp.asarray(grid_np[save_idx], self.dtype), dt=float(np.max(np.diff(grid_np))),
+        return dataclasses.replace(self, grid=grid, t_end=grid[len(grid_np) - 1], save_ts=grid[jnp.asarray(save_idx)],
+                                   dt=float(np.max(np.diff(grid_np))),
                                    n_steps=len(grid_np) - 1, checkpoints=checkpoints,
                                    pulses=pulses_on_grid(self.pulses, grid_np, self.dtype))
 
@@ -544,15 +579,27 @@ class Plan(eqx.Module):
 
     def reverse_chunk(self, rows: int = 2) -> int:
         """Chunk size for reverse mode: the checkpoints plus ``rows`` working sets."""
-        stored = self.checkpoints or default_checkpoints(self.n_steps)
+        stored = self.checkpoints or default_checkpoints(self.grid.shape[0] - 1)  # diffrax's, from max_steps
         return self.chunk(stored_states=stored, rows=rows)
+
+
+def _strong(x):
+    """``x`` as a strongly typed array, real and complex numbers in the run's precision: a Python
+    ``1.3``, a ``float32`` scalar and a default parameter are then the same argument type, and one
+    compiled program serves them all."""
+    x = jnp.asarray(x)
+    if jnp.issubdtype(x.dtype, jnp.complexfloating):
+        return jnp.asarray(x, dtype=jnp.result_type(jnp.zeros(()).dtype, jnp.complex64))
+    if jnp.issubdtype(x.dtype, jnp.floating):
+        return jnp.asarray(x, dtype=jnp.zeros(()).dtype)
+    return jnp.asarray(x, dtype=x.dtype)  # an explicit dtype: strongly typed
 
 
 def _as_arrays(params):
     """Numbers become arrays, so new parameter values reuse the compiled program."""
     return jax.tree_util.tree_map(
-        lambda x: jnp.asarray(x)
-        if isinstance(x, (int, float, complex, np.number, np.ndarray)) and not isinstance(x, bool)
+        lambda x: _strong(x)
+        if isinstance(x, (int, float, complex, np.number, np.ndarray, jax.Array)) and not isinstance(x, bool)
         else x,
         params,
     )
@@ -688,16 +735,17 @@ def make_plan(
                 f"{est:.3g} of this model (0.02 over its fastest rate); results may be inaccurate or blow up",
                 RuntimeWarning, stacklevel=3,
             )
-    grid = jnp.asarray(grid_np, dtype)
-    _check_grid_precision(grid_np, ts_np, dtype)
+    grid_full = padded_grid(grid_np)
+    _check_grid_precision(grid_full, ts_np, dtype)
+    grid = jnp.asarray(grid_full, dtype)
     n_per_device = -(-n_traj // len(devices))
     if chunk_size is None:
         obs_shapes = tuple(shapes.items())
         per = bytes_per_trajectory(model, noise, len(save_idx), obs_shapes, dtype)
         n_chunk = auto_chunk_size(per, devices, n_per_device)
     else:
-        n_chunk = min(chunk_size, n_per_device)
-    layout = choose_layout(model, noise, params, dtype, method, n_chunk)
+        n_chunk = min(chunk_size, on_chunk_ladder(n_per_device))
+    layout = choose_layout(model, noise, params, dtype, method, min(n_chunk, n_per_device))  # padding is not work
     if checkpoints is not None:
         checkpoints = min(_checks.check_int(checkpoints, "checkpoints"), len(grid_np) - 1)
 
@@ -707,6 +755,7 @@ def make_plan(
         params=params,
         noise=noise,
         grid=grid,
+        t_end=grid[len(grid_np) - 1],
         save_ts=grid[jnp.asarray(save_idx)],
         ts=jnp.asarray(ts_np, dtype),
         key=key_obj,

@@ -372,6 +372,27 @@ def _half_sum(a, b):
     return jax.tree_util.tree_map(lambda u, v: 0.5 * (u + v), a, b)
 
 
+class GridSteps(dfx.AbstractStepSizeController):
+    """Steps from one point of a time grid to the next, up to the solve's ``t1``.
+
+    diffrax's ``StepTo`` needs ``ts[-1] == t1`` and loops over every point of ``ts``; here the
+    grid may go on past ``t1`` (:func:`twa_jax._plan.padded_grid`: runs of different lengths share
+    one compiled program) and the loop stops at ``t1``, a grid point (diffrax's ``tprev < t1``)."""
+
+    ts: jax.Array
+
+    def wrap(self, direction):
+        return self  # forward in time only
+
+    def init(self, terms, t0, t1, y0, dt0, args, func, error_order):
+        del terms, t0, t1, y0, dt0, args, func, error_order
+        return self.ts[1], 2
+
+    def adapt_step_size(self, t0, t1, y0, y1_candidate, args, y_error, error_order, controller_state):
+        del t0, y0, y1_candidate, args, y_error, error_order
+        return True, t1, self.ts[controller_state], False, controller_state + 1, dfx.RESULTS.successful
+
+
 class _AbstractTWAHeun(dfx.AbstractStratonovichSolver):
     term_structure: ClassVar = dfx.AbstractTerm  # a TWATerm, or a PackedTerm of one
     interpolation_cls: ClassVar = GridInterpolation
