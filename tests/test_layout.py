@@ -181,6 +181,9 @@ def test_small_batches_keep_the_vmap_layout():
     few = _plan.LANES_MIN_WORK // 6 - 1
     assert _plan.make_plan(model, init, TS, n_traj=few, key=1, dt=0.02).layout == "batch_first"
     assert _plan.make_plan(model, init, TS, n_traj=few + 2, key=1, dt=0.02).layout == "batch_last"
+    # a sweep's batch of points is work on the lanes too: the same few trajectories of 2 points
+    p = _plan.make_plan(model, init, TS, n_traj=few, key=1, dt=0.02)
+    assert _plan.choose_layout(model, p.noise, p.params, p.dtype, "twa", few, n_points=2) == "batch_last"
     assert _plan.make_plan(model, init, TS, n_traj=1000, key=1, dt=0.02, chunk_size=16).layout == "batch_first"
     assert _plan.make_plan(model, init, TS, method="mean_field", dt=0.02).layout == "batch_first"
 

@@ -337,10 +337,11 @@ LAYOUT = None
 LAYOUTS = ("batch_first", "batch_last")
 
 
-def choose_layout(model, noise, params, dtype, method, n_per_device) -> str:
+def choose_layout(model, noise, params, dtype, method, n_per_device, n_points=1) -> str:
     """The internal layout of a run's state: ``"batch_last"`` (trajectories on the vector lanes,
     the model's generator evaluated by :mod:`twa_jax._lanes`) for chunks of enough trajectories
-    (``n_per_device``: a device's forward chunk), when the interpreter has a rule for everything the model does; else
+    (``n_per_device``: a device's forward chunk, of each of ``n_points`` sweep points solved
+    together), when the interpreter has a rule for everything the model does; else
     ``"batch_first"`` (the generator ``vmap``-ed, state ``(n_batch, 3, N)``). Both give the same
     trajectories up to rounding."""
     forced = LAYOUT or os.environ.get("TWA_JAX_LAYOUT") or None
@@ -350,7 +351,7 @@ def choose_layout(model, noise, params, dtype, method, n_per_device) -> str:
         return forced
     sites = model.n_spins + model.n_bosons
     if forced is None and (method == "mean_field" or n_per_device < LANES_MIN_BATCH
-                           or sites * n_per_device < LANES_MIN_WORK):
+                           or sites * n_per_device * n_points < LANES_MIN_WORK):
         return "batch_first"
     with_dW = method == "twa" and noise is not None and noise.n_channels > 0
     return "batch_last" if batch_last_supported(model, noise, params, dtype, with_dW) else "batch_first"
@@ -559,11 +560,13 @@ class Plan(eqx.Module):
                                    n_steps=len(grid_np) - 1, checkpoints=checkpoints,
                                    pulses=pulses_on_grid(self.pulses, grid_np, self.dtype))
 
-    def values_at(self, params, estimate_step=False):
+    def values_at(self, params, estimate_step=False, factors=None):
         """``(params, noise, dt estimate or None)`` of the same run at other parameter values (one
         point of a sweep). The model's functions, observables, state and options were validated
         when this plan was made and hold for any parameters of the same structure; what depends
-        on the values is checked again: NaN, Gamma (validated and factored) and the default step."""
+        on the values is checked again: NaN, Gamma (validated and factored) and the default step.
+        ``factors``: a dict that keeps the factors of the Gammas met so far (a sweep over
+        parameters that Gamma does not depend on factors it once)."""
         new = self.model.with_params(params)
         check_finite_tree(new, "params")
         if jax.tree_util.tree_structure(new) != jax.tree_util.tree_structure(self.params) or any(
@@ -573,7 +576,14 @@ class Plan(eqx.Module):
         noise = self.noise
         ts_np = np.asarray(self.ts, float)
         if self.model.is_dissipative and callable(self.model.gamma):
-            noise = noise_of(self.model, _as_arrays(new), ts_np, self.dtype)
+            if factors is None or self.model.gamma_depends_on_time:
+                noise = noise_of(self.model, _as_arrays(new), ts_np, self.dtype)
+            else:
+                g = np.asarray(self.model.gamma_of(_as_arrays(new)))
+                key = (g.shape, g.dtype.str, g.tobytes())
+                if key not in factors:
+                    factors[key] = noise_of(self.model, _as_arrays(new), ts_np, self.dtype)
+                noise = factors[key]
         dt = estimate_dt(self.model, noise, self.initial, _as_arrays(new), self.dtype, ts_np=ts_np) if estimate_step else None
         return new, noise, dt
 
@@ -587,12 +597,16 @@ def _strong(x):
     """``x`` as a strongly typed array, real and complex numbers in the run's precision: a Python
     ``1.3``, a ``float32`` scalar and a default parameter are then the same argument type, and one
     compiled program serves them all."""
-    x = jnp.asarray(x)
-    if jnp.issubdtype(x.dtype, jnp.complexfloating):
-        return jnp.asarray(x, dtype=jnp.result_type(jnp.zeros(()).dtype, jnp.complex64))
-    if jnp.issubdtype(x.dtype, jnp.floating):
-        return jnp.asarray(x, dtype=jnp.zeros(()).dtype)
-    return jnp.asarray(x, dtype=x.dtype)  # an explicit dtype: strongly typed
+    kind = np.result_type(x).kind if not isinstance(x, jax.Array) else x.dtype.kind
+    if kind == "c":
+        dtype = jax.dtypes.canonicalize_dtype(np.complex128)
+    elif kind == "f":
+        dtype = jax.dtypes.canonicalize_dtype(np.float64)
+    else:
+        dtype = jax.dtypes.canonicalize_dtype(np.result_type(x) if not isinstance(x, jax.Array) else x.dtype)
+    if isinstance(x, jax.Array):
+        return x if (x.dtype == dtype and not x.weak_type) else jnp.asarray(x, dtype=dtype)
+    return jnp.asarray(np.asarray(x, dtype=dtype))  # from NumPy: strongly typed, one transfer
 
 
 def _as_arrays(params):

@@ -27,9 +27,10 @@ import numpy as np
 
 from . import _engine
 from ._checks import check_int, check_positive
+from ._cpu_devices import default_devices
 from ._model import Model
 from ._observables import finalize
-from ._plan import balanced_chunk, bytes_per_trajectory, chunk_budget, make_plan
+from ._plan import balanced_chunk, bytes_per_trajectory, choose_layout, chunk_budget, make_plan
 from ._result import default_dims
 from ._store import SweepStore
 
@@ -113,9 +114,13 @@ def run_points(model, initial, ts, points, param_axes, opts, store=None, on_poin
 
     Points share one time grid (``dt`` given, or the smallest default ``dt`` of the points), and
     points whose factors of Gamma have the same structure are batched together."""
-    out, values = {}, {}
+    out, values, factors = {}, {}, {}
     ts_np = np.asarray(ts, dtype=float)
     base = None
+    devices = opts["devices"]
+    if devices is None and opts["method"] != "mean_field":  # the devices a whole batch's work justifies
+        devices = default_devices(jax.devices(), model.n_spins + model.n_bosons,
+                                  opts["n_traj"] * min(len(points), opts["batch_size"] or MAX_BATCH))
     for p in points:
         pid = SweepStore.point_id(p)
         params = {a: p[a] for a in param_axes}
@@ -124,12 +129,12 @@ def run_points(model, initial, ts, points, param_axes, opts, store=None, on_poin
                 base = make_plan(
                     model, initial, ts, n_traj=opts["n_traj"], key=opts["key"], params=params,
                     observables=opts["observables"], dt=opts["dt"], solver=opts["solver"], method=opts["method"],
-                    chunk_size=opts["chunk_size"], devices=opts["devices"], time_average=opts["time_average"],
+                    chunk_size=opts["chunk_size"], devices=devices, time_average=opts["time_average"],
                     progress=False, pulses=opts.get("pulses"),
                 )
                 values[pid] = (base.params, base.noise, base.dt)
             else:  # what depends on the values: NaN, Gamma and its factor, the default dt
-                values[pid] = base.values_at(params, estimate_step=opts["dt"] is None)
+                values[pid] = base.values_at(params, estimate_step=opts["dt"] is None, factors=factors)
         except (TypeError, ValueError, IndexError) as e:
             out[pid] = {"failed": f"{type(e).__name__}: {e}"}
     if not values:
@@ -143,6 +148,10 @@ def run_points(model, initial, ts, points, param_axes, opts, store=None, on_poin
     for pids in groups.values():
         first = dataclasses.replace(base, noise=values[pids[0]][1])
         chunk, batch = _sizes(first, len(pids), opts)
+        if batch > 1:  # the points of a batch are work on the lanes too
+            first = dataclasses.replace(first, layout=choose_layout(
+                first.model, first.noise, first.params, first.dtype, first.method,
+                min(chunk, -(-first.n_traj // first.n_devices)), batch))
         for i in range(0, len(pids), batch):
             ids = pids[i:i + batch]
             if store is not None:
