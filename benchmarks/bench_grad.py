@@ -76,7 +76,7 @@ def _cpu_name():
     return f"{name}, {os.cpu_count()} cores"
 
 
-def _measure(which, n, n_traj, n_steps, repeats, x64, variant, checkpoints=None, mode="auto"):
+def _measure(which, n, n_traj, n_steps, repeats, x64, variant, checkpoints=None, mode="auto", wrt=None):
     import jax
 
     from twa_jax import _grad
@@ -103,11 +103,14 @@ def _measure(which, n, n_traj, n_steps, repeats, x64, variant, checkpoints=None,
         sm = (s[:, 0] - 1j * s[:, 1]) / 2
         return p["Omega"] * jnp.sum(s[:, 0]) + tw.quadratic_form(couplings(p)[1], sm)
 
-    model = tw.Model(H, jumps=lambda s, a, p: (s[:, 0] - 1j * s[:, 1]) / 2, gamma=lambda p: couplings(p)[0], n_spins=n)
+    params = {"Omega": 1.0, "Gamma0": 1.0} if variant == "scaled" else {"Omega": 1.0, "Gamma0": 1.0, "a": 0.2}
+    defaults = dict(params) if wrt else None  # the model's defaults; value_and_grad differentiates what it is given
+    params = {k: v for k, v in params.items() if k in wrt} if wrt else params
+    model = tw.Model(H, jumps=lambda s, a, p: (s[:, 0] - 1j * s[:, 1]) / 2, gamma=lambda p: couplings(p)[0], n_spins=n,
+                     params=defaults)
     init = tw.states.spins_down(n)
     dt = 0.01
     ts = np.linspace(0, n_steps * dt, 11)
-    params = {"Omega": 1.0, "Gamma0": 1.0} if variant == "scaled" else {"Omega": 1.0, "Gamma0": 1.0, "a": 0.2}
     obs = {"sz": lambda s, a: jnp.mean(s[:, 2])}
 
     def loss(mean):
@@ -158,16 +161,19 @@ def main(argv=None):
     ap.add_argument("--mode", choices=["auto", "reverse", "forward"], default="auto",
                     help="value_and_grad's mode: its own choice (forward mode for at most "
                     "FORWARD_MODE_MAX_PARAMS parameters, else reverse), or forced")
+    ap.add_argument("--wrt", default=None, help="comma-separated parameters to differentiate (default: all); "
+                    "the others are fixed model defaults")
     ap.add_argument("--out", default=None)
     ap.add_argument("--only", choices=["forward", "grad"], default=None, help=argparse.SUPPRESS)
     args = ap.parse_args(argv)
     if args.only:  # child process: one measurement, JSON on the last line of stdout
         print(json.dumps(_measure(args.only, args.n_spins, args.n_traj, args.n_steps, args.repeats, args.x64, args.model,
-                                  args.checkpoints, args.mode)))
+                                  args.checkpoints, args.mode, args.wrt.split(",") if args.wrt else None)))
         return
     base = [sys.executable, os.path.abspath(__file__), "--n-spins", str(args.n_spins), "--n-traj", str(args.n_traj),
             "--n-steps", str(args.n_steps), "--repeats", str(args.repeats), "--model", args.model] + (["--x64"] if args.x64 else []) + (
-        ["--checkpoints", str(args.checkpoints)] if args.checkpoints else []) + ["--mode", args.mode]
+        ["--checkpoints", str(args.checkpoints)] if args.checkpoints else []) + ["--mode", args.mode] + (
+        ["--wrt", args.wrt] if args.wrt else [])
     env = {**os.environ, "PYTHONPATH": os.path.dirname(os.path.dirname(os.path.abspath(__file__)))}
     out = {}
     for which in ("forward", "grad"):
@@ -183,7 +189,7 @@ def main(argv=None):
     res = dict(
         model=args.model, n_spins=args.n_spins, n_traj=args.n_traj, n_steps=args.n_steps, checkpoints=args.checkpoints,
         mode=args.mode,
-        n_params=2 if args.model == "scaled" else 3,
+        n_params=len(args.wrt.split(",")) if args.wrt else 2 if args.model == "scaled" else 3, wrt=args.wrt,
         dtype="float64" if args.x64 else "float32", machine=f"{f['device']}; host {_cpu_name()}", jax=f["jax"],
         forward=f, grad=g,
         time_ratio=g["min_s"] / f["min_s"],

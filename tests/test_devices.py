@@ -233,18 +233,21 @@ def test_auto_chunk_size_follows_the_smallest_free_memory():
         k = -(-n // chunk)
         assert chunk <= most and k == -(-n // most)  # as few chunks as the budget allows ...
         assert k * chunk - n <= n / 8 + k  # ... of equal size, on the chunk ladder: at most 1/8 padding
-    assert _plan.auto_chunk_size(per, [big], 500) == 512  # each device's share, rounded up on the ladder
+    assert _plan.auto_chunk_size(per, [big], 500) == 528  # each device's share, rounded up on the ladder
     assert _plan.auto_chunk_size(10**12, [small], 500) == 1  # at least one trajectory
 
 
 def test_balanced_chunks_leave_no_mostly_padded_last_chunk():
     # the H200 run: two chunks of 5000 rounded up on the chunk ladder, not 8376 + 1624 padded to 8376
-    assert _plan.balanced_chunk(10_000, 8376) == 5120
-    assert _plan.balanced_chunk(10_000, 10_000) == 10_000  # the ladder's 10 240 is over the budget
-    assert _plan.balanced_chunk(10_001, 10_000) == 5120
+    assert _plan.balanced_chunk(10_000, 8376) == 5136
+    assert _plan.balanced_chunk(10_000, 10_000) == 10_000  # the ladder's 10 256 is over the budget
+    assert _plan.balanced_chunk(10_001, 10_000) == 5136
     assert _plan.balanced_chunk(7, 3) == 3 and _plan.balanced_chunk(1, 5) == 1
-    ladder = {_plan.on_chunk_ladder(n) for n in range(1, 300)}
+    ladder = {_plan.on_chunk_ladder(n) for n in range(1, 20_000)}
     assert sorted(ladder)[15:24] == [16, 18, 20, 22, 24, 26, 28, 30, 32]  # eight sizes per octave
+    big = sorted(c for c in ladder if c > _plan.CHUNK_ODD_FROM)  # odd multiples of 16: no 4K aliasing
+    assert big[:9] == [272, 304, 336, 368, 400, 432, 464, 496, 528] and all(c % 32 == 16 for c in big)
+    assert _plan.on_chunk_ladder(1000) == _plan.on_chunk_ladder(1040) == 1040 and _plan.on_chunk_ladder(10_000) == 10_256
     for n in range(1, 200):
         for most in range(1, 60):
             c = _plan.balanced_chunk(n, most)
