@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 
 import twa_jax as tw
-from twa_jax import _engine
+from twa_jax import _engine, _plan
 
 TS = np.linspace(0.0, 0.4, 3)
 
@@ -225,6 +225,22 @@ def test_new_values_keys_sizes_and_steps_reuse_the_compiled_chunk():
     # the steps past the end of the grid are not taken: the first 8 steps of the longer run
     # are the shorter run's, trajectory by trajectory (same grid points, same noise)
     np.testing.assert_array_equal(np.asarray(longer.mean["sz"][1]), np.asarray(ref.mean["sz"][2]))
+
+
+def test_exact_grid_and_padded_grid_give_the_same_trajectories(monkeypatch):
+    """GPUs keep the exact grid (diffrax's StepTo, a trip count XLA knows); CPUs pad it and stop
+    at the last save time: the same steps, the same numbers."""
+    model, init = _spin_model(), tw.states.spins_down(1)
+    ts = np.linspace(0.0, 1.1, 4)  # 3 intervals of 8 steps: 24, padded to 32
+    padded = tw.simulate(model, init, ts, n_traj=24, key=4, dt=0.05, keep_trajectories=3)
+    monkeypatch.setattr(_plan, "PAD_GRID", False)
+    plan = _plan.make_plan(model, init, ts, n_traj=24, key=4, dt=0.05)
+    assert plan.grid.shape == (25,) and float(plan.t_end) == float(plan.grid[-1])
+    exact = tw.simulate(model, init, ts, n_traj=24, key=4, dt=0.05, keep_trajectories=3)
+    assert padded.n_steps == exact.n_steps == 24
+    for k in padded.mean:
+        np.testing.assert_allclose(np.asarray(exact.mean[k]), np.asarray(padded.mean[k]), rtol=0, atol=1e-12)
+        np.testing.assert_allclose(np.asarray(exact.trajectories[k]), np.asarray(padded.trajectories[k]), rtol=0, atol=1e-12)
     # default dt: the estimate is rounded down onto a ladder 2**(k/4), so nearby values share it
     a = tw.simulate(model, init, TS, n_traj=8, key=0, params={"Omega": 1.0, "gamma": 0.4})
     n1 = _engine._chunk._cached._cache_size()

@@ -97,13 +97,16 @@ def test_plain_heun_solver_and_no_noise(monkeypatch):
         assert_same_results(res["batch_first"], res["batch_last"])
 
 
-def test_float32(monkeypatch):
+# complex bosons; a dense coupling (slow: 12 s; the default run keeps the float32 layout check
+# on Tavis-Cummings, and the dense coupling's layouts in float64 in
+# test_both_layouts_give_the_same_trajectories[dipole_array])
+@pytest.mark.parametrize("name", ["tavis_cummings", pytest.param("dipole_array", marks=pytest.mark.slow)])
+def test_float32(monkeypatch, name):
     with jax.enable_x64(False):
-        for name in ("tavis_cummings", "dipole_array"):  # complex bosons; a dense coupling
-            model, init = _case(name)
-            res = both(monkeypatch, lambda: tw.simulate(model, init, TS, **KW))
-            assert res["batch_last"].mean["sz"].dtype == jnp.float32
-            assert_same_results(res["batch_first"], res["batch_last"], rtol=1e-5, atol=2e-6)
+        model, init = _case(name)
+        res = both(monkeypatch, lambda: tw.simulate(model, init, TS, **KW))
+        assert res["batch_last"].mean["sz"].dtype == jnp.float32
+        assert_same_results(res["batch_first"], res["batch_last"], rtol=1e-5, atol=2e-6)
 
 
 def test_pulses(monkeypatch):

@@ -32,6 +32,7 @@ from jax.sharding import PartitionSpec as P
 
 from ._brackets import to_internal, to_user
 from ._noise import decompose_like
+from ._plan import pads_grid
 from ._observables import chunk_moments, merge_moments
 from ._solvers import GridNoise, GridSteps, PackedTerm, TWATerm
 
@@ -147,7 +148,8 @@ def solve_batch(plan, params, noise, key, idx, adjoint="reverse", n_points=None)
         y0=y0,
         args=None,
         saveat=dfx.SaveAt(ts=plan.save_ts, fn=fn),
-        stepsize_controller=GridSteps(plan.grid),
+        # a padded grid (CPU, _plan.pads_grid) stops at t_end; an exact one is diffrax's StepTo
+        stepsize_controller=GridSteps(plan.grid) if pads_grid(plan.devices) else dfx.StepTo(plan.grid),
         max_steps=plan.grid.shape[0] - 1,
         adjoint=dfx.ForwardMode() if adjoint == "forward" else dfx.RecursiveCheckpointAdjoint(checkpoints=plan.checkpoints),
         throw=False,
