@@ -15,6 +15,11 @@ twice the span, same length (twice the steps); 9. `dt` given explicitly.
 
 Baseline: the same calls, where the program is reused, cost one run (call 2). A call that
 compiles costs about the first call. Prints a table and writes JSON (`--out`).
+
+Then the cost of the padded grid itself: Rydberg chain N = 10, 10 256 trajectories (one chunk),
+100 steps, on the first device, with the grid padded to 128 steps (`_plan.PAD_GRID = True`: the
+loop stops at the last save time, trip count unknown to XLA) and exact (`False`: diffrax's
+`StepTo`, 100 trips known to XLA), ``--repeats`` calls of each, interleaved in this process.
 """
 
 from __future__ import annotations
@@ -35,6 +40,7 @@ def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--n", type=int, default=6)
     ap.add_argument("--n-traj", type=int, default=1000)
+    ap.add_argument("--repeats", type=int, default=15)
     ap.add_argument("--out", default=None)
     args = ap.parse_args()
 
@@ -85,7 +91,35 @@ def main():
     call("ts over twice the span, same length", ts=2 * ts)
     call("dt given", dt=first.dt * 0.9)
 
-    out = {"model": f"rydberg_chain({n}, boundary='open', gamma_down=0.2), spins_down, default dt",
+    from twa_jax import _plan
+
+    ryd = tw.models.rydberg_chain(10, boundary="open", gamma_down=0.2)
+    init10, n_pad = tw.states.spins_down(10), 10_256
+
+    def run_grid(pad):
+        _plan.PAD_GRID = pad
+        try:
+            r = tw.simulate(ryd, init10, np.linspace(0, 2, 11), n_traj=n_pad, key=0, dt=0.02, chunk_size=n_pad,
+                            devices=jax.devices()[:1], progress=False)
+            return jax.block_until_ready(r.mean["sz"])
+        finally:
+            _plan.PAD_GRID = None
+
+    same = float(np.max(np.abs(np.asarray(run_grid(True)) - np.asarray(run_grid(False)))))
+    grid_times = {"padded": [], "exact": []}
+    for _ in range(args.repeats):
+        for name, pad in (("padded", True), ("exact", False)):
+            t0 = time.perf_counter()
+            run_grid(pad)
+            grid_times[name].append(time.perf_counter() - t0)
+    for name, t in grid_times.items():
+        print(f"grid {name:<7} Rydberg N = 10 x {n_pad}, 100 steps: min {min(t):.4f} s, median {np.median(t):.4f} s")
+    print(f"padded / exact (min): {min(grid_times['padded']) / min(grid_times['exact']):.3f}; "
+          f"largest difference of <sz>: {same:.2g}")
+
+    out = {"grid_padded_vs_exact": {"times_s": grid_times, "max_abs_diff_sz": same,
+                                    "ratio_min": min(grid_times["padded"]) / min(grid_times["exact"])},
+           "model": f"rydberg_chain({n}, boundary='open', gamma_down=0.2), spins_down, default dt",
            "n_traj": nt, "ts": "linspace(0, 2, 11)", "machine": machine_name(), "jax": jax.__version__,
            "twa_jax": tw.__version__, "calls": rows}
     if args.out:

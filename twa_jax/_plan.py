@@ -289,9 +289,9 @@ MIN_GRID_STEPS = 16
 #: where the grid is padded: ``None`` on CPU devices only, ``True`` / ``False`` everywhere /
 #: nowhere. An unpadded grid is stepped by diffrax's ``StepTo``, whose loop has a trip count XLA
 #: knows; the padded one stops at ``t_end``, a trip count known only at run time. On CPU the two
-#: run alike (measured in one process, Rydberg N = 10 x 10240: 0.153-0.177 s against
-#: 0.155-0.183 s); on a GPU a loop of unknown trip count may cost a host synchronization per
-#: step, not yet measured there, so GPUs keep the exact grid until it is
+#: run alike (benchmarks/bench_reuse.py, Rydberg N = 10 x 10256 x 100 steps: 0.160 against
+#: 0.162 s); on a GPU a loop of unknown trip count may cost a host synchronization per step, not
+#: yet measured there, so GPUs keep the exact grid until it is
 PAD_GRID = None
 
 
