@@ -75,7 +75,9 @@ def simulate(
         method: ``"twa"`` (sampled initial states and dissipative noise), ``"no_noise"`` (sampled
             initial states, no noise), ``"mean_field"`` (one unsampled noise-free trajectory).
         chunk_size: trajectories per device in one compiled batch (default: from the device's
-            free memory; at most ``n_traj / len(devices)``).
+            free memory; at most ``n_traj / len(devices)`` rounded up to a size that nearby
+            ``n_traj`` share, so they reuse the compiled program; padding is masked). Prefer an
+            odd multiple of 16 (528, 1040): ``2**k`` trajectories run 20-37 % slower on a CPU.
         devices: the devices the trajectories are spread over (default: ``jax.devices()``, all
             devices of the default backend, of every process after ``jax.distributed.initialize()``;
             on a CPU, where ``import twa_jax`` makes one device per core, as many as give each
