@@ -24,6 +24,7 @@ new values reuse the compiled program; sizes and options are static.
 from __future__ import annotations
 
 import dataclasses
+import hashlib
 import math
 import os
 import warnings
@@ -150,7 +151,7 @@ def balanced_chunk(n_per_device: int, most: int) -> int:
     """Chunk size for ``n_per_device`` trajectories in chunks of at most ``most``: as few chunks
     as the budget allows, of equal size, so the last one is not mostly padding (10 000 in chunks
     of at most 8376: two of 5000, not 8376 + 1624 padded to 8376), rounded up on the chunk ladder
-    (:func:`on_chunk_ladder`: 5120) and never above ``most``."""
+    (:func:`on_chunk_ladder`: 5136) and never above ``most``."""
     n_chunks = max(1, -(-n_per_device // most))
     return min(most, on_chunk_ladder(-(-n_per_device // n_chunks)))
 
@@ -604,8 +605,8 @@ class Plan(eqx.Module):
             if factors is None or self.model.gamma_depends_on_time:
                 noise = noise_of(self.model, _as_arrays(new), ts_np, self.dtype)
             else:
-                g = np.asarray(self.model.gamma_of(_as_arrays(new)))
-                key = (g.shape, g.dtype.str, g.tobytes())
+                g = np.ascontiguousarray(self.model.gamma_of(_as_arrays(new)))
+                key = (g.shape, g.dtype.str, hashlib.blake2b(g).hexdigest())  # a digest: Gamma may be large
                 if key not in factors:
                     factors[key] = noise_of(self.model, _as_arrays(new), ts_np, self.dtype)
                 noise = factors[key]
