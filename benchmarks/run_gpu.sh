@@ -34,6 +34,9 @@
 #     against dt/8, with TF32 (--matmul-precision default), then full float32 (highest).
 #     Compilation-bound (4 compilations per run, 8720 steps for the reference). ~2 x 30-45 s [2 x 60 s]
 #  Optional, each only when what is left of the budget covers its whole limit, in this order:
+#  p. profile (profile_gpu.py): Rydberg N = 10 x 1e5 x 100 steps, simulate against the lanes
+#     kernel, one call each under jax.profiler.trace and five under cProfile: device kernels
+#     and copies per step, their time against the wall time, the host's top functions.  ~20-30 s [60 s]
 #  g. small systems on the GPU (bench_small.py): Rydberg and Tavis-Cummings N = 10, 1e5
 #     trajectories, 100 steps, simulate against the lanes kernel, once with the step's noise kept
 #     by an optimization barrier (the default off CPU) and once by an always-true conditional (the
@@ -141,7 +144,8 @@ if [ $tiny = 1 ]; then
   d_traj=64 d_factors=4 d_tmax=(--t-max 1)
   g_n=4 g_traj=256 g_steps=5 g_rep=1
   h_cases=rydberg:10:256
-  lim_a=120 lim_b=120 lim_c=120 lim_d=120 lim_e=120 lim_f=120 lim_g=120 lim_h=120
+  p_args=(--n-spins 4 --n-traj 256 --n-steps 5 --repeats 1)
+  lim_a=120 lim_b=120 lim_c=120 lim_d=120 lim_e=120 lim_f=120 lim_g=120 lim_h=120 lim_p=120
   bandwidth=${BENCH_BANDWIDTH_GBS:-20}  # nominal, so that the roofline fraction is computed on CPU too
 else
   a_n=1000 a_traj=100000 a_steps=50 a_rep=2
@@ -150,7 +154,8 @@ else
   d_traj=20000 d_factors=1,4 d_tmax=()
   g_n=10 g_traj=100000 g_steps=100 g_rep=2
   h_cases=rydberg:10:100000,rydberg:1000:10000,chain:100:10000,tavis_cummings:100:10000
-  lim_a=130 lim_b=130 lim_c=80 lim_d=60 lim_e=80 lim_f=60 lim_g=60 lim_h=90
+  p_args=(--n-spins 10 --n-traj 100000 --n-steps 100 --repeats 3)
+  lim_a=130 lim_b=130 lim_c=80 lim_d=60 lim_e=80 lim_f=60 lim_g=60 lim_h=90 lim_p=60
   bandwidth=${BENCH_BANDWIDTH_GBS:-}
 fi
 
@@ -184,6 +189,7 @@ f_e=$out/tc_N${c_n}_$tag.json
 f_g1=$out/small_N${g_n}_${tag}_barrier.json
 f_g2=$out/small_N${g_n}_${tag}_cond.json
 f_h=$out/layout_${tag}.json
+f_p=$out/profile_rydberg_${tag}.json
 f_f1=$out/chain_N${a_n}_${tag}_1gpu.json
 f_f2=$out/chain_N${a_n}_${tag}_allgpus.json
 
@@ -197,6 +203,7 @@ step d_accuracy_tf32 $lim_d "$f_d1" python bench_accuracy.py --model chain --n-t
   --solvers rotation_heun ${d_tmax[@]+"${d_tmax[@]}"} --matmul-precision default --out "$f_d1"
 step d_accuracy_fp32 $lim_d "$f_d2" python bench_accuracy.py --model chain --n-traj $d_traj --factors $d_factors \
   --solvers rotation_heun ${d_tmax[@]+"${d_tmax[@]}"} --matmul-precision highest --out "$f_d2"
+step --optional p_profile $lim_p "$f_p" python profile_gpu.py --model rydberg "${p_args[@]}" --host-profile --out "$f_p"
 for how in barrier cond; do
   f_g=$f_g1; [ $how = cond ] && f_g=$f_g2
   step --optional g_small_$how $lim_g "$f_g" python bench_small.py --models rydberg,tavis_cummings --sizes $g_n \
@@ -238,6 +245,15 @@ for r in rows:
             f"{x['model']} N={x['n_spins']} x {x['n_traj']}, noise by {x['noise_by']}: simulate "
             f"{x['simulate_spin_steps_per_s']:.3g} spin-steps/s, {x.get('simulate_over_lanes', float('nan')):.2f}x "
             f"the lanes kernel, first call {x['simulate_first_call_s']:.1f} s" for x in d["rows"]))
+        continue
+    if d.get("benchmark") == "profile_gpu":
+        cells = []
+        for x in d["rows"]:
+            dev = x["devices"][0] if x["devices"] else None
+            cells.append(f"{x['contender']} wall {1e3 * x['wall_min_s']:.2f} ms" + (
+                f", {dev['n_kernels'] / d['n_steps']:.1f} kernels/step, kernels {1e3 * dev['kernel_s']:.2f} ms, "
+                f"copies {1e3 * dev['copy_s']:.2f} ms" if dev else ""))
+        print(f"{head}: {d['model']} N={d['n_spins']} x {d['n_traj']} x {d['n_steps']}: " + "; ".join(cells))
         continue
     if d.get("benchmark") == "bench_layout":
         print(f"{head}: " + "; ".join(

@@ -351,3 +351,48 @@ def test_bad_user_states_are_named():
 
     with pytest.raises(ValueError, match=r"WrongShape.sample\(key\) must return spins of shape \(1, 3\)"):
         tw.simulate(_spin_model(), WrongShape(0.1, 1), TS, n_traj=2, key=0, dt=0.05)
+
+
+def test_abstract_checks_run_once_per_model_state_kind_and_shapes():
+    """The checks that trace the user's functions (the model, a state's ``sample``, the
+    observables) run once per object and signature, not on every call; a different size, a
+    different value of a state's Python field or new parameter shapes is checked again, and a bad
+    one still raises."""
+    calls = {"H": 0, "sample": 0, "obs": 0}
+
+    def H(s, a, p):
+        calls["H"] += 1
+        return p["Omega"] * jnp.sum(s[:, 0])
+
+    class Counted(GaussianDown):
+        def sample(self, key):
+            calls["sample"] += 1
+            return super().sample(key)
+
+    def sz(s, a):
+        calls["obs"] += 1
+        return s[:, 2].mean()
+
+    model = tw.Model(H, n_spins=1, params={"Omega": 0.5})
+    run = dict(n_traj=4, key=0, dt=0.05, progress=False, observables={"sz": sz})
+    tw.simulate(model, Counted(0.1, 1), TS, **run)
+    after_first = dict(calls)
+    for k in range(3):  # new values, a new state object of the same kind, new keys
+        tw.simulate(model, Counted(0.1, 1), TS, **{**run, "key": k}, params={"Omega": 0.5 + k})
+    # the solve is compiled once; the abstract checks add no trace of their own
+    assert calls["sample"] == after_first["sample"]
+    assert calls["obs"] == after_first["obs"]
+    assert calls["H"] == after_first["H"]
+    tw.simulate(model, Counted(0.3, 1), TS, **run)  # a new value of a Python field: checked again
+    assert calls["sample"] > after_first["sample"]
+
+    class WrongShape(Counted):
+        def sample(self, key):
+            return jnp.zeros((self.n_spins, 2)), jnp.zeros((0,), complex)
+
+    with pytest.raises(ValueError, match=r"WrongShape.sample\(key\) must return spins"):
+        tw.simulate(model, WrongShape(0.1, 1), TS, **run)
+    with pytest.raises(ValueError, match=r"WrongShape.sample\(key\) must return spins"):  # errors are not remembered
+        tw.simulate(model, WrongShape(0.1, 1), TS, **run)
+    with pytest.raises(TypeError, match="hamiltonian must return a real scalar"):  # new parameter shapes
+        tw.simulate(model, Counted(0.1, 1), TS, **run, params={"Omega": jnp.ones(2)})

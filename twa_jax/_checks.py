@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import math
 import numbers
+import weakref
 
 import jax
 import jax.numpy as jnp
@@ -53,6 +54,54 @@ def check_finite_tree(tree, name: str) -> None:
         if not np.all(np.isfinite(arr)):
             where = jax.tree_util.keystr(path) or "(root)"
             raise ValueError(f"{name}{where} contains NaN or infinite values: {arr!r}")
+
+
+# --------------------------------------------------------------------------- memo of abstract checks
+#: ``id(obj) -> (weakref to obj, {signature: result})``: results of checks that depend only on an
+#: immutable object and a signature (shapes and dtypes), see :func:`memo`
+_MEMO: dict = {}
+
+
+def abstract_signature(tree):
+    """What an abstract evaluation of ``tree`` depends on: its structure, each array's shape and
+    dtype (their values, concrete or traced, do not matter) and the values of its Python scalars
+    (which Python code may branch on)."""
+    def leaf(x):
+        if isinstance(x, (bool, int, float, complex, str)):
+            return type(x), x
+        try:
+            return np.shape(x), jnp.result_type(x)
+        except Exception:  # not an array or a number: the object itself (unhashable: no memo)
+            return x
+
+    leaves, treedef = jax.tree_util.tree_flatten(tree)
+    return treedef, tuple(leaf(x) for x in leaves)
+
+
+def memo(obj, signature, compute):
+    """``compute()``, once per immutable ``obj`` (a model, a state) and hashable ``signature``.
+
+    The checks that trace a user's functions abstractly (``jax.eval_shape``) cost a few
+    milliseconds each: on a GPU host they were most of a repeated small ``simulate`` call. Their
+    result depends only on the object and the shapes and dtypes of what it is called with, so it
+    is kept while ``obj`` lives (a weak reference: nothing is kept alive). A check that raises is
+    not kept: the next call raises again.
+    """
+    entry = _MEMO.get(id(obj))
+    if entry is None or entry[0]() is not obj:
+        try:
+            ref = weakref.ref(obj, lambda _, k=id(obj): _MEMO.pop(k, None))
+        except TypeError:  # not weakly referable: no memo
+            return compute()
+        entry = _MEMO[id(obj)] = (ref, {})
+    try:
+        return entry[1][signature]
+    except KeyError:
+        pass
+    except TypeError:  # an unhashable signature: no memo
+        return compute()
+    out = entry[1][signature] = compute()
+    return out
 
 
 # --------------------------------------------------------------------------- numbers

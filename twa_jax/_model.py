@@ -21,7 +21,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from ._checks import check_finite_tree, check_gamma_matrix
+from ._checks import abstract_signature, check_finite_tree, check_gamma_matrix, memo
 from ._noise import decompose
 from ._quantize import warn_same_site
 
@@ -253,10 +253,25 @@ class Model(eqx.Module):
         """
         check_finite_tree(params, "params")
         dtype = dtype or jnp.zeros(()).dtype
+        K = memo(self, ("check", abstract_signature(params), jnp.dtype(dtype)), lambda: self._check_abstract(params, dtype))
+        if self.jumps is None:
+            return 0
+        g = self.gamma_of(params, t)
+        check_gamma_matrix(g, "gamma")
+        if g.shape[0] != K:
+            raise ValueError(
+                f"gamma has shape {tuple(g.shape)} but jumps returns {K} jump operators; "
+                f"expected ({K},) or ({K}, {K})"
+            )
+        return K
+
+    def _check_abstract(self, params, dtype) -> int:
+        """The part of :meth:`check` that traces the model's functions abstractly (remembered per
+        model, parameter shapes and dtype: :func:`~twa_jax._checks.memo`); returns ``K``."""
         cdtype = jnp.result_type(dtype, jnp.complex64)
         s = jax.ShapeDtypeStruct((self.n_spins, 3), dtype)
         a = jax.ShapeDtypeStruct((self.n_bosons,), cdtype)
-        t = jnp.asarray(t, dtype)
+        t = jax.ShapeDtypeStruct((), dtype)
         try:
             h = jax.eval_shape(self.H, s, a, params, t)
         except Exception as e:  # user code failed on abstract inputs: say where
@@ -286,15 +301,7 @@ class Model(eqx.Module):
             )
         if not (jnp.issubdtype(L.dtype, jnp.complexfloating) or jnp.issubdtype(L.dtype, jnp.floating)):
             raise TypeError(f"jumps must return a complex (or real) floating array, got dtype {L.dtype}")
-        K = L.shape[0]
-        g = self.gamma_of(params, t)
-        check_gamma_matrix(g, "gamma")
-        if g.shape[0] != K:
-            raise ValueError(
-                f"gamma has shape {tuple(g.shape)} but jumps returns {K} jump operators; "
-                f"expected ({K},) or ({K}, {K})"
-            )
-        return K
+        return L.shape[0]
 
 
 def _binds(sig, n) -> bool:

@@ -443,16 +443,22 @@ def check_observables(observables, model, dtype):
             raise ValueError(f"observable names must be identifiers, got {name!r}")
         if not callable(f):
             raise TypeError(f"observable {name!r} must be a function f(spins, bosons), got {f!r}")
-        try:
-            out = jax.eval_shape(f, s, a)
-        except Exception as e:
-            raise TypeError(f"observable {name!r} failed on spins[{model.n_spins}, 3], bosons[{model.n_bosons}]: {e}") from e
-        if not hasattr(out, "dtype") or not (
-            jnp.issubdtype(out.dtype, jnp.floating) or jnp.issubdtype(out.dtype, jnp.complexfloating)
-        ):
-            raise TypeError(f"observable {name!r} must return a float or complex array, got {out}")
-        shapes[name], dtypes[name] = tuple(out.shape), out.dtype
+        sig = ("observable", model.n_spins, model.n_bosons, jnp.dtype(dtype))
+        shapes[name], dtypes[name] = _checks.memo(f, sig, lambda f=f, name=name: _observable_shape(f, name, model, s, a))
     return dict(observables), shapes, dtypes
+
+
+def _observable_shape(f, name, model, s, a):
+    """``(shape, dtype)`` of observable ``f`` at the abstract point ``(s, a)``."""
+    try:
+        out = jax.eval_shape(f, s, a)
+    except Exception as e:
+        raise TypeError(f"observable {name!r} failed on spins[{model.n_spins}, 3], bosons[{model.n_bosons}]: {e}") from e
+    if not hasattr(out, "dtype") or not (
+        jnp.issubdtype(out.dtype, jnp.floating) or jnp.issubdtype(out.dtype, jnp.complexfloating)
+    ):
+        raise TypeError(f"observable {name!r} must return a float or complex array, got {out}")
+    return tuple(out.shape), out.dtype
 
 
 def _index_checked(model, params, observables, dtype):
@@ -795,8 +801,8 @@ def make_plan(
         params=params,
         noise=noise,
         grid=grid,
-        t_end=grid[len(grid_np) - 1],
-        save_ts=grid[jnp.asarray(save_idx)],
+        t_end=jnp.asarray(grid_full[len(grid_np) - 1], dtype),  # from NumPy: no device dispatch
+        save_ts=jnp.asarray(grid_full[np.asarray(save_idx)], dtype),
         ts=jnp.asarray(ts_np, dtype),
         key=key_obj,
         solver=solver,
@@ -843,7 +849,15 @@ def _check_grid_precision(grid_np, ts_np, dtype):
 
 
 def _check_initial_sample(initial, model, dtype):
-    """A user-defined state must sample ``(spins (N, 3) real, bosons (M,) complex)``."""
+    """A user-defined state must sample ``(spins (N, 3) real, bosons (M,) complex)`` (traced
+    once per kind of state, model size and dtype: :func:`~twa_jax._checks.memo` on the state's
+    class with its structure, so that a new ``tw.states.spins_down(n)`` in every call is checked
+    once)."""
+    sig = ("sample", _checks.abstract_signature(initial), model.n_spins, model.n_bosons, jnp.dtype(dtype))
+    _checks.memo(type(initial), sig, lambda: _check_initial_sample_once(initial, model, dtype))
+
+
+def _check_initial_sample_once(initial, model, dtype):
     try:
         s, a = jax.eval_shape(initial.sample, jax.random.key(0))
     except Exception as e:
