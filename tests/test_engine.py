@@ -228,8 +228,8 @@ def test_new_values_keys_sizes_and_steps_reuse_the_compiled_chunk():
 
 
 def test_exact_grid_and_padded_grid_give_the_same_trajectories(monkeypatch):
-    """GPUs keep the exact grid (diffrax's StepTo, a trip count XLA knows); CPUs pad it and stop
-    at the last save time: the same steps, the same numbers."""
+    """The exact grid (diffrax's StepTo, a trip count XLA knows, ``PAD_GRID = False``) and the
+    padded one that stops at the last save time (the default): the same steps, the same numbers."""
     model, init = _spin_model(), tw.states.spins_down(1)
     ts = np.linspace(0.0, 1.1, 4)  # 3 intervals of 8 steps: 24, padded to 32
     padded = tw.simulate(model, init, ts, n_traj=24, key=4, dt=0.05, keep_trajectories=3)

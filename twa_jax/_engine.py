@@ -148,7 +148,7 @@ def solve_batch(plan, params, noise, key, idx, adjoint="reverse", n_points=None)
         y0=y0,
         args=None,
         saveat=dfx.SaveAt(ts=plan.save_ts, fn=fn),
-        # a padded grid (CPU, _plan.pads_grid) stops at t_end; an exact one is diffrax's StepTo
+        # a padded grid (_plan.PAD_GRID, the default) stops at t_end; an exact one is diffrax's StepTo
         stepsize_controller=GridSteps(plan.grid) if pads_grid(plan.devices) else dfx.StepTo(plan.grid),
         max_steps=plan.grid.shape[0] - 1,
         adjoint=dfx.ForwardMode() if adjoint == "forward" else dfx.RecursiveCheckpointAdjoint(checkpoints=plan.checkpoints),
