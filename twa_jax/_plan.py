@@ -330,16 +330,33 @@ def pulses_on_grid(pulses, grid_np, dtype):
     return tuple(out)
 
 
-def noise_of(model, params, ts_np=None, dtype=None):
+def noise_of(model, params, ts_np=None, dtype=None, cache=None):
     """The factor of Gamma for a run. A time-dependent Gamma is factored at each stage of the
     solve (:class:`~twa_jax._solvers.TWATerm`) on the channels kept here: those of the mean of
-    Gamma over the run (:func:`rate_times`), so a channel switched on later is not dropped."""
+    Gamma over the run (:func:`rate_times`), so a channel switched on later is not dropped.
+
+    ``cache``: a dict that keeps the factors of the Gammas met so far, keyed by a digest of
+    Gamma's values (a sweep over parameters that Gamma does not depend on factors it once);
+    ``None``: the model's own cache of its last Gamma (repeated runs of one model factor it
+    once: validating and factoring cost a dozen device operations and transfers, milliseconds
+    on a GPU host)."""
     if not model.is_dissipative:
         return None
     if model.noise_basis is not None:  # a constant Gamma was validated and factored with the model
         return model.noise_basis
     if not model.gamma_depends_on_time:
-        return decompose(model.gamma_of(params))
+        g = model.gamma_of(params)
+        if not _checks.is_concrete(g):
+            return decompose(g)
+        g = np.ascontiguousarray(g)
+        key = (g.shape, g.dtype.str, hashlib.blake2b(g).hexdigest())  # a digest: Gamma may be large
+        if cache is None:  # the model's last Gamma only: a factor of N = 1e4 is 400 MB
+            cache = _checks.memo(model, "last Gamma factor", dict)
+            if key not in cache:
+                cache.clear()
+        if key not in cache:
+            cache[key] = decompose(g)
+        return cache[key]
     times = rate_times(ts_np, dtype)
     gs = jax.vmap(lambda t: model.gamma_of(params, t))(times)
     for k in range(0, len(times), max(1, len(times) // 8)):  # validate (shape, Hermitian, PSD) at a few times
@@ -608,14 +625,7 @@ class Plan(eqx.Module):
         noise = self.noise
         ts_np = np.asarray(self.ts, float)
         if self.model.is_dissipative and callable(self.model.gamma):
-            if factors is None or self.model.gamma_depends_on_time:
-                noise = noise_of(self.model, _as_arrays(new), ts_np, self.dtype)
-            else:
-                g = np.ascontiguousarray(self.model.gamma_of(_as_arrays(new)))
-                key = (g.shape, g.dtype.str, hashlib.blake2b(g).hexdigest())  # a digest: Gamma may be large
-                if key not in factors:
-                    factors[key] = noise_of(self.model, _as_arrays(new), ts_np, self.dtype)
-                noise = factors[key]
+            noise = noise_of(self.model, _as_arrays(new), ts_np, self.dtype, cache=factors)
         dt = estimate_dt(self.model, noise, self.initial, _as_arrays(new), self.dtype, ts_np=ts_np) if estimate_step else None
         return new, noise, dt
 
@@ -638,7 +648,20 @@ def _strong(x):
         dtype = jax.dtypes.canonicalize_dtype(np.result_type(x) if not isinstance(x, jax.Array) else x.dtype)
     if isinstance(x, jax.Array):
         return x if (x.dtype == dtype and not x.weak_type) else jnp.asarray(x, dtype=dtype)
-    return jnp.asarray(np.asarray(x, dtype=dtype))  # from NumPy: strongly typed, one transfer
+    # a NumPy array (strongly typed): the plan's checks read it with no device round trip (on a GPU
+    # host each is a synchronization); make_plan moves it to the device at the end (_to_device)
+    return np.asarray(x, dtype=dtype)
+
+
+def _to_device(tree):
+    """The NumPy leaves of ``tree`` as JAX arrays, in one transfer call (no synchronization): a
+    plan's parameters are JAX arrays whatever the caller gave, so that one compiled program
+    serves floats, NumPy and JAX values alike."""
+    leaves, treedef = jax.tree_util.tree_flatten(tree)
+    where = [i for i, x in enumerate(leaves) if isinstance(x, np.ndarray)]
+    for i, x in zip(where, jax.device_put([leaves[i] for i in where])):
+        leaves[i] = x
+    return jax.tree_util.tree_unflatten(treedef, leaves)
 
 
 def _as_arrays(params):
@@ -798,7 +821,7 @@ def make_plan(
     return Plan(
         model=model,
         initial=initial,
-        params=params,
+        params=_to_device(params),
         noise=noise,
         grid=grid,
         t_end=jnp.asarray(grid_full[len(grid_np) - 1], dtype),  # from NumPy: no device dispatch
