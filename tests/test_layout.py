@@ -188,6 +188,16 @@ def test_small_batches_keep_the_vmap_layout():
     p = _plan.make_plan(model, init, TS, n_traj=few, key=1, dt=0.02)
     assert _plan.choose_layout(model, p.noise, p.params, p.dtype, "twa", few, n_points=2) == "batch_last"
     assert _plan.make_plan(model, init, TS, n_traj=1000, key=1, dt=0.02, chunk_size=16).layout == "batch_first"
+    # on an accelerator, models with matrix products above 32 sites keep batch first (measured on
+    # a GPU); local models and CPUs keep batch last
+    big = _plan.LANES_MAX_SITES_ACCELERATOR + 1
+    for m, dense in [(tw.models.rydberg_chain(big, boundary="open", gamma_down=0.2), False),
+                     (tw.models.dipole_array(tw.models.chain_positions(big, 0.2), wavelength=1.0), True)]:
+        pb = _plan.make_plan(m, tw.states.spins_down(big), TS, n_traj=1000, key=1, dt=0.02)
+        assert pb.layout == "batch_last"
+        on_gpu = _plan.choose_layout(pb.model, pb.noise, pb.params, pb.dtype, "twa", 1000, platform="gpu")
+        assert on_gpu == ("batch_first" if dense else "batch_last")
+    assert _plan.choose_layout(model, p.noise, p.params, p.dtype, "twa", 1000, platform="gpu") == "batch_last"
     assert _plan.make_plan(model, init, TS, method="mean_field", dt=0.02).layout == "batch_first"
 
 

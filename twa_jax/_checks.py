@@ -29,6 +29,14 @@ import jax.numpy as jnp
 import numpy as np
 
 
+# --------------------------------------------------------------------------- the default precision
+def default_float():
+    """The default real dtype (float32, or float64 with ``jax_enable_x64``), without creating an
+    array: ``jnp.zeros(()).dtype`` is an operation on the default device (0.2-0.3 ms on a GPU
+    host)."""
+    return np.dtype(jax.dtypes.canonicalize_dtype(np.float64))
+
+
 # --------------------------------------------------------------------------- concreteness, NaN
 def is_concrete(x) -> bool:
     """True when ``x`` holds numbers we can inspect (not a JAX tracer)."""

@@ -32,6 +32,7 @@ import numpy as np
 from jax.flatten_util import ravel_pytree
 
 from . import _engine, _grad
+from ._checks import default_float
 from ._observables import chunk_moments, finalize, merge_moments
 from ._plan import check_model, make_plan, merge_times
 from ._protocol import Pulse
@@ -210,7 +211,7 @@ def _run(model, initial, ts, taus, a, b, *, n_traj, key, params, t0, dt, solver,
     at = lambda t: int(np.argmin(np.abs(save - t)))  # noqa: E731
     i_t = tuple(at(t) for t in ts)
     i_tt = tuple(tuple(at(t + tau) for tau in taus) for t in ts)
-    dtype = jnp.zeros(()).dtype
+    dtype = default_float()
     s0 = jax.ShapeDtypeStruct((model.n_spins, 3), dtype)
     a0 = jax.ShapeDtypeStruct((model.n_bosons,), jnp.result_type(dtype, jnp.complex64))
     outs = []

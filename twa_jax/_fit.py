@@ -31,7 +31,7 @@ import optimistix as optx
 from jax.flatten_util import ravel_pytree
 
 from . import _engine
-from ._checks import check_int
+from ._checks import check_int, default_float
 from ._grad import check_loss_value, check_zero_rates, mean_struct, value_and_grad_plan, warn_failed
 from ._model import Model
 from ._observables import default_observables
@@ -554,7 +554,7 @@ def _check_fit_inputs(data, params0, fixed, sigma, bounds, steps, loss, optimize
     both = sorted(set(params0) & set(fixed))
     if both:
         raise ValueError(f"parameters {both} are both fitted (params0) and fixed; give each once")
-    dtype = jnp.zeros(()).dtype
+    dtype = default_float()
     p0 = {}
     for k, v in params0.items():
         a = np.asarray(v)

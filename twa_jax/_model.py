@@ -21,7 +21,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from ._checks import abstract_signature, check_finite_tree, check_gamma_matrix, memo
+from ._checks import abstract_signature, check_finite_tree, check_gamma_matrix, default_float, memo
 from ._noise import decompose
 from ._quantize import warn_same_site
 
@@ -243,26 +243,24 @@ class Model(eqx.Module):
             g = self.gamma
         return jnp.asarray(g)
 
-    def check(self, params, dtype=None, t=0.0) -> int:
+    def check(self, params, dtype=None, t=0.0, with_gamma=True) -> int:
         """Validate the model's functions against ``params`` by abstract evaluation.
 
-        Nothing is compiled: shapes and dtypes come from ``jax.eval_shape``.
+        Nothing is compiled: shapes and dtypes come from ``jax.eval_shape``. ``with_gamma=False``
+        leaves out Gamma (its values and its size against the jump operators), for a caller
+        that validates it itself when it factors it (the run plan: :func:`check_gamma_size`).
 
         Returns:
             The number of jump operators ``K`` (0 for a closed system).
         """
         check_finite_tree(params, "params")
-        dtype = dtype or jnp.zeros(()).dtype
+        dtype = dtype or default_float()
         K = memo(self, ("check", abstract_signature(params), jnp.dtype(dtype)), lambda: self._check_abstract(params, dtype))
-        if self.jumps is None:
-            return 0
+        if self.jumps is None or not with_gamma:
+            return K
         g = self.gamma_of(params, t)
         check_gamma_matrix(g, "gamma")
-        if g.shape[0] != K:
-            raise ValueError(
-                f"gamma has shape {tuple(g.shape)} but jumps returns {K} jump operators; "
-                f"expected ({K},) or ({K}, {K})"
-            )
+        check_gamma_size(g, K)
         return K
 
     def _check_abstract(self, params, dtype) -> int:
@@ -302,6 +300,15 @@ class Model(eqx.Module):
         if not (jnp.issubdtype(L.dtype, jnp.complexfloating) or jnp.issubdtype(L.dtype, jnp.floating)):
             raise TypeError(f"jumps must return a complex (or real) floating array, got dtype {L.dtype}")
         return L.shape[0]
+
+
+def check_gamma_size(gamma, K) -> None:
+    """Gamma is ``(K,)`` or ``(K, K)`` for ``K`` jump operators."""
+    if gamma.shape[0] != K:
+        raise ValueError(
+            f"gamma has shape {tuple(gamma.shape)} but jumps returns {K} jump operators; "
+            f"expected ({K},) or ({K}, {K})"
+        )
 
 
 def _binds(sig, n) -> bool:

@@ -33,7 +33,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from ._checks import check_gamma_matrix, check_psd, is_concrete
+from ._checks import check_gamma_matrix, check_psd, default_float, is_concrete
 from ._forms import matvec
 
 #: channels with rate below ``KEEP_RTOL * max(rate)`` carry no noise and are dropped.
@@ -174,7 +174,7 @@ def decompose(gamma, rtol: float = KEEP_RTOL, *, name: str = "gamma") -> NoiseBa
     check_gamma_matrix(gamma, name)
     g = jnp.asarray(gamma)
     if not (jnp.issubdtype(g.dtype, jnp.floating) or jnp.issubdtype(g.dtype, jnp.complexfloating)):
-        g = g.astype(jnp.zeros(()).dtype)
+        g = g.astype(default_float())
     if g.ndim == 1:
         g = jnp.real(g)
         if is_concrete(gamma):

@@ -23,6 +23,7 @@ new values reuse the compiled program; sizes and options are static.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import hashlib
 import math
@@ -39,13 +40,13 @@ from jax.experimental import checkify
 from . import _checks
 from ._cpu_devices import default_devices
 from ._brackets import generator, to_internal, to_user
-from ._checks import all_concrete, check_finite_tree
-from ._model import Model
+from ._checks import all_concrete, check_finite_tree, default_float
+from ._model import Model, check_gamma_size
 from ._noise import NoiseBasis, decompose, decompose_like
 from ._observables import default_observables
 from ._protocol import check_pulses
 from ._quantize import warn_same_site_observables
-from ._solvers import SOLVERS, RotationHeun, StochasticHeun, batch_last_supported
+from ._solvers import SOLVERS, RotationHeun, StochasticHeun, batch_last_supported, matrix_products
 from ._states import AbstractState
 
 #: default time step is ``DT_SAFETY / (fastest frequency or rate of the model)``
@@ -214,8 +215,10 @@ def _rate_scale(model, noise, initial, params, dtype, n_samples, times):
     a = jnp.stack([jnp.asarray(p[1]) for p in pts])
     one = lambda s1, a1, t: _scale_at(model, noise, params, dtype, s1, a1, t)  # noqa: E731
     if times is None:
-        return jnp.max(jax.vmap(lambda s1, a1: one(s1, a1, 0.0))(s, a))
-    return jnp.max(jax.vmap(lambda t: jax.vmap(lambda s1, a1: one(s1, a1, t))(s, a))(times))
+        out = jnp.max(jax.vmap(lambda s1, a1: one(s1, a1, 0.0))(s, a))
+    else:
+        out = jnp.max(jax.vmap(lambda t: jax.vmap(lambda s1, a1: one(s1, a1, t))(s, a))(times))
+    return out if noise is None else jnp.maximum(out, noise.max_rate)  # and Gamma's largest rate
 
 
 #: a time-dependent model's rates are sampled at this many evenly spaced times over the run (and
@@ -239,9 +242,7 @@ def estimate_dt(model, noise, initial, params, dtype, *, n_samples=4, ts_np=None
     One compiled call, cached for the model and state (a new parameter value reuses it): op by op,
     the first evaluation of a model compiles every primitive on its own, which cost 4-9 s."""
     times = rate_times(ts_np, dtype) if model.time_dependent else None
-    scale = float(_rate_scale(model, noise, initial, params, dtype, n_samples, times))
-    if noise is not None:
-        scale = max(scale, float(noise.max_rate))
+    scale = float(_rate_scale(model, noise, initial, params, dtype, n_samples, times))  # one read from the device
     if not np.isfinite(scale):
         raise ValueError("the drift is not finite at the initial state; check the model and params")
     return on_dt_ladder(DT_SAFETY / scale) if scale > 0 else math.inf
@@ -330,6 +331,18 @@ def pulses_on_grid(pulses, grid_np, dtype):
     return tuple(out)
 
 
+def on_host():
+    """A context in which eager JAX operations run on the host's CPU device rather than an
+    accelerator: for small values the plan reads back at once (on a GPU host each operation
+    there costs a dispatch and a synchronization, 0.2-0.3 ms). A no-op on CPU."""
+    if jax.default_backend() == "cpu":
+        return contextlib.nullcontext()
+    try:
+        return jax.default_device(jax.local_devices(backend="cpu")[0])
+    except RuntimeError:  # no CPU backend (JAX_PLATFORMS without cpu)
+        return contextlib.nullcontext()
+
+
 def noise_of(model, params, ts_np=None, dtype=None, cache=None):
     """The factor of Gamma for a run. A time-dependent Gamma is factored at each stage of the
     solve (:class:`~twa_jax._solvers.TWATerm`) on the channels kept here: those of the mean of
@@ -345,7 +358,8 @@ def noise_of(model, params, ts_np=None, dtype=None, cache=None):
     if model.noise_basis is not None:  # a constant Gamma was validated and factored with the model
         return model.noise_basis
     if not model.gamma_depends_on_time:
-        g = model.gamma_of(params)
+        with on_host():  # the user's function, eagerly: on the host CPU (it is read back at once)
+            g = model.gamma_of(params)
         if not _checks.is_concrete(g):
             return decompose(g)
         g = np.ascontiguousarray(g)
@@ -374,17 +388,28 @@ LANES_MIN_BATCH = 32
 #: 320-1280 spin-trajectories, 1.25-1.3x at 2560-4000, 1.1-2x from there up to N = 10 000 x 100
 #: trajectories; no upper crossover in N was found, so there is no cap on N
 LANES_MIN_WORK = 2048
+#: ... and, on accelerators (GPU), not for models whose generator multiplies by matrices (dense
+#: couplings, a dense Gamma: :func:`~twa_jax._solvers.matrix_products`) above this many sites.
+#: Measured on an H200, float32 (benchmarks/README.md, "GPU results"): the Eq. 56 chain N = 1000 x
+#: 1e5 ran 5.23e9 spin-steps/s batch first against 4.72e9 batch last (0.84x and 0.79x of the
+#: hand-written scan in their runs; the plain-jnp chain 0.98x in one process, N = 100 x 1e4
+#: 0.97x); local models keep batch last, which ran 1.10-1.21x batch first at Rydberg N = 10-30
+#: x 1e5 and gave 1.01x the scan at Rydberg and Tavis-Cummings N = 1e4 x 1e4 (batch first:
+#: 0.83-0.85x). On CPU no upper bound was found (above)
+LANES_MAX_SITES_ACCELERATOR = 32
 #: ``None``: the layout is chosen from the sizes; ``"batch_first"`` or ``"batch_last"``: forced
 #: (tests, benchmarks); the environment variable ``TWA_JAX_LAYOUT`` sets it as well
 LAYOUT = None
 LAYOUTS = ("batch_first", "batch_last")
 
 
-def choose_layout(model, noise, params, dtype, method, n_per_device, n_points=1) -> str:
+def choose_layout(model, noise, params, dtype, method, n_per_device, n_points=1, platform="cpu") -> str:
     """The internal layout of a run's state: ``"batch_last"`` (trajectories on the vector lanes,
     the model's generator evaluated by :mod:`twa_jax._lanes`) for chunks of enough trajectories
     (``n_per_device``: a device's forward chunk, of each of ``n_points`` sweep points solved
-    together), when the interpreter has a rule for everything the model does; else
+    together) and, on an accelerator (``platform`` not ``"cpu"``), not for a model with matrix
+    products above :data:`LANES_MAX_SITES_ACCELERATOR` sites, when the interpreter has a rule for
+    everything the model does; else
     ``"batch_first"`` (the generator ``vmap``-ed, state ``(n_batch, 3, N)``). Both give the same
     trajectories up to rounding."""
     forced = LAYOUT or os.environ.get("TWA_JAX_LAYOUT") or None
@@ -397,6 +422,9 @@ def choose_layout(model, noise, params, dtype, method, n_per_device, n_points=1)
                            or sites * n_per_device * n_points < LANES_MIN_WORK):
         return "batch_first"
     with_dW = method == "twa" and noise is not None and noise.n_channels > 0
+    if forced is None and platform != "cpu" and sites > LANES_MAX_SITES_ACCELERATOR and matrix_products(
+            model, noise, params, dtype, with_dW):
+        return "batch_first"
     return "batch_last" if batch_last_supported(model, noise, params, dtype, with_dW) else "batch_first"
 
 
@@ -602,12 +630,12 @@ class Plan(eqx.Module):
     def with_dt(self, ts_np, dt) -> "Plan":
         """The same plan on the time grid of step ``dt`` over the save times ``ts_np``."""
         grid_np, save_idx = time_grid(np.asarray(ts_np, float), float(dt), [p.time for p in self.pulses])
-        grid = jnp.asarray(padded_grid(grid_np, pads_grid(self.devices)), self.dtype)
+        grid, t_end, save_ts = grid_arrays(padded_grid(grid_np, pads_grid(self.devices)), len(grid_np), save_idx, self.dtype)
         checkpoints = None if self.checkpoints is None else min(self.checkpoints, len(grid_np) - 1)
-        return dataclasses.replace(self, grid=grid, t_end=grid[len(grid_np) - 1], save_ts=grid[jnp.asarray(save_idx)],
-                                   dt=float(np.max(np.diff(grid_np))),
-                                   n_steps=len(grid_np) - 1, checkpoints=checkpoints,
-                                   pulses=pulses_on_grid(self.pulses, grid_np, self.dtype))
+        return _to_device(dataclasses.replace(self, grid=grid, t_end=t_end, save_ts=save_ts,
+                                              dt=float(np.max(np.diff(grid_np))),
+                                              n_steps=len(grid_np) - 1, checkpoints=checkpoints,
+                                              pulses=pulses_on_grid(self.pulses, grid_np, self.dtype)))
 
     def values_at(self, params, estimate_step=False, factors=None):
         """``(params, noise, dt estimate or None)`` of the same run at other parameter values (one
@@ -654,9 +682,10 @@ def _strong(x):
 
 
 def _to_device(tree):
-    """The NumPy leaves of ``tree`` as JAX arrays, in one transfer call (no synchronization): a
-    plan's parameters are JAX arrays whatever the caller gave, so that one compiled program
-    serves floats, NumPy and JAX values alike."""
+    """The NumPy leaves of ``tree`` as JAX arrays, in one transfer call (no synchronization; an
+    eager ``jnp.asarray`` per array costs a dispatch each, 0.2-0.3 ms on a GPU host): a plan's
+    arrays are JAX arrays whatever the caller gave, so that one compiled program serves floats,
+    NumPy and JAX values alike."""
     leaves, treedef = jax.tree_util.tree_flatten(tree)
     where = [i for i, x in enumerate(leaves) if isinstance(x, np.ndarray)]
     for i, x in zip(where, jax.device_put([leaves[i] for i in where])):
@@ -768,8 +797,8 @@ def make_plan(
     concrete = all_concrete(params) and all_concrete(model)
     if differentiable and not concrete:
         raise ValueError("this function differentiates internally; call it with concrete params, not under jax.grad/jax.jit")
-    dtype = jnp.zeros(()).dtype
-    model.check(params, dtype)
+    dtype = default_float()
+    n_jumps = model.check(params, dtype, with_gamma=False)  # Gamma: validated where it is factored
     if observables is not None:  # the model's own were checked when it was built
         warn_same_site_observables(model, observables)
     observables, shapes, dtypes = check_observables(observables, model, dtype)
@@ -780,6 +809,8 @@ def make_plan(
 
     # === Gamma, factored once (a time-dependent one: its channels, factored again at each stage)
     noise = noise_of(model, params, ts_np, dtype)
+    if noise is not None:
+        check_gamma_size(noise.gamma, n_jumps)
 
     # === the time grid
     if dt is None:
@@ -806,7 +837,6 @@ def make_plan(
             )
     grid_full = padded_grid(grid_np, pads_grid(devices))
     _check_grid_precision(grid_full, ts_np, dtype)
-    grid = jnp.asarray(grid_full, dtype)
     n_per_device = -(-n_traj // len(devices))
     if chunk_size is None:
         obs_shapes = tuple(shapes.items())
@@ -814,22 +844,24 @@ def make_plan(
         n_chunk = auto_chunk_size(per, devices, n_per_device)
     else:
         n_chunk = min(chunk_size, on_chunk_ladder(n_per_device))
-    layout = choose_layout(model, noise, params, dtype, method, min(n_chunk, n_per_device))  # padding is not work
+    layout = choose_layout(model, noise, params, dtype, method, min(n_chunk, n_per_device),  # padding is not work
+                           platform=devices[0].platform)
     if checkpoints is not None:
         checkpoints = min(_checks.check_int(checkpoints, "checkpoints"), len(grid_np) - 1)
 
-    return Plan(
+    grid, t_end, save_ts = grid_arrays(grid_full, len(grid_np), save_idx, dtype)
+    return _to_device(Plan(  # its NumPy arrays moved to the device in one call
         model=model,
         initial=initial,
-        params=_to_device(params),
+        params=params,
         noise=noise,
         grid=grid,
-        t_end=jnp.asarray(grid_full[len(grid_np) - 1], dtype),  # from NumPy: no device dispatch
-        save_ts=jnp.asarray(grid_full[np.asarray(save_idx)], dtype),
-        ts=jnp.asarray(ts_np, dtype),
+        t_end=t_end,
+        save_ts=save_ts,
+        ts=np.asarray(ts_np, dtype),
         key=key_obj,
         solver=solver,
-        n_valid=jnp.asarray(n_traj),
+        n_valid=np.asarray(n_traj, np.int32),
         pulses=pulses_on_grid(pulses, grid_np, dtype),
         observable_items=tuple(observables.items()),
         obs_shapes=tuple(shapes.items()),
@@ -850,7 +882,14 @@ def make_plan(
         throw=bool(throw),
         dtype=dtype,
         layout=layout,
-    )
+    ))
+
+
+def grid_arrays(grid_full, n_points, save_idx, dtype):
+    """``(grid, t_end, save_ts)`` as NumPy arrays of the run's precision: the padded grid, its
+    point ``n_points - 1`` (where the run stops) and the save times (grid points)."""
+    grid = np.asarray(grid_full, dtype)
+    return grid, grid[n_points - 1], grid[np.asarray(save_idx)]
 
 
 def _check_grid_precision(grid_np, ts_np, dtype):

@@ -38,6 +38,7 @@ import equinox as eqx
 import jax
 import jax.numpy as jnp
 
+from ._checks import memo
 from ._brackets import apply_cartesian, generator_and_jumps, rotate
 from ._lanes import Unsupported, batch_last_call, supported
 from ._model import Model
@@ -93,6 +94,43 @@ def batch_last_supported(model: Model, noise: NoiseBasis | None, params, dtype, 
     if key not in entry[1]:
         entry[1][key] = _batch_last_supported(model, noise, params, dtype, with_dW)
     return entry[1][key]
+
+
+def matrix_products(model: Model, noise: NoiseBasis | None, params, dtype, with_dW: bool) -> bool:
+    """Whether one trajectory's generator multiplies by a matrix (a ``dot_general`` with an operand
+    of at least two axes of length >= 2: dense couplings ``J @ s``, a dense factor of Gamma), the
+    work that matrix units do. Traced abstractly once per model and signature."""
+    sig = ("matrix products", _abstract_key(noise), _abstract_key(params), jnp.dtype(dtype), with_dW)
+    return memo(model, sig, lambda: _matrix_products(model, noise, params, dtype, with_dW))
+
+
+def _matrix_products(model, noise, params, dtype, with_dW):
+    y = (jax.ShapeDtypeStruct((3, model.n_spins), dtype), jax.ShapeDtypeStruct((2, model.n_bosons), dtype))
+    cdtype = jnp.result_type(dtype, jnp.complex64)
+    dW = jax.ShapeDtypeStruct((noise.n_channels,), cdtype) if with_dW and noise is not None else None
+    t = jax.ShapeDtypeStruct((), dtype)
+    jaxpr = jax.make_jaxpr(one_trajectory(model))(y, dW, params, noise, t, t)
+
+    def walk(jx):
+        for eqn in jx.eqns:
+            if eqn.primitive.name == "dot_general" and any(
+                    sum(d >= 2 for d in getattr(v.aval, "shape", ())) >= 2 for v in eqn.invars):
+                return True
+            for sub in _subjaxprs(eqn):
+                if walk(sub):
+                    return True
+        return False
+
+    return walk(jaxpr.jaxpr)
+
+
+def _subjaxprs(eqn):
+    for v in eqn.params.values():
+        for x in v if isinstance(v, (tuple, list)) else (v,):
+            if hasattr(x, "eqns"):
+                yield x
+            elif hasattr(x, "jaxpr") and hasattr(x.jaxpr, "eqns"):
+                yield x.jaxpr
 
 
 def _batch_last_supported(model, noise, params, dtype, with_dW):

@@ -18,11 +18,11 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from ._checks import check_int
+from ._checks import check_int, default_float
 
 
 def _dtype():
-    return jnp.zeros(()).dtype
+    return default_float()
 
 
 def _cdtype():
@@ -217,7 +217,7 @@ def spins(direction, n: int | None = None, sampling: str = "discrete") -> SpinHa
         n = d.shape[0]
     n = _check_n(n)
     d = _directions(d, n)
-    return SpinHalfState(jnp.asarray(d, _dtype()), sampling, n)
+    return SpinHalfState(np.asarray(d, _dtype()), sampling, n)
 
 
 def spins_up(n: int, sampling: str = "discrete") -> SpinHalfState:
@@ -238,7 +238,7 @@ def spin_coherent(S: float, direction, n: int | None = None) -> SpinCoherentStat
     if n is None:
         n = d.shape[0] if d.ndim == 2 else 1
     n = _check_n(n)
-    return SpinCoherentState(float(S), jnp.asarray(_directions(d, n), _dtype()), n)
+    return SpinCoherentState(float(S), np.asarray(_directions(d, n), _dtype()), n)
 
 
 def _boson_arrays(alpha, n_th, name):
@@ -251,7 +251,7 @@ def _boson_arrays(alpha, n_th, name):
         raise ValueError(f"{name}: NaN or infinite values")
     if np.any(n_th < 0):
         raise ValueError(f"{name}: thermal occupation must be >= 0, got {n_th}")
-    return GaussianBosonState(jnp.asarray(alpha, _cdtype()), jnp.asarray(n_th, _dtype()), len(alpha))
+    return GaussianBosonState(np.asarray(alpha, _cdtype()), np.asarray(n_th, _dtype()), len(alpha))
 
 
 def vacuum(m: int = 1) -> GaussianBosonState:

@@ -151,7 +151,7 @@ def run_points(model, initial, ts, points, param_axes, opts, store=None, on_poin
         if batch > 1:  # the points of a batch are work on the lanes too
             first = dataclasses.replace(first, layout=choose_layout(
                 first.model, first.noise, first.params, first.dtype, first.method,
-                min(chunk, -(-first.n_traj // first.n_devices)), batch))
+                min(chunk, -(-first.n_traj // first.n_devices)), batch, platform=first.devices[0].platform))
         for i in range(0, len(pids), batch):
             ids = pids[i:i + batch]
             if store is not None:

@@ -49,7 +49,7 @@ from scipy.integrate import solve_ivp
 from scipy.sparse import SparseEfficiencyWarning
 from scipy.sparse.csgraph import breadth_first_order
 
-from ._checks import check_gamma_matrix, check_psd
+from ._checks import check_gamma_matrix, check_psd, default_float
 from ._observables import default_observables
 from ._protocol import check_pulses
 from ._quantize import polynomials, quantize, space_dims, warn_same_site
@@ -504,7 +504,7 @@ def solve(
                 "a time-dependent model or pulses need the twin read off the model's functions: "
                 f"method='full' (got method={method!r}{', and quantum=' if quantum is not None else ''})"
             )
-        pulses = check_pulses(pulses, model, {k: jnp.asarray(v) for k, v in p.items()}, initial, ts, jnp.zeros(()).dtype)
+        pulses = check_pulses(pulses, model, {k: jnp.asarray(v) for k, v in p.items()}, initial, ts, default_float())
         method, hook = "full", None
     basis = "piqs" if method == "piqs" else "full"
     qm = hook(p, basis=basis, cutoff=int(cutoff)) if hook is not None else None
