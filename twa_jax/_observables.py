@@ -10,6 +10,8 @@ merged with Chan et al.'s parallel update, so memory never grows with the number
 
 from __future__ import annotations
 
+import functools
+
 import jax
 import jax.numpy as jnp
 
@@ -86,6 +88,13 @@ def finalize(moments, deterministic=False):
     if deterministic:
         return mean, jnp.zeros_like(sem)
     return mean, jnp.where(n > 1, sem, jnp.nan)
+
+
+@functools.partial(jax.jit, static_argnums=1)
+def finalize_all(moments: dict, deterministic=False) -> dict:
+    """:func:`finalize` of every ``{name: moments}`` in one compiled call: eagerly, each of its
+    few operations per observable is a dispatch of its own (0.2-0.3 ms each on a GPU host)."""
+    return {name: finalize(m, deterministic) for name, m in moments.items()}
 
 
 def all_finite_per_row(tree):

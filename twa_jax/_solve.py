@@ -18,7 +18,7 @@ import numpy as np
 from . import _engine, _xla_workaround
 from ._checks import all_concrete, is_concrete
 from ._model import Model
-from ._observables import finalize
+from ._observables import finalize, finalize_all
 from ._plan import make_plan
 from ._result import Result
 
@@ -141,15 +141,13 @@ def simulate(
     )
 
     # === finish: statistics, failures, the Result
-    mean, sem = {}, {}
     deterministic = plan.method == "mean_field"
-    for name, mom in acc["moments"].items():
-        mean[name], sem[name] = finalize(mom, deterministic)
+    stats = finalize_all(acc["moments"], deterministic)
+    mean, sem = {k: v[0] for k, v in stats.items()}, {k: v[1] for k, v in stats.items()}
     average = average_sem = None
     if plan.time_average:
-        average, average_sem = {}, {}
-        for name, mom in acc["averages"].items():
-            average[name], average_sem[name] = finalize(mom, deterministic)
+        stats = finalize_all(acc["averages"], deterministic)
+        average, average_sem = {k: v[0] for k, v in stats.items()}, {k: v[1] for k, v in stats.items()}
     kept = None
     if plan.keep_trajectories:
         kept = {k: v[: plan.keep_trajectories] for k, v in acc["kept"].items()}
