@@ -30,6 +30,7 @@ FILES = {
     "d_accuracy_tf32": "accuracy_chain16_tiny_tf32.json",
     "d_accuracy_fp32": "accuracy_chain16_tiny_fp32.json",
     "e_tavis_cummings": "tc_N50_tiny.json",
+    "p_profile": "profile_rydberg_tiny.json",
     "g_small_barrier": "small_N4_tiny_barrier.json",
     "g_small_cond": "small_N4_tiny_cond.json",
     "h_layout": "layout_tiny.json",
@@ -95,10 +96,20 @@ def _check_rows(step, d):  # bench_small (g) and bench_layout (h): one row per m
             assert row["batch_first_spin_steps_per_s"] > 0 and row["batch_last_spin_steps_per_s"] > 0
 
 
+def _check_profile(step, d):  # profile_gpu.py (p): simulate and the lanes kernel, device and host
+    assert d["benchmark"] == "profile_gpu" and d["machine"].startswith("cpu:"), d["machine"]
+    assert [r["contender"] for r in d["rows"]] == ["simulate", "lanes"]
+    for r in d["rows"]:
+        assert r["wall_min_s"] > 0 and r["spin_steps_per_s"] > 0 and -1.0 <= r["final_sz"] <= 1.0
+        assert r["host_profile"] and all(h["cum_s"] >= h["own_s"] >= 0 for h in r["host_profile"])
+        for plane in r["devices"]:  # none on CPU; on a GPU the device's kernels and copies
+            assert plane["n_kernels"] >= 0 and plane["span_s"] >= 0
+
+
 @pytest.mark.parametrize("only", [
     pytest.param("c", marks=pytest.mark.slow),
     pytest.param("a,b,d,e", marks=pytest.mark.slow),
-    pytest.param("g,h", marks=pytest.mark.slow),
+    pytest.param("g,h,p", marks=pytest.mark.slow),
 ])
 def test_run_gpu_tiny(tmp_path, only):
     if shutil.which("timeout") is None:
@@ -119,7 +130,8 @@ def test_run_gpu_tiny(tmp_path, only):
         path = out / FILES[r["step"]]
         assert Path(r["json"]) == path
         d = json.loads(path.read_text())
-        check = {"d": _check_accuracy, "g": _check_rows, "h": _check_rows}.get(r["step"][0], _check_throughput)
+        check = {"d": _check_accuracy, "g": _check_rows, "h": _check_rows, "p": _check_profile}.get(
+            r["step"][0], _check_throughput)
         check(r["step"], d)
     assert sorted(f.name for f in out.glob("*.json")) == sorted(FILES[s] for s in wanted)
     log = (out / "run_gpu_tiny.log").read_text()
