@@ -30,7 +30,6 @@ trajectories is one solve of the stacked state, trajectories on the last axis (s
 from __future__ import annotations
 
 import logging
-import weakref
 from typing import Any, ClassVar
 
 import diffrax as dfx
@@ -38,7 +37,7 @@ import equinox as eqx
 import jax
 import jax.numpy as jnp
 
-from ._checks import memo
+from ._checks import abstract_signature, memo
 from ._brackets import apply_cartesian, generator_and_jumps, rotate
 from ._lanes import Unsupported, batch_last_call, supported
 from ._model import Model
@@ -71,36 +70,21 @@ def one_trajectory(model: Model):
     return one
 
 
-#: :func:`batch_last_supported`'s answers per model object: ``{id(model): (weakref, {key: bool})}``
-#: (tracing the generator is most of ``make_plan``'s time on later calls: 41 of 60 ms)
-_SUPPORTED: dict = {}
-
-
-def _abstract_key(tree):
-    leaves, treedef = jax.tree_util.tree_flatten(tree)
-    return treedef, tuple((jnp.shape(x), jnp.result_type(x)) for x in leaves)
-
-
 def batch_last_supported(model: Model, noise: NoiseBasis | None, params, dtype, with_dW: bool) -> bool:
     """Whether the batch-last interpreter has a rule for every primitive of the model's one-trajectory
     generator (traced abstractly; nothing runs). The reason for a no goes to the debug log. The
-    answer depends on the model and the structure, shapes and dtypes of the rest, so it is cached
-    per model object for those."""
-    key = (_abstract_key(noise), _abstract_key(params), jnp.dtype(dtype), with_dW)
-    entry = _SUPPORTED.get(id(model))
-    if entry is None or entry[0]() is not model:
-        entry = (weakref.ref(model, lambda _, i=id(model): _SUPPORTED.pop(i, None)), {})
-        _SUPPORTED[id(model)] = entry
-    if key not in entry[1]:
-        entry[1][key] = _batch_last_supported(model, noise, params, dtype, with_dW)
-    return entry[1][key]
+    answer depends on the model and the structure, shapes and dtypes of the rest, so it is kept
+    per model object for those (:func:`~twa_jax._checks.memo`; tracing the generator was most of
+    ``make_plan``'s time on later calls: 41 of 60 ms)."""
+    sig = ("batch last", abstract_signature(noise), abstract_signature(params), jnp.dtype(dtype), with_dW)
+    return memo(model, sig, lambda: _batch_last_supported(model, noise, params, dtype, with_dW))
 
 
 def matrix_products(model: Model, noise: NoiseBasis | None, params, dtype, with_dW: bool) -> bool:
     """Whether one trajectory's generator multiplies by a matrix (a ``dot_general`` with an operand
     of at least two axes of length >= 2: dense couplings ``J @ s``, a dense factor of Gamma), the
     work that matrix units do. Traced abstractly once per model and signature."""
-    sig = ("matrix products", _abstract_key(noise), _abstract_key(params), jnp.dtype(dtype), with_dW)
+    sig = ("matrix products", abstract_signature(noise), abstract_signature(params), jnp.dtype(dtype), with_dW)
     return memo(model, sig, lambda: _matrix_products(model, noise, params, dtype, with_dW))
 
 
