@@ -37,8 +37,8 @@ import equinox as eqx
 import jax
 import jax.numpy as jnp
 
-from ._checks import abstract_signature, memo
 from ._brackets import apply_cartesian, generator_and_jumps, rotate
+from ._checks import abstract_signature, memo
 from ._lanes import Unsupported, batch_last_call, supported
 from ._model import Model
 from ._noise import NoiseBasis, decompose_like
