@@ -26,13 +26,14 @@ from __future__ import annotations
 import itertools
 import math
 import warnings
-import weakref
 from dataclasses import dataclass
 from functools import lru_cache
 
 import jax
 import jax.numpy as jnp
 import numpy as np
+
+from ._checks import memo
 
 #: highest total degree tried when reading a polynomial off a function
 MAX_DEGREE = 6
@@ -391,25 +392,18 @@ _OBSERVABLE_FIX = (
     "product is meant (a diagnostic such as the spin length), name it in Model(allow_same_site=)"
 )
 
-#: the same-site check of an observable, per function and sizes: ``{f: {(N, M): found}}``; an
-#: observable passed to every call of simulate/sweep/exact.solve is checked once
-_OBSERVABLE_CACHE = weakref.WeakKeyDictionary()
-
-
 def _observable_same_site(fn, n_spins, n_bosons):
-    """:func:`same_site_terms` of an observable, cached per function (``None``: it did not run
-    on these inputs; the run plan will say why)."""
-    try:
-        per_fn = _OBSERVABLE_CACHE.setdefault(fn, {})
-    except TypeError:  # not weak-referenceable (e.g. a builtin): check without caching
-        per_fn = {}
-    sizes = (n_spins, n_bosons)
-    if sizes not in per_fn:
+    """:func:`same_site_terms` of an observable, kept per function and sizes
+    (:func:`~twa_jax._checks.memo`: an observable passed to every call of simulate/sweep/
+    exact.solve is checked once; ``None``: it did not run on these inputs; the run plan will say
+    why)."""
+    def check():
         try:
-            per_fn[sizes] = same_site_terms(fn, n_spins, n_bosons)
+            return same_site_terms(fn, n_spins, n_bosons)
         except Exception:
-            per_fn[sizes] = None
-    return per_fn[sizes]
+            return None
+
+    return memo(fn, ("same site", n_spins, n_bosons), check)
 
 
 def warn_same_site(model, params, observables, allow=()):
