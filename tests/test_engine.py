@@ -396,3 +396,39 @@ def test_abstract_checks_run_once_per_model_state_kind_and_shapes():
         tw.simulate(model, WrongShape(0.1, 1), TS, **run)
     with pytest.raises(TypeError, match="hamiltonian must return a real scalar"):  # new parameter shapes
         tw.simulate(model, Counted(0.1, 1), TS, **run, params={"Omega": jnp.ones(2)})
+
+
+def test_moved_by_finds_the_leaves_each_input_reaches():
+    """Forward mode gives each parameter's tangent only the leaves that depend on it: a leaf read
+    through a slice of a stacked vector or a constant counts for no input it does not use."""
+    def f(xs):
+        a, b = xs
+        return {"a": 2 * a, "ab": jnp.sin(a) * b, "b": b[1:] + 1, "c": jnp.ones(3), "n": None}
+
+    assert _engine.moved_by(f, [jnp.ones(()), jnp.ones(3)]) == ((0, 1), (1, 2))
+
+
+def test_apply_linear_with_symbolic_zeros_equals_jvp_and_skips_the_zero_paths():
+    """The linear map of a step applied with some inputs symbolically zero equals ``jax.jvp`` with
+    those tangents zero, and its program has none of the work that only the zero inputs feed."""
+    from twa_jax._solvers import apply_linear
+
+    def f(y, p, q):
+        c = jax.lax.cond(jnp.max(y) < 10.0, jnp.sin, jnp.cos, y)
+        return c * p + jnp.exp(q * y) @ jnp.ones((3, 3)), jnp.sum(y * q)
+
+    y, p, q = jnp.array([0.1, 0.2, 0.3]), jnp.array(1.5), jnp.array(0.7)
+    _, lin = jax.linearize(f, y, p, q)
+    closed = jax.make_jaxpr(lin)(y, p, q)
+    dy = jnp.array([1.0, -2.0, 0.5])
+    for ins, tangents in [([dy, None, None], (dy, 0.0, 0.0)), ([None, None, jnp.array(1.0)], (0 * y, 0.0, 1.0)),
+                          ([dy, jnp.array(1.0), jnp.array(2.0)], (dy, 1.0, 2.0))]:
+        want = jax.jvp(f, (y, p, q), tuple(jnp.asarray(t, y.dtype) for t in tangents))[1]
+        got = apply_linear(closed, ins)
+        for g, w in zip(got, jax.tree_util.tree_leaves(want)):
+            np.testing.assert_allclose(g, w, rtol=1e-6)
+    n_eqns = lambda ins: len(jax.make_jaxpr(lambda *x: apply_linear(closed, list(x)))(*ins).eqns)  # noqa: E731
+    only_p = n_eqns([None, jnp.array(1.0), None])
+    assert only_p < n_eqns([dy, jnp.array(1.0), jnp.array(2.0)])
+    assert not any(e.primitive.name == "dot_general"
+                   for e in jax.make_jaxpr(lambda x: apply_linear(closed, [None, x, None]))(jnp.array(1.0)).eqns)

@@ -26,6 +26,7 @@ import equinox as eqx
 import jax
 import jax.numpy as jnp
 import numpy as np
+from jax.extend import core as jcore
 from jax.flatten_util import ravel_pytree
 from jax.sharding import Mesh, NamedSharding
 from jax.sharding import PartitionSpec as P
@@ -34,7 +35,7 @@ from ._brackets import to_internal, to_user
 from ._noise import decompose_like
 from ._plan import pads_grid
 from ._observables import chunk_moments, merge_moments
-from ._solvers import GridNoise, GridSteps, PackedTerm, TWATerm
+from ._solvers import GridNoise, GridSteps, PackedTerm, TangentSolver, TangentTerm, TWATerm
 
 
 # --------------------------------------------------------------------------- one batch
@@ -48,6 +49,7 @@ class Batch(NamedTuple):
     finite: jax.Array
     finite_t: jax.Array  # (n, n_save): every observable finite at that save time
     state_finite_t: jax.Array | None = None  # (n, n_save): the state itself finite at that save time
+    tangents: dict | None = None  # {name: (P, n, n_save, ...)}: derivatives along P parameters (``along``)
 
     @property
     def weight(self):
@@ -77,7 +79,7 @@ def initial_points(plan, key, idx):
     return to_internal(s, a, plan.grid.dtype)
 
 
-def solve_batch(plan, params, noise, key, idx, adjoint="reverse", n_points=None):
+def solve_batch(plan, params, noise, key, idx, adjoint="reverse", n_points=None, along=None):
     """Observables at the save times for the trajectories with global indices ``idx (n,)``.
 
     Trajectory ``i`` is a pure function of ``(key, i)``: its initial point comes from
@@ -97,10 +99,18 @@ def solve_batch(plan, params, noise, key, idx, adjoint="reverse", n_points=None)
     ``checkpoints``; reverse-mode differentiable), ``"forward"`` (``ForwardMode``: forward-mode
     differentiable, nothing stored).
 
+    ``along = (inputs_of, xs)``: also the derivatives of the observables along each entry of the
+    real arrays ``xs`` (a list; entries in the order of ``ravel_pytree``), with ``inputs_of(xs) ->
+    (params, noise)`` (and ``params, noise = inputs_of(xs)``). They come from one solve of the
+    trajectories and a tangent per entry (:class:`~twa_jax._solvers.TangentSolver`: forward mode,
+    each tangent paying only for the parts of the model that move with its entry's array, the
+    primal and the noise shared).
+
     Returns:
         ``({name: (n, n_save, ...)}, state_finite (n, n_save))``: the observables and whether the
         state itself is finite at each save time (to tell a blown-up trajectory from an
         observable that is NaN on a finite state); with ``points`` both carry a leading ``P`` axis.
+        With ``along``, a third item: the derivatives ``{name: (P, n, n_save, ...)}``.
     """
     points = n_points is not None
     last = plan.layout == "batch_last"
@@ -115,9 +125,20 @@ def solve_batch(plan, params, noise, key, idx, adjoint="reverse", n_points=None)
     path = None
     if plan.method == "twa" and noise is not None and noise.n_channels > 0:
         path = GridNoise(noise_key(key), idx, plan.grid, noise.n_channels, last)
-    term = PackedTerm.pack(TWATerm(plan.model, noise, path, points, plan.pulses, plan.layout), params)
+
+    def packed(params, noise):
+        return PackedTerm.pack(TWATerm(plan.model, noise, path, points, plan.pulses, plan.layout), params)
+
+    term = packed(params, noise)
+    solver = plan.solver
+    if along is not None:
+        term, tangents0 = _tangent_term(term, lambda x: packed(*along[0](x)).leaves, along[1], y0, plan.grid[0])
+        solver = TangentSolver(solver)
     if plan.pulses:  # pulses at the first grid point act on the initial state
-        y0 = term.term.apply_pulses(plan.grid[0], y0, None)
+        y0 = term.bound().apply_pulses(plan.grid[0], y0, None) if along is not None \
+            else term.term.apply_pulses(plan.grid[0], y0, None)
+    if along is not None:
+        y0 = (y0, tangents0)
     observables = plan.observables
 
     def one(y1):
@@ -130,6 +151,13 @@ def solve_batch(plan, params, noise, key, idx, adjoint="reverse", n_points=None)
     lead = 2 if points else 1
 
     def fn(t, y, args):
+        if along is not None:
+            y, tangents = y
+            obs, lin = jax.linearize(batched, y)
+            return obs, tuple(lin(T) for T in tangents), finite(y)
+        return batched(y), finite(y)
+
+    def finite(y):
         ok = None
         for leaf in jax.tree_util.tree_leaves(y):
             if last:  # (..., 3, N, n) -> (..., n)
@@ -137,11 +165,11 @@ def solve_batch(plan, params, noise, key, idx, adjoint="reverse", n_points=None)
             else:
                 f = jnp.all(jnp.isfinite(leaf.reshape(leaf.shape[:lead] + (-1,))), axis=-1)
             ok = f if ok is None else ok & f
-        return batched(y), ok
+        return ok
 
     sol = dfx.diffeqsolve(
         term,
-        plan.solver,
+        solver,
         t0=plan.grid[0],
         t1=plan.t_end,
         dt0=None,
@@ -151,11 +179,68 @@ def solve_batch(plan, params, noise, key, idx, adjoint="reverse", n_points=None)
         # a padded grid (_plan.PAD_GRID, the default) stops at t_end; an exact one is diffrax's StepTo
         stepsize_controller=GridSteps(plan.grid) if pads_grid(plan.devices) else dfx.StepTo(plan.grid),
         max_steps=plan.grid.shape[0] - 1,
-        adjoint=dfx.ForwardMode() if adjoint == "forward" else dfx.RecursiveCheckpointAdjoint(checkpoints=plan.checkpoints),
+        adjoint=dfx.ForwardMode() if adjoint == "forward" or along is not None
+        else dfx.RecursiveCheckpointAdjoint(checkpoints=plan.checkpoints),
         throw=False,
     )
-    ys, state_ok = sol.ys
-    return {name: jnp.moveaxis(v, 0, lead) for name, v in ys.items()}, jnp.moveaxis(state_ok, 0, -1)
+    state_ok = sol.ys[-1]
+    ys = {name: jnp.moveaxis(v, 0, lead) for name, v in sol.ys[0].items()}
+    if along is None:
+        return ys, jnp.moveaxis(state_ok, 0, -1)
+    dys = {name: jnp.stack([jnp.moveaxis(d[name], 0, lead) for d in sol.ys[1]]) for name in ys}
+    return ys, jnp.moveaxis(state_ok, 0, -1), dys
+
+
+def moved_by(fn, xs):
+    """For each array of the list ``xs``, the indices of the leaves of ``fn(xs)`` that depend on
+    it (a forward walk of the jaxpr; an equation with a sub-program counts every output as
+    depending on every input it reads)."""
+    positions = []
+
+    def arrays(*xs):
+        leaves = jax.tree_util.tree_leaves(fn(list(xs)))
+        positions[:] = [j for j, x in enumerate(leaves) if eqx.is_array(x)]
+        return [leaves[j] for j in positions]
+
+    jaxpr = jax.make_jaxpr(arrays)(*xs).jaxpr
+    dep = {v: frozenset([i]) for i, v in enumerate(jaxpr.invars)}
+
+    def of(v):
+        return frozenset() if isinstance(v, jcore.Literal) else dep.get(v, frozenset())
+
+    for eqn in jaxpr.eqns:
+        d = frozenset().union(*(of(v) for v in eqn.invars))
+        if d:
+            dep.update((v, d) for v in eqn.outvars)
+    outs = [of(v) for v in jaxpr.outvars]
+    return tuple(tuple(j for j, d in zip(positions, outs) if i in d) for i in range(len(xs)))
+
+
+def _tangent_term(term, leaves_of, xs, y0, t0):
+    """The :class:`~twa_jax._solvers.TangentTerm` of ``term = PackedTerm(leaves_of(xs))`` along
+    each entry of the arrays ``xs`` (in the order of ``ravel_pytree``), and the tangents of the
+    initial state (zero, or moved by pulses at ``t0`` whose angles depend on the parameters). An
+    entry's tangent reaches only the term's leaves that depend on its array."""
+    moved = [tuple(j for j in w if eqx.is_inexact_array(term.leaves[j])) for w in moved_by(leaves_of, xs)]
+    which, dleaves = [], []
+    for i, (x, w) in enumerate(zip(xs, moved)):
+        def part(xi, i=i, w=w):
+            leaves = leaves_of(xs[:i] + [xi] + xs[i + 1:])
+            return [leaves[j] for j in w]
+
+        _, lin = jax.linearize(part, x)
+        for e in jnp.eye(x.size, dtype=x.dtype):
+            which.append(w)
+            dleaves.append(tuple(lin(e.reshape(x.shape))))
+    tterm = TangentTerm(term, tuple(dleaves), tuple(which))
+    tangents0 = []
+    for w, dl in zip(which, dleaves):
+        if tterm.term.term.pulses:
+            kick = lambda leaves, w=w: tterm.bound(leaves, w).apply_pulses(t0, y0, None)  # noqa: E731
+            tangents0.append(jax.jvp(kick, ([term.leaves[j] for j in w],), (list(dl),))[1])
+        else:
+            tangents0.append(jax.tree_util.tree_map(jnp.zeros_like, y0))
+    return tterm, tuple(tangents0)
 
 
 #: what to change when trajectories are left out as non-finite and the entry point does not tell
@@ -175,7 +260,7 @@ def _finite_per_time(ys, lead=0):
 
 
 def trajectories(plan, params, start, chunk_size, refactor=False, adjoint="reverse", *, noise=None, key=None,
-                 n_points=None) -> Batch:
+                 n_points=None, along=None) -> Batch:
     """Trajectories ``start .. start + n_devices * chunk_size - 1``, sharded over the devices
     (device ``d`` holds ``start + d * chunk_size + (0 .. chunk_size - 1)``); call under jit.
 
@@ -185,19 +270,33 @@ def trajectories(plan, params, start, chunk_size, refactor=False, adjoint="rever
     differentiates with respect to parameters Gamma depends on; else the plan's factor is used.
     ``noise``, ``key``, ``n_points``: other factors of Gamma and keys than the plan's, for
     ``n_points`` sweep points solved together (see :class:`PointMoments`); the batch's
-    observables and finiteness then carry a leading points axis.
+    observables and finiteness then carry a leading points axis. ``along = (params_of, xs)``: the
+    parameters are ``params_of(xs)`` and the batch also carries the observables' derivatives
+    along each entry of the arrays ``xs`` (``Batch.tangents``, see :func:`solve_batch`).
     """
     mesh = Mesh(np.asarray(plan.devices), ("traj",))
     lead = 0 if n_points is None else 1
     idx = jax.lax.with_sharding_constraint(start + jnp.arange(len(plan.devices) * chunk_size), NamedSharding(mesh, P("traj")))
     key = plan.key if key is None else key
     noise = plan.noise if noise is None else noise
-    if refactor and noise is not None and not plan.model.gamma_depends_on_time:  # else: at every stage
-        noise = decompose_like(plan.model.gamma_of(params), noise)
-    ys, state_ok = solve_batch(plan, params, noise, key, idx, adjoint, n_points)
+    reference = noise
+
+    def inputs_of(params):
+        if refactor and reference is not None and not plan.model.gamma_depends_on_time:  # else: at every stage
+            return params, decompose_like(plan.model.gamma_of(params), reference)
+        return params, reference
+
+    dys = None
+    if along is None:
+        ys, state_ok = solve_batch(plan, *inputs_of(params), key, idx, adjoint, n_points)
+    else:
+        params_of, xs = along
+        ys, state_ok, dys = solve_batch(plan, *inputs_of(params_of(xs)), key, idx, adjoint, n_points,
+                                        along=(lambda x: inputs_of(params_of(x)), xs))
+        dys = jax.lax.with_sharding_constraint(dys, NamedSharding(mesh, P(None, "traj")))
     ys, state_ok = jax.lax.with_sharding_constraint((ys, state_ok), NamedSharding(mesh, P(*([None] * lead), "traj")))
     finite_t = _finite_per_time(ys, lead)
-    return Batch(idx, ys, idx < plan.n_valid, jnp.all(finite_t, axis=-1), finite_t, state_ok)
+    return Batch(idx, ys, idx < plan.n_valid, jnp.all(finite_t, axis=-1), finite_t, state_ok, dys)
 
 
 @eqx.filter_jit
@@ -414,20 +513,15 @@ class SumsVJP(eqx.Module):
 class SumsJVP(eqx.Module):
     """:class:`Sums` and their derivatives along each of the ``P`` scalar entries of the
     differentiated parameters (``(P, ...)`` per observable): forward mode, one tangent per
-    entry, batched; run the plan with ``adjoint="forward"``."""
+    entry, each propagated next to the trajectories in the same solve (``along``)."""
 
     def __call__(self, batch_of, diff, rest):
-        x0, unravel = ravel_pytree(diff)
-
-        def f(x):
-            b = batch_of(combine_params(unravel(x), rest))
-            return masked_sums(b), (jnp.sum(b.weight), jnp.sum(b.valid & ~b.finite))
-
-        def along(t):
-            return jax.jvp(f, (x0,), (t,), has_aux=True)
-
-        sums, dsums, (n, bad) = jax.vmap(along, out_axes=(None, 0, None))(jnp.eye(x0.shape[0], dtype=x0.dtype))
-        return sums, dsums, n, bad
+        leaves, treedef = jax.tree_util.tree_flatten(diff)
+        b = batch_of(None, along=(lambda xs: combine_params(jax.tree_util.tree_unflatten(treedef, xs), rest), leaves))
+        w = b.weight
+        dsums = {k: jnp.sum(jnp.where(w.reshape((1, -1) + (1,) * (d.ndim - 2)), d, 0), axis=1)
+                 for k, d in b.tangents.items()}
+        return masked_sums(b), dsums, jnp.sum(w), jnp.sum(b.valid & ~b.finite)
 
 
 class LossAndGrad(eqx.Module):

@@ -19,10 +19,11 @@ trajectories fit in one chunk, value and gradient come from a single pass. Chunk
 over the plan's devices like ``simulate``'s.
 
 Forward mode. With at most :data:`FORWARD_MODE_MAX_PARAMS` real parameters (and no
-``checkpoints``), one pass carries a tangent per parameter next to the state (``jax.jvp``,
-diffrax's ``ForwardMode``): the chunk sums and their derivatives, then ``dL = Re ct . dmean``
-with the loss's cotangent ``ct`` at the mean. No stored states and no second pass; the same
-numbers as reverse mode up to rounding.
+``checkpoints``), one pass carries a tangent per parameter next to the state
+(``_solvers.TangentSolver``: the step linearized once, its linear map applied to each tangent
+with only the parts of the model that move with that parameter): the chunk sums and their
+derivatives, then ``dL = Re ct . dmean`` with the loss's cotangent ``ct`` at the mean. No stored
+states and no second pass; the same numbers as reverse mode up to rounding.
 """
 
 from __future__ import annotations
@@ -116,9 +117,10 @@ def check_zero_rates(plan, diff, rest):
 #: ``value_and_grad`` differentiates in forward mode (one tangent per parameter, no stored
 #: states) when there are at most this many real scalar parameters and no ``checkpoints`` were
 #: asked for; else in reverse mode. Measured (benchmarks/README.md, bench_grad.py, N = 100 x 1000
-#: x 1000 steps): 2 parameters 9.9 s forward against 13.5 s reverse mode, 3 (couplings from the
-#: lattice spacing) 6.9x against 9.0x the forward run; forward mode grows by about 2 forward runs
-#: per parameter, reverse mode stays at 7-9 whatever the number, with sqrt(2 n_steps) stored states
+#: x 1000 steps, one tangent per parameter next to the state): 2 parameters 3.3x the forward run,
+#: 3 (couplings from the lattice spacing) 5.1x against 7.2x in reverse mode; forward mode grows by
+#: about 1-1.4 forward runs per parameter, reverse mode stays at 7-9 whatever the number, with
+#: sqrt(2 n_steps) stored states (the crossover, about 4 parameters, was not measured)
 FORWARD_MODE_MAX_PARAMS = 3
 
 

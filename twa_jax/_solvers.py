@@ -36,10 +36,11 @@ import diffrax as dfx
 import equinox as eqx
 import jax
 import jax.numpy as jnp
+from jax.extend import core as jcore
 
 from ._brackets import apply_cartesian, generator_and_jumps, rotate
 from ._checks import abstract_signature, memo
-from ._lanes import Unsupported, batch_last_call, supported
+from ._lanes import Unsupported, _Interpreter, batch_last_call, supported
 from ._model import Model
 from ._noise import NoiseBasis, decompose_like
 from ._random import complex_normals, step_key
@@ -464,3 +465,127 @@ class StochasticHeun(_AbstractTWAHeun):
 
 
 SOLVERS = {"rotation_heun": RotationHeun, "heun": StochasticHeun}
+
+
+# --------------------------------------------------------------------------- forward-mode sensitivities
+def apply_linear(closed, ins):
+    """Evaluate the linear map ``closed`` (the jaxpr of a ``jax.linearize`` function) at the flat
+    inputs ``ins``, where ``None`` is a symbolic zero: an equation whose linear inputs are all
+    zero gives zero without being computed, so a tangent that reaches only some inputs costs only
+    what depends on them. Returns the flat outputs (zeros where symbolically zero)."""
+    jaxpr = closed.jaxpr
+    env = {}  # var -> (value, kind): "res" (residual: no tangent), "tan", or "zero" (value None)
+
+    def read(v):
+        return (v.val, "res") if isinstance(v, jcore.Literal) else env[v]
+
+    for v, c in zip(jaxpr.constvars, closed.consts):
+        env[v] = (c, "res")
+    for v, x in zip(jaxpr.invars, ins):
+        env[v] = (None, "zero") if x is None else (x, "tan")
+    for eqn in jaxpr.eqns:
+        vals = [read(v) for v in eqn.invars]
+        kinds = {k for _, k in vals}
+        if "tan" not in kinds and "zero" in kinds:  # linear in its zero inputs: zero
+            for v in eqn.outvars:
+                env[v] = (None, "zero")
+            continue
+        args = [jnp.zeros(v.aval.shape, v.aval.dtype) if k == "zero" else x for (x, k), v in zip(vals, eqn.invars)]
+        kind = "tan" if "tan" in kinds else "res"
+        for v, x in zip(eqn.outvars, _Interpreter.bind(eqn, args)):
+            env[v] = (x, kind)
+    out = []
+    for v in jaxpr.outvars:
+        x, k = read(v)
+        out.append(jnp.zeros(v.aval.shape, v.aval.dtype) if k == "zero" else x)
+    return out
+
+
+class _Drawn(dfx.AbstractPath):
+    """The noise increments of one step, drawn once: :class:`TangentSolver` hands the same
+    numbers to the primal step and to every tangent's."""
+
+    dW: Any
+    t0: Any = None
+    t1: Any = None
+
+    def evaluate(self, t0, t1=None, left=True):
+        del t0, t1, left
+        return self.dW
+
+
+class TangentTerm(dfx.AbstractTerm):
+    """A :class:`PackedTerm` and, for each of ``P`` scalar parameters, the term's leaves that
+    move with it (``which[i]``, indices into ``term.leaves``) and their tangents ``dleaves[i]``.
+
+    A leaf that does not move with parameter ``i`` gets no tangent at all (a symbolic zero), so
+    each parameter's tangent pays only for its own paths: the drive's tangent does not carry
+    ``dGamma L`` or ``dB dW`` (a ``vmap`` over one-hot tangents would, with zeros)."""
+
+    term: PackedTerm
+    dleaves: tuple
+    which: tuple = eqx.field(static=True)
+
+    def vf(self, t, y, args):
+        """The deterministic drift of the trajectories and of their tangents."""
+        y, tangents = y
+        out = []
+        for T, which, dleaves in zip(tangents, self.which, self.dleaves):
+            primal = [self.term.leaves[j] for j in which]
+            drift = lambda y_, leaves, which=which: self.bound(leaves, which).vf(t, y_, None)  # noqa: E731
+            out.append(jax.jvp(drift, (y, primal), (T, list(dleaves)))[1])
+        return self.term.vf(t, y, None), tuple(out)
+
+    def contr(self, t0, t1, **kwargs):
+        return self.term.contr(t0, t1, **kwargs)
+
+    def prod(self, vf, control):
+        raise NotImplementedError("TangentTerm is stepped by TangentSolver only")
+
+    def bound(self, leaves=(), which=()):
+        """The unpacked term, with ``leaves`` in place of the packed leaves ``which``."""
+        new = list(self.term.leaves)
+        for j, v in zip(which, leaves):
+            new[j] = v
+        return PackedTerm(new, self.term.treedef, self.term.complex_mask).term
+
+
+class TangentSolver(_AbstractTWAHeun):
+    """Forward-mode sensitivities in one solve: the state is ``(y, (T_1, ..., T_P))``, the
+    trajectories and their tangents along ``P`` scalar parameters, and a step is the ``inner``
+    solver's step (the same scheme, so the tangents are the exact derivatives of the discrete
+    trajectories) with its Jacobian-vector product per parameter.
+
+    The noise of the step is drawn once. The step is linearized once (``jax.linearize``, in the
+    state and every leaf of the term that moves with some parameter), and its linear map is
+    applied to each tangent with the leaves that do not move with that parameter as symbolic
+    zeros (:func:`apply_linear`): each tangent pays only for its own paths, the primal once.
+    (Separate ``jax.jvp``s per parameter would compute the primal once per parameter: XLA does not
+    merge computations that pass through conditionals fed with different tangents.)"""
+
+    inner: _AbstractTWAHeun
+
+    def step(self, terms, t0, t1, y0, args, solver_state, made_jump):
+        del args, solver_state
+        while not isinstance(terms, TangentTerm):
+            terms = terms.term
+        y, tangents = y0
+        path = terms.bound().path
+        drawn = None if path is None else _Drawn(path.evaluate(t0, t1), t0, t1)
+
+        def stepped(y, leaves=(), which=()):
+            term = terms.bound(leaves, which)
+            if drawn is not None:
+                term = eqx.tree_at(lambda b: b.path, term, drawn)
+            return self.inner.step(term, t0, t1, y, None, None, made_jump)[0]
+
+        moved = sorted(set().union(*terms.which))
+        y1, lin = jax.linearize(lambda y_, leaves: stepped(y_, leaves, moved), y, [terms.term.leaves[j] for j in moved])
+        linear = jax.make_jaxpr(lin)(y, [terms.term.leaves[j] for j in moved])
+        out = []
+        for T, which, dleaves in zip(tangents, terms.which, terms.dleaves):
+            given = dict(zip(which, dleaves))
+            ins = jax.tree_util.tree_leaves(T) + [given.get(j) for j in moved]
+            out.append(jax.tree_util.tree_unflatten(jax.tree_util.tree_structure(y), apply_linear(linear, ins)))
+        y1 = (y1, tuple(out))
+        return y1, None, dict(y0=y0, y1=y1), None, dfx.RESULTS.successful
