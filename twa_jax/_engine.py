@@ -27,7 +27,6 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 from jax.extend import core as jcore
-from jax.flatten_util import ravel_pytree
 from jax.sharding import Mesh, NamedSharding
 from jax.sharding import PartitionSpec as P
 
@@ -154,7 +153,7 @@ def solve_batch(plan, params, noise, key, idx, adjoint="reverse", n_points=None,
         if along is not None:
             y, tangents = y
             obs, lin = jax.linearize(batched, y)
-            return obs, tuple(lin(T) for T in tangents), finite(y)
+            return obs, tuple(jax.vmap(lin)(T) for T in tangents), finite(y)
         return batched(y), finite(y)
 
     def finite(y):
@@ -187,7 +186,7 @@ def solve_batch(plan, params, noise, key, idx, adjoint="reverse", n_points=None,
     ys = {name: jnp.moveaxis(v, 0, lead) for name, v in sol.ys[0].items()}
     if along is None:
         return ys, jnp.moveaxis(state_ok, 0, -1)
-    dys = {name: jnp.stack([jnp.moveaxis(d[name], 0, lead) for d in sol.ys[1]]) for name in ys}
+    dys = {name: jnp.concatenate([jnp.moveaxis(d[name], 0, lead + 1) for d in sol.ys[1]]) for name in ys}
     return ys, jnp.moveaxis(state_ok, 0, -1), dys
 
 
@@ -218,28 +217,30 @@ def moved_by(fn, xs):
 
 def _tangent_term(term, leaves_of, xs, y0, t0):
     """The :class:`~twa_jax._solvers.TangentTerm` of ``term = PackedTerm(leaves_of(xs))`` along
-    each entry of the arrays ``xs`` (in the order of ``ravel_pytree``), and the tangents of the
-    initial state (zero, or moved by pulses at ``t0`` whose angles depend on the parameters). An
-    entry's tangent reaches only the term's leaves that depend on its array."""
+    each entry of the arrays ``xs``, one group of tangents per array (its entries on a leading
+    axis, in the order of ``ravel_pytree``), and the tangents of the initial state (zero, or moved
+    by pulses at ``t0`` whose angles depend on the parameters). A group reaches only the term's
+    leaves that depend on its array."""
     moved = [tuple(j for j in w if eqx.is_inexact_array(term.leaves[j])) for w in moved_by(leaves_of, xs)]
-    which, dleaves = [], []
+    dleaves = []
     for i, (x, w) in enumerate(zip(xs, moved)):
         def part(xi, i=i, w=w):
             leaves = leaves_of(xs[:i] + [xi] + xs[i + 1:])
             return [leaves[j] for j in w]
 
         _, lin = jax.linearize(part, x)
-        for e in jnp.eye(x.size, dtype=x.dtype):
-            which.append(w)
-            dleaves.append(tuple(lin(e.reshape(x.shape))))
-    tterm = TangentTerm(term, tuple(dleaves), tuple(which))
+        dleaves.append(tuple(jax.vmap(lin)(jnp.eye(x.size, dtype=x.dtype).reshape((x.size,) + x.shape))))
+    tterm = TangentTerm(term, tuple(dleaves), tuple(moved))
     tangents0 = []
-    for w, dl in zip(which, dleaves):
+    for x, w, dl in zip(xs, moved, dleaves):
         if tterm.term.term.pulses:
-            kick = lambda leaves, w=w: tterm.bound(leaves, w).apply_pulses(t0, y0, None)  # noqa: E731
-            tangents0.append(jax.jvp(kick, ([term.leaves[j] for j in w],), (list(dl),))[1])
+            def kick(d, w=w):
+                return jax.jvp(lambda leaves: tterm.bound(leaves, w).apply_pulses(t0, y0, None),
+                               ([term.leaves[j] for j in w],), (list(d),))[1]
+
+            tangents0.append(jax.vmap(kick)(dl))
         else:
-            tangents0.append(jax.tree_util.tree_map(jnp.zeros_like, y0))
+            tangents0.append(jax.tree_util.tree_map(lambda v, k=x.size: jnp.zeros((k,) + v.shape, v.dtype), y0))
     return tterm, tuple(tangents0)
 
 
@@ -387,7 +388,8 @@ def run_traced(plan, reduction, combine, *, chunk_size, params, extra=None, refa
     n_chunks = -(-plan.n_traj // step)
 
     def one(start):
-        return reduction(lambda p: trajectories(plan, p, start, chunk_size, refactor, adjoint), params, extra)
+        return reduction(lambda p, **over: trajectories(plan, p, start, chunk_size, refactor, adjoint, **over),
+                         params, extra)
 
     first = one(jnp.asarray(0))
     if n_chunks == 1:
@@ -516,12 +518,22 @@ class SumsJVP(eqx.Module):
     entry, each propagated next to the trajectories in the same solve (``along``)."""
 
     def __call__(self, batch_of, diff, rest):
-        leaves, treedef = jax.tree_util.tree_flatten(diff)
-        b = batch_of(None, along=(lambda xs: combine_params(jax.tree_util.tree_unflatten(treedef, xs), rest), leaves))
-        w = b.weight
-        dsums = {k: jnp.sum(jnp.where(w.reshape((1, -1) + (1,) * (d.ndim - 2)), d, 0), axis=1)
-                 for k, d in b.tangents.items()}
-        return masked_sums(b), dsums, jnp.sum(w), jnp.sum(b.valid & ~b.finite)
+        b = batch_of(None, along=along_params(diff, rest))
+        return masked_sums(b), masked_tangent_sums(b), jnp.sum(b.weight), jnp.sum(b.valid & ~b.finite)
+
+
+def along_params(diff, rest):
+    """``along`` (:func:`trajectories`) for the derivatives with respect to every entry of the
+    differentiated parameters ``diff`` (``rest`` as in :func:`combine_params`)."""
+    leaves, treedef = jax.tree_util.tree_flatten(diff)
+    return (lambda xs: combine_params(jax.tree_util.tree_unflatten(treedef, xs), rest)), leaves
+
+
+def masked_tangent_sums(batch: Batch) -> dict:
+    """Sums of the observables' derivatives ``(P, ...)`` over the chunk's good trajectories."""
+    w = batch.weight
+    return {k: jnp.sum(jnp.where(w.reshape((1, -1) + (1,) * (d.ndim - 2)), d, 0), axis=1)
+            for k, d in batch.tangents.items()}
 
 
 class LossAndGrad(eqx.Module):
@@ -552,22 +564,16 @@ def flatten_obs(d, names):
 
 class Jacobian(eqx.Module):
     """Sums of the flattened observables ``names``, their Jacobian with respect to the flattened
-    differentiated parameters (forward mode: one tangent per parameter, so run the plan with
-    ``adjoint="forward"``), and the trajectory moments ``(n, mean, M2 matrix)`` of the flattened
+    differentiated parameters (forward mode, a tangent per parameter next to the trajectories, as
+    :class:`SumsJVP`), and the trajectory moments ``(n, mean, M2 matrix)`` of the flattened
     observables."""
 
     names: tuple = eqx.field(static=True)
 
     def __call__(self, batch_of, diff, rest):
-        x0, unravel = ravel_pytree(diff)
-
-        def f(x):
-            b = batch_of(combine_params(unravel(x), rest))
-            return flatten_obs(masked_sums(b), self.names), b
-
-        sums, jvp, b = jax.linearize(f, x0, has_aux=True)
-        jac = jax.vmap(jvp, out_axes=1)(jnp.eye(x0.shape[0], dtype=x0.dtype))
-        return sums, jac, flat_moments(b, self.names)
+        b = batch_of(None, along=along_params(diff, rest))
+        jac = jax.vmap(lambda d: flatten_obs(d, self.names), out_axes=1)(masked_tangent_sums(b))
+        return flatten_obs(masked_sums(b), self.names), jac, flat_moments(b, self.names)
 
 
 def combine_jacobian(a, b):

@@ -5,7 +5,7 @@ so the simulated means are a smooth deterministic function of the parameters and
 derivatives are pathwise (see :mod:`twa_jax._grad`). A fit has four phases, each a function here:
 
 1. optimise: Levenberg-Marquardt (``optimistix``) for the default weighted least squares, with the
-   Jacobian by forward mode through the solver (one tangent per parameter); an ``optax``
+   Jacobian by forward mode (one tangent per parameter next to the trajectories); an ``optax``
    optimizer on the pathwise gradient for a custom ``loss`` (or when ``optimizer`` is given);
 2. final pass: means, their exact Jacobian and the Monte-Carlo covariance at the fitted point;
 3. polish: Gauss-Newton steps from there, kept when they lower the loss (after optax);
@@ -115,7 +115,8 @@ class _Coordinates(eqx.Module):
 
 class _Residuals(eqx.Module):
     """Weighted residuals ``(mean(theta(z)) - data) / sigma``, flattened, for optimistix: the
-    whole run traced (the engine's traced chunk loop), forward-mode differentiable."""
+    whole run traced (the engine's traced chunk loop), differentiable in forward mode by the rule
+    of :func:`_traced_mean`."""
 
     plan: Any
     coords: _Coordinates
@@ -127,11 +128,34 @@ class _Residuals(eqx.Module):
     refactor: bool = eqx.field(static=True)
 
     def __call__(self, z, args):
-        sums, n, _ = _engine.run_traced(self.plan, _engine.Sums(), _engine.add, chunk_size=self.chunk,
-                                        params=self.coords(z), extra=self.rest, refactor=self.refactor,
-                                        adjoint="forward")
-        mean = _engine.flatten_obs({k: v / jnp.maximum(n, 1) for k, v in sums.items()}, self.names)
-        return (mean - self.data) * self.weight, None  # (residuals, aux) as optimistix's solvers take them
+        # (residuals, aux) as optimistix's solvers take them
+        return (_traced_mean(self, z) - self.data) * self.weight, None
+
+
+@eqx.filter_custom_jvp
+def _traced_mean(res, z):
+    """The flattened means at ``theta(z)``, every chunk traced."""
+    sums, n, _ = _engine.run_traced(res.plan, _engine.Sums(), _engine.add, chunk_size=res.chunk,
+                                    params=res.coords(z), extra=res.rest, refactor=res.refactor)
+    return _engine.flatten_obs({k: v / jnp.maximum(n, 1) for k, v in sums.items()}, res.names)
+
+
+@_traced_mean.def_jvp
+def _traced_mean_jvp(primals, tangents):
+    """The means and their Jacobian from one run with a tangent per parameter next to the
+    trajectories (:class:`~twa_jax._engine.SumsJVP`), contracted with ``dtheta``: what
+    Levenberg-Marquardt's linearization needs, each tangent paying only for its own parameter's
+    paths (a ``jax.jvp`` through the run would carry every parameter's in each)."""
+    res, z = primals
+    dz = jax.tree_util.tree_map(lambda t, x: jnp.zeros_like(x) if t is None else t, tangents[1], z,
+                                is_leaf=lambda t: t is None)
+    theta, dtheta = jax.jvp(res.coords, (z,), (dz,))
+    sums, dsums, n, _ = _engine.run_traced(res.plan, _engine.SumsJVP(), _engine.add, chunk_size=res.chunk,
+                                           params=theta, extra=res.rest, refactor=res.refactor)
+    scale = 1 / jnp.maximum(n, 1)
+    mean = _engine.flatten_obs({k: v * scale for k, v in sums.items()}, res.names)
+    jac = jax.vmap(lambda d: _engine.flatten_obs(d, res.names), out_axes=1)({k: v * scale for k, v in dsums.items()})
+    return mean, jac @ ravel_pytree(dtheta)[0].astype(jac.dtype)
 
 
 @eqx.filter_jit

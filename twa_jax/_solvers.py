@@ -515,12 +515,14 @@ class _Drawn(dfx.AbstractPath):
 
 
 class TangentTerm(dfx.AbstractTerm):
-    """A :class:`PackedTerm` and, for each of ``P`` scalar parameters, the term's leaves that
-    move with it (``which[i]``, indices into ``term.leaves``) and their tangents ``dleaves[i]``.
+    """A :class:`PackedTerm` and, for each group of tangents (the entries of one differentiated
+    array), the term's leaves that move with it (``which[g]``, indices into ``term.leaves``) and
+    their tangents ``dleaves[g]`` (one per entry, on a leading axis).
 
-    A leaf that does not move with parameter ``i`` gets no tangent at all (a symbolic zero), so
+    A leaf that does not move with a group's array gets no tangent at all (a symbolic zero), so
     each parameter's tangent pays only for its own paths: the drive's tangent does not carry
-    ``dGamma L`` or ``dB dW`` (a ``vmap`` over one-hot tangents would, with zeros)."""
+    ``dGamma L`` or ``dB dW`` (a ``vmap`` over one-hot tangents of every parameter would, with
+    zeros). The state's tangents are one array per group, entries on a leading axis."""
 
     term: PackedTerm
     dleaves: tuple
@@ -532,8 +534,11 @@ class TangentTerm(dfx.AbstractTerm):
         out = []
         for T, which, dleaves in zip(tangents, self.which, self.dleaves):
             primal = [self.term.leaves[j] for j in which]
-            drift = lambda y_, leaves, which=which: self.bound(leaves, which).vf(t, y_, None)  # noqa: E731
-            out.append(jax.jvp(drift, (y, primal), (T, list(dleaves)))[1])
+
+            def one(T1, d1, which=which, primal=primal):
+                return jax.jvp(lambda y_, leaves: self.bound(leaves, which).vf(t, y_, None), (y, primal), (T1, list(d1)))[1]
+
+            out.append(jax.vmap(one)(T, dleaves))
         return self.term.vf(t, y, None), tuple(out)
 
     def contr(self, t0, t1, **kwargs):
@@ -551,15 +556,17 @@ class TangentTerm(dfx.AbstractTerm):
 
 
 class TangentSolver(_AbstractTWAHeun):
-    """Forward-mode sensitivities in one solve: the state is ``(y, (T_1, ..., T_P))``, the
-    trajectories and their tangents along ``P`` scalar parameters, and a step is the ``inner``
+    """Forward-mode sensitivities in one solve: the state is ``(y, (T_1, ..., T_G))``, the
+    trajectories and their tangents along the scalar parameters, one group ``T_g`` (entries on a
+    leading axis) per differentiated array, and a step is the ``inner``
     solver's step (the same scheme, so the tangents are the exact derivatives of the discrete
     trajectories) with its Jacobian-vector product per parameter.
 
     The noise of the step is drawn once. The step is linearized once (``jax.linearize``, in the
     state and every leaf of the term that moves with some parameter), and its linear map is
-    applied to each tangent with the leaves that do not move with that parameter as symbolic
-    zeros (:func:`apply_linear`): each tangent pays only for its own paths, the primal once.
+    applied to each tangent (``vmap``-ed within a group) with the leaves that do not move with
+    its array as symbolic zeros (:func:`apply_linear`): each tangent pays only for its own
+    paths, the primal once.
     (Separate ``jax.jvp``s per parameter would compute the primal once per parameter: XLA does not
     merge computations that pass through conditionals fed with different tangents.)"""
 
@@ -582,10 +589,14 @@ class TangentSolver(_AbstractTWAHeun):
         moved = sorted(set().union(*terms.which))
         y1, lin = jax.linearize(lambda y_, leaves: stepped(y_, leaves, moved), y, [terms.term.leaves[j] for j in moved])
         linear = jax.make_jaxpr(lin)(y, [terms.term.leaves[j] for j in moved])
-        out = []
-        for T, which, dleaves in zip(tangents, terms.which, terms.dleaves):
-            given = dict(zip(which, dleaves))
-            ins = jax.tree_util.tree_leaves(T) + [given.get(j) for j in moved]
-            out.append(jax.tree_util.tree_unflatten(jax.tree_util.tree_structure(y), apply_linear(linear, ins)))
-        y1 = (y1, tuple(out))
+        structure = jax.tree_util.tree_structure(y)
+
+        def along(which, T1, d1):  # one tangent: the leaves outside `which` are symbolic zeros
+            given = dict(zip(which, d1))
+            ins = jax.tree_util.tree_leaves(T1) + [given.get(j) for j in moved]
+            return jax.tree_util.tree_unflatten(structure, apply_linear(linear, ins))
+
+        out = tuple(jax.vmap(lambda T1, d1, which=which: along(which, T1, d1))(T, dleaves)
+                    for T, which, dleaves in zip(tangents, terms.which, terms.dleaves))
+        y1 = (y1, out)
         return y1, None, dict(y0=y0, y1=y1), None, dfx.RESULTS.successful
