@@ -72,11 +72,11 @@ def test_zero_rate_check_in_float32_tells_rounding_from_a_new_channel():
     18 of 20 channels kept) has a derivative and is accepted (its null block is 7e-8 of dGamma,
     rounding; the float64 bound 1e-8 refused it), while a rate switched on from 0 is still refused."""
     n = 20
-    G1, _ = tw.models.dipole_couplings(tw.models.chain_positions(n, 0.2), 1.0, jnp.array([0.0, 0.0, 1.0]), 1.0)
-    model = tw.Model(lambda s, a, p: p["Omega"] * jnp.sum(s[:, 0]), jumps=lambda s, a, p: (s[:, 0] - 1j * s[:, 1]) / 2,
-                     gamma=lambda p: p["Gamma0"] * G1, n_spins=n, params={"Omega": 1.0, "Gamma0": 1.0})
     loss = lambda mean: jnp.sum(mean["sz"])  # noqa: E731
-    with jax.enable_x64(False):
+    with jax.enable_x64(False):  # the couplings made in float32 too (a float64 G1 would be truncated, with a warning)
+        G1, _ = tw.models.dipole_couplings(tw.models.chain_positions(n, 0.2), 1.0, jnp.array([0.0, 0.0, 1.0]), 1.0)
+        model = tw.Model(lambda s, a, p: p["Omega"] * jnp.sum(s[:, 0]), jumps=lambda s, a, p: (s[:, 0] - 1j * s[:, 1]) / 2,
+                         gamma=lambda p: p["Gamma0"] * G1, n_spins=n, params={"Omega": 1.0, "Gamma0": 1.0})
         kw = dict(n_traj=4, key=0, dt=0.05)
         _, g = tw.value_and_grad(loss, model, tw.states.spins_down(n), TS, params={"Omega": 1.0, "Gamma0": 1.0}, **kw)
         assert g["Gamma0"].dtype == jnp.float32 and np.isfinite(float(g["Gamma0"]))
