@@ -15,6 +15,8 @@ L = sum_t (<sigma^z>(t) - 0.5)^2.
   differentiates dipole_couplings at every stage of every step for every trajectory (the cotangent
   of J is per trajectory inside the vmapped loop), which costs O(n_traj N^2) transcendental
   operations per stage: expect a much larger ratio.
+* ``--fields K``: K more parameters, a field ``h_k sum s^z`` on each of K blocks of sites (what
+  forward mode, one tangent per parameter, costs against reverse mode as parameters are added).
 
 Each measurement runs in a fresh subprocess so that its peak resident memory (ru_maxrss) is its
 own; "memory" is the peak RSS minus the RSS after imports and set-up (JAX runtime excluded).
@@ -76,7 +78,7 @@ def _cpu_name():
     return f"{name}, {os.cpu_count()} cores"
 
 
-def _measure(which, n, n_traj, n_steps, repeats, x64, variant, checkpoints=None, mode="auto", wrt=None):
+def _measure(which, n, n_traj, n_steps, repeats, x64, variant, checkpoints=None, mode="auto", wrt=None, fields=0):
     import jax
 
     from twa_jax import _grad
@@ -99,11 +101,15 @@ def _measure(which, n, n_traj, n_steps, repeats, x64, variant, checkpoints=None,
             return p["Gamma0"] * G1, p["Gamma0"] * J1
         return tw.models.dipole_couplings(chain * p["a"], 1.0, jnp.array([0.0, 0.0, 1.0]), p["Gamma0"])
 
+    blocks = np.array_split(np.arange(n), max(fields, 1))
+
     def H(s, a, p):
         sm = (s[:, 0] - 1j * s[:, 1]) / 2
-        return p["Omega"] * jnp.sum(s[:, 0]) + tw.quadratic_form(couplings(p)[1], sm)
+        local = sum(p[f"h{k}"] * jnp.sum(s[blocks[k], 2]) for k in range(fields))
+        return p["Omega"] * jnp.sum(s[:, 0]) + tw.quadratic_form(couplings(p)[1], sm) + local
 
     params = {"Omega": 1.0, "Gamma0": 1.0} if variant == "scaled" else {"Omega": 1.0, "Gamma0": 1.0, "a": 0.2}
+    params.update({f"h{k}": 0.3 for k in range(fields)})
     defaults = dict(params) if wrt else None  # the model's defaults; value_and_grad differentiates what it is given
     params = {k: v for k, v in params.items() if k in wrt} if wrt else params
     model = tw.Model(H, jumps=lambda s, a, p: (s[:, 0] - 1j * s[:, 1]) / 2, gamma=lambda p: couplings(p)[0], n_spins=n,
@@ -163,17 +169,20 @@ def main(argv=None):
                     "FORWARD_MODE_MAX_PARAMS parameters, else reverse), or forced")
     ap.add_argument("--wrt", default=None, help="comma-separated parameters to differentiate (default: all); "
                     "the others are fixed model defaults")
+    ap.add_argument("--fields", type=int, default=0,
+                    help="add this many parameters: a field h_k s^z on each of k blocks of sites")
     ap.add_argument("--out", default=None)
     ap.add_argument("--only", choices=["forward", "grad"], default=None, help=argparse.SUPPRESS)
     args = ap.parse_args(argv)
     if args.only:  # child process: one measurement, JSON on the last line of stdout
         print(json.dumps(_measure(args.only, args.n_spins, args.n_traj, args.n_steps, args.repeats, args.x64, args.model,
-                                  args.checkpoints, args.mode, args.wrt.split(",") if args.wrt else None)))
+                                  args.checkpoints, args.mode, args.wrt.split(",") if args.wrt else None,
+                                  args.fields)))
         return
     base = [sys.executable, os.path.abspath(__file__), "--n-spins", str(args.n_spins), "--n-traj", str(args.n_traj),
             "--n-steps", str(args.n_steps), "--repeats", str(args.repeats), "--model", args.model] + (["--x64"] if args.x64 else []) + (
         ["--checkpoints", str(args.checkpoints)] if args.checkpoints else []) + ["--mode", args.mode] + (
-        ["--wrt", args.wrt] if args.wrt else [])
+        ["--wrt", args.wrt] if args.wrt else []) + ["--fields", str(args.fields)]
     env = {**os.environ, "PYTHONPATH": os.path.dirname(os.path.dirname(os.path.abspath(__file__)))}
     out = {}
     for which in ("forward", "grad"):
@@ -189,7 +198,8 @@ def main(argv=None):
     res = dict(
         model=args.model, n_spins=args.n_spins, n_traj=args.n_traj, n_steps=args.n_steps, checkpoints=args.checkpoints,
         mode=args.mode,
-        n_params=len(args.wrt.split(",")) if args.wrt else 2 if args.model == "scaled" else 3, wrt=args.wrt,
+        n_params=len(args.wrt.split(",")) if args.wrt else (2 if args.model == "scaled" else 3) + args.fields,
+        wrt=args.wrt, fields=args.fields,
         dtype="float64" if args.x64 else "float32", machine=f"{f['device']}; host {_cpu_name()}", jax=f["jax"],
         forward=f, grad=g,
         time_ratio=g["min_s"] / f["min_s"],

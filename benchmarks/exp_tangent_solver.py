@@ -1,5 +1,5 @@
 """Experiment: forward-mode gradients with a tangent per parameter next to the state
-(``_solvers.TangentSolver``, what ``value_and_grad`` uses for at most 3 parameters) against the
+(``_solvers.TangentSolver``, what ``value_and_grad`` uses for at most 4 parameters) against the
 ``vmap``-ed ``jax.jvp`` through the whole solve that it replaced, in one process, interleaved.
 
     python benchmarks/exp_tangent_solver.py [--n-spins 100] [--n-traj 1000] [--n-steps 300] [--wrt Omega,Gamma0] [--out FILE]

@@ -117,11 +117,12 @@ def check_zero_rates(plan, diff, rest):
 #: ``value_and_grad`` differentiates in forward mode (one tangent per parameter, no stored
 #: states) when there are at most this many real scalar parameters and no ``checkpoints`` were
 #: asked for; else in reverse mode. Measured (benchmarks/README.md, bench_grad.py, N = 100 x 1000
-#: x 1000 steps, one tangent per parameter next to the state): 2 parameters 3.3x the forward run,
-#: 3 (couplings from the lattice spacing) 5.1x against 7.2x in reverse mode; forward mode grows by
-#: about 1-1.4 forward runs per parameter, reverse mode stays at 7-9 whatever the number, with
-#: sqrt(2 n_steps) stored states (the crossover, about 4 parameters, was not measured)
-FORWARD_MODE_MAX_PARAMS = 3
+#: x 1000 steps, one tangent per parameter next to the state): 2 parameters 3.3-3.6x the forward
+#: run, 3 (couplings from the lattice spacing) 5.1x against 7.2x in reverse mode, 4 (two more block
+#: fields) 13.2 s against 17.1 s, 5: 15.4 s against 15.2 s (same time, 0.6x the memory); forward
+#: mode grows by about 0.3-1.4 forward runs per parameter, reverse mode stays at 7-9 whatever the
+#: number, with sqrt(2 n_steps) stored states
+FORWARD_MODE_MAX_PARAMS = 4
 
 
 def uses_forward_mode(plan, diff) -> bool:
