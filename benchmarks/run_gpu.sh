@@ -47,6 +47,9 @@
 #  e. Tavis-Cummings, N = 1e4, 1e4 trajectories, 100 steps, simulate and scan. ~40-60 s [80 s]
 #  f. more than one GPU: chain N = 1000, 1e5 trajectories, simulate alone, on GPU 0 and on all.
 #                                                                         ~2 x 30-50 s [2 x 60 s]
+#  r. gradient (bench_grad.py): value_and_grad of the dense dipole chain N = 100, 1e4 trajectories,
+#     300 steps, 2 parameters (forward mode, a tangent per parameter next to the state) against a
+#     forward run, time and memory ratio (the CPU's is 3.3-3.6x).               ~40-70 s [120 s]
 #  Expected in all: a-d 4-6 min, with e 5-7 min; the limits of a-d add up to 460 s. Exit status 0
 #  when a-d all finished; a summary of every JSON is printed at the end.
 #
@@ -145,7 +148,8 @@ if [ $tiny = 1 ]; then
   g_n=4 g_traj=256 g_steps=5 g_rep=1
   h_cases=rydberg:10:256
   p_args=(--n-spins 4 --n-traj 256 --n-steps 5 --repeats 1)
-  lim_a=120 lim_b=120 lim_c=120 lim_d=120 lim_e=120 lim_f=120 lim_g=120 lim_h=120 lim_p=120
+  r_args=(--n-spins 6 --n-traj 64 --n-steps 20 --repeats 1)
+  lim_a=120 lim_b=120 lim_c=120 lim_d=120 lim_e=120 lim_f=120 lim_g=120 lim_h=120 lim_p=120 lim_r=120
   bandwidth=${BENCH_BANDWIDTH_GBS:-20}  # nominal, so that the roofline fraction is computed on CPU too
 else
   a_n=1000 a_traj=100000 a_steps=50 a_rep=2
@@ -155,7 +159,8 @@ else
   g_n=10 g_traj=100000 g_steps=100 g_rep=2
   h_cases=rydberg:10:100000,rydberg:1000:10000,chain:100:10000,tavis_cummings:100:10000
   p_args=(--n-spins 10 --n-traj 100000 --n-steps 100 --repeats 3)
-  lim_a=130 lim_b=130 lim_c=80 lim_d=60 lim_e=80 lim_f=60 lim_g=60 lim_h=90 lim_p=60
+  r_args=(--n-spins 100 --n-traj 10000 --n-steps 300 --repeats 2)
+  lim_a=130 lim_b=130 lim_c=80 lim_d=60 lim_e=80 lim_f=60 lim_g=60 lim_h=90 lim_p=60 lim_r=120
   bandwidth=${BENCH_BANDWIDTH_GBS:-}
 fi
 
@@ -190,6 +195,7 @@ f_g1=$out/small_N${g_n}_${tag}_barrier.json
 f_g2=$out/small_N${g_n}_${tag}_cond.json
 f_h=$out/layout_${tag}.json
 f_p=$out/profile_rydberg_${tag}.json
+f_r=$out/grad_${tag}.json
 f_f1=$out/chain_N${a_n}_${tag}_1gpu.json
 f_f2=$out/chain_N${a_n}_${tag}_allgpus.json
 
@@ -213,6 +219,7 @@ step --optional h_layout $lim_h "$f_h" python bench_layout.py --cases $h_cases -
   --repeats $g_rep --out "$f_h"
 step --optional e_tavis_cummings $lim_e "$f_e" python bench_tavis_cummings.py --n-spins $c_n --n-traj $c_traj \
   --n-steps $c_steps --repeats $c_rep --skip-numpy --out "$f_e"
+step --optional r_grad $lim_r "$f_r" python bench_grad.py "${r_args[@]}" --out "$f_r"
 if [ "$n_dev" -gt 1 ]; then
   one=(env CUDA_VISIBLE_DEVICES=0)
   f_need=$lim_f  # the pair only if both fit in what is left now
@@ -259,6 +266,11 @@ for r in rows:
         print(f"{head}: " + "; ".join(
             f"{x['model']} N={x['n_spins']} x {x['n_traj']}: batch last {x['last_over_first']:.2f}x batch first "
             f"(size rule: {x['auto']})" for x in d["rows"]))
+        continue
+    if "time_ratio" in d:  # bench_grad
+        print(f"{head}: {d['model']} N={d['n_spins']} x {d['n_traj']} x {d['n_steps']}, {d['n_params']} parameters: "
+              f"gradient {d['grad']['min_s']:.3g} s against forward {d['forward']['min_s']:.3g} s, "
+              f"{d['time_ratio']:.2f}x time, {d['memory_ratio']:.2f}x memory")
         continue
     if "rows" in d:  # bench_accuracy
         cells = [f"{x['solver']} dt x{x['factor']:g}: err {x['err']:.3g} = {x['err'] / x['floor']:.1f} floor, "

@@ -34,6 +34,7 @@ FILES = {
     "g_small_barrier": "small_N4_tiny_barrier.json",
     "g_small_cond": "small_N4_tiny_cond.json",
     "h_layout": "layout_tiny.json",
+    "r_grad": "grad_tiny.json",
 }
 
 
@@ -106,10 +107,16 @@ def _check_profile(step, d):  # profile_gpu.py (p): simulate and the lanes kerne
             assert plane["n_kernels"] >= 0 and plane["span_s"] >= 0
 
 
+def _check_grad(step, d):
+    assert d["machine"].startswith("cpu:") and d["n_params"] == 2, d["machine"]
+    assert d["time_ratio"] > 0 and d["grad"]["min_s"] > 0 and d["forward"]["min_s"] > 0
+    assert set(d["grad"]["grad"]) == {"Omega", "Gamma0"} and all(math.isfinite(v) for v in d["grad"]["grad"].values())
+
+
 @pytest.mark.parametrize("only", [
     pytest.param("c", marks=pytest.mark.slow),
     pytest.param("a,b,d,e", marks=pytest.mark.slow),
-    pytest.param("g,h,p", marks=pytest.mark.slow),
+    pytest.param("g,h,p,r", marks=pytest.mark.slow),
 ])
 def test_run_gpu_tiny(tmp_path, only):
     if shutil.which("timeout") is None:
@@ -130,7 +137,7 @@ def test_run_gpu_tiny(tmp_path, only):
         path = out / FILES[r["step"]]
         assert Path(r["json"]) == path
         d = json.loads(path.read_text())
-        check = {"d": _check_accuracy, "g": _check_rows, "h": _check_rows, "p": _check_profile}.get(
+        check = {"d": _check_accuracy, "g": _check_rows, "h": _check_rows, "p": _check_profile, "r": _check_grad}.get(
             r["step"][0], _check_throughput)
         check(r["step"], d)
     assert sorted(f.name for f in out.glob("*.json")) == sorted(FILES[s] for s in wanted)
