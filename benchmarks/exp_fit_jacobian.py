@@ -17,6 +17,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import sys
 import time
 import warnings
 
@@ -26,6 +27,9 @@ import numpy as np
 
 import twa_jax as tw
 from twa_jax import _engine, _fit
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from exp_tangent_solver import scaled_chain  # noqa: E402  (the same model)
 
 
 class JvpResiduals(_fit._Residuals):
@@ -47,14 +51,7 @@ def main():
     ap.add_argument("--out", default=None)
     a = ap.parse_args()
     n = a.n_spins
-    chain = np.stack([np.arange(n) * 1.0, np.zeros(n), np.zeros(n)], -1)
-    G1, J1 = tw.models.dipole_couplings(chain * 0.2, 1.0, jnp.array([0.0, 0.0, 1.0]), 1.0)
-
-    def H(s, _, p):
-        return p["Omega"] * jnp.sum(s[:, 0]) + tw.quadratic_form(p["Gamma0"] * J1, (s[:, 0] - 1j * s[:, 1]) / 2)
-
-    model = tw.Model(H, jumps=lambda s, a, p: (s[:, 0] - 1j * s[:, 1]) / 2, gamma=lambda p: p["Gamma0"] * G1,
-                     n_spins=n, observables={"sz": lambda s, _: jnp.mean(s[:, 2])})
+    model = scaled_chain(n, observables={"sz": lambda s, _: jnp.mean(s[:, 2])})
     init, dt = tw.states.spins_down(n), 0.01
     ts = np.linspace(0, a.n_steps * dt, 11)
     truth = {"Omega": 1.0, "Gamma0": 1.0}

@@ -45,6 +45,19 @@ class VmapJVP(eqx.Module):
         return sums, dsums, n, bad
 
 
+def scaled_chain(n, **model_kw):
+    """``bench_grad.py --model scaled``: the driven dipole chain at lambda/5, dense Gamma and J
+    both scaled by the parameter Gamma0."""
+    chain = np.stack([np.arange(n) * 1.0, np.zeros(n), np.zeros(n)], -1)
+    G1, J1 = tw.models.dipole_couplings(chain * 0.2, 1.0, jnp.array([0.0, 0.0, 1.0]), 1.0)
+
+    def H(s, _, p):
+        return p["Omega"] * jnp.sum(s[:, 0]) + tw.quadratic_form(p["Gamma0"] * J1, (s[:, 0] - 1j * s[:, 1]) / 2)
+
+    return tw.Model(H, jumps=lambda s, a, p: (s[:, 0] - 1j * s[:, 1]) / 2, gamma=lambda p: p["Gamma0"] * G1,
+                    n_spins=n, **model_kw)
+
+
 def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--n-spins", type=int, default=100)
@@ -55,15 +68,8 @@ def main():
     ap.add_argument("--out", default=None)
     a = ap.parse_args()
     n = a.n_spins
-    chain = np.stack([np.arange(n) * 1.0, np.zeros(n), np.zeros(n)], -1)
-    G1, J1 = tw.models.dipole_couplings(chain * 0.2, 1.0, jnp.array([0.0, 0.0, 1.0]), 1.0)
-
-    def H(s, _, p):
-        return p["Omega"] * jnp.sum(s[:, 0]) + tw.quadratic_form(p["Gamma0"] * J1, (s[:, 0] - 1j * s[:, 1]) / 2)
-
     defaults = {"Omega": 1.0, "Gamma0": 1.0}
-    model = tw.Model(H, jumps=lambda s, a, p: (s[:, 0] - 1j * s[:, 1]) / 2, gamma=lambda p: p["Gamma0"] * G1,
-                     n_spins=n, params=dict(defaults))
+    model = scaled_chain(n, params=dict(defaults))
     init, dt = tw.states.spins_down(n), 0.01
     ts = np.linspace(0, a.n_steps * dt, 11)
     obs = {"sz": lambda s, _: jnp.mean(s[:, 2])}
