@@ -536,7 +536,8 @@ class TangentTerm(dfx.AbstractTerm):
             primal = [self.term.leaves[j] for j in which]
 
             def one(T1, d1, which=which, primal=primal):
-                return jax.jvp(lambda y_, leaves: self.bound(leaves, which).vf(t, y_, None), (y, primal), (T1, list(d1)))[1]
+                drift = lambda y_, leaves: self.bound(leaves, which).vf(t, y_, None)  # noqa: E731
+                return jax.jvp(drift, (y, primal), (T1, list(d1)))[1]
 
             out.append(jax.vmap(one)(T, dleaves))
         return self.term.vf(t, y, None), tuple(out)
@@ -558,9 +559,9 @@ class TangentTerm(dfx.AbstractTerm):
 class TangentSolver(_AbstractTWAHeun):
     """Forward-mode sensitivities in one solve: the state is ``(y, (T_1, ..., T_G))``, the
     trajectories and their tangents along the scalar parameters, one group ``T_g`` (entries on a
-    leading axis) per differentiated array, and a step is the ``inner``
-    solver's step (the same scheme, so the tangents are the exact derivatives of the discrete
-    trajectories) with its Jacobian-vector product per parameter.
+    leading axis) per differentiated array. A step is the ``inner`` solver's step (the same
+    scheme, so the tangents are the exact derivatives of the discrete trajectories) with its
+    Jacobian-vector product per parameter.
 
     The noise of the step is drawn once. The step is linearized once (``jax.linearize``, in the
     state and every leaf of the term that moves with some parameter), and its linear map is
