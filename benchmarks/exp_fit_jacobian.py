@@ -18,7 +18,6 @@ import argparse
 import json
 import os
 import sys
-import time
 import warnings
 
 import jax
@@ -29,7 +28,7 @@ import twa_jax as tw
 from twa_jax import _engine, _fit
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from exp_tangent_solver import scaled_chain  # noqa: E402  (the same model)
+from exp_tangent_solver import interleaved, scaled_chain  # noqa: E402  (the same model and timing)
 
 
 class JvpResiduals(_fit._Residuals):
@@ -73,19 +72,9 @@ def main():
         return run
 
     runs = {"jvp_through_run": fit(JvpResiduals), "tangents": fit(keep)}
-    first, results = {}, {}
-    for k, f in runs.items():
-        t = time.perf_counter()
-        r = f()
-        first[k] = time.perf_counter() - t
-        results[k] = {"steps": int(r.steps), "loss": float(r.loss), "params": {p: float(v) for p, v in r.params.items()}}
-    times = {k: [] for k in runs}
-    for _ in range(a.repeats):
-        for k, f in runs.items():
-            t = time.perf_counter()
-            f()
-            times[k].append(time.perf_counter() - t)
-    best = {k: min(v) for k, v in times.items()}
+    outs, first, times, best = interleaved(runs, a.repeats)
+    results = {k: {"steps": int(r.steps), "loss": float(r.loss), "params": {p: float(v) for p, v in r.params.items()}}
+               for k, r in outs.items()}
     for k in runs:
         print(f"{k:16s} first {first[k]:6.1f} s, then min {best[k]:6.2f} s; {results[k]}")
     print(f"jvp / tangents: {best['jvp_through_run'] / best['tangents']:.2f}x")

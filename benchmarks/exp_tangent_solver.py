@@ -58,6 +58,24 @@ def scaled_chain(n, **model_kw):
                     n_spins=n, **model_kw)
 
 
+def interleaved(runs, repeats):
+    """Each contender once (its first call: compilation plus a run), then ``repeats`` rounds of
+    all of them in turn. Returns ``(outputs of the first calls, first-call times, times per
+    contender, min per contender)``."""
+    outs, first = {}, {}
+    for k, f in runs.items():
+        t = time.perf_counter()
+        outs[k] = f()
+        first[k] = time.perf_counter() - t
+    times = {k: [] for k in runs}
+    for _ in range(repeats):
+        for k, f in runs.items():
+            t = time.perf_counter()
+            f()
+            times[k].append(time.perf_counter() - t)
+    return outs, first, times, {k: min(v) for k, v in times.items()}
+
+
 def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--n-spins", type=int, default=100)
@@ -91,20 +109,8 @@ def main():
         return run
 
     runs = {"forward": forward, "vmap_jvp": grad(VmapJVP), "tangents": grad(_engine.SumsJVP)}
-    first, grads = {}, {}
-    for k, f in runs.items():
-        t = time.perf_counter()
-        out = f()
-        first[k] = time.perf_counter() - t
-        if k != "forward":
-            grads[k] = {name: float(v) for name, v in out[1].items()}
-    times = {k: [] for k in runs}
-    for _ in range(a.repeats):
-        for k, f in runs.items():
-            t = time.perf_counter()
-            f()
-            times[k].append(time.perf_counter() - t)
-    best = {k: min(v) for k, v in times.items()}
+    outs, first, times, best = interleaved(runs, a.repeats)
+    grads = {k: {name: float(v) for name, v in out[1].items()} for k, out in outs.items() if k != "forward"}
     res = dict(n_spins=n, n_traj=a.n_traj, n_steps=a.n_steps, wrt=a.wrt, machine=f"{jax.devices()[0]}; {os.cpu_count()} cores",
                jax=jax.__version__, first_call_s=first, times_s=times, min_s=best, grads=grads,
                ratio_to_forward={k: best[k] / best["forward"] for k in ("vmap_jvp", "tangents")})
