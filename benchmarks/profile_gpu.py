@@ -2,7 +2,7 @@
 hand-written kernels of `bench_small.py`, kernel by kernel.
 
     python benchmarks/profile_gpu.py [--model rydberg] [--n-spins 10] [--n-traj 100000]
-                                     [--n-steps 100] [--contenders simulate,lanes] [--pad-grid]
+                                     [--n-steps 100] [--contenders simulate,lanes] [--pad-grid] [--loop-ops]
                                      [--out FILE]
 
 Each contender is called once (compilation), timed ``--repeats`` times (wall, minimum), then
@@ -11,6 +11,11 @@ and summarised: the number of device kernels and copies, their summed time, the 
 first to the last, and the kernels that take the most time (name, count, total). Wall time minus
 summed kernel time is what the host, launches and synchronizations cost. On CPU the same script
 runs (the device lines are then XLA's thunk threads), useful only to check the script.
+
+``--loop-ops``: also the nested loops, conditionals, copies and custom calls inside
+``simulate``'s step loop, read from the program this backend compiled (:func:`loop_ops`), each
+with the JAX operation that made it. On a GPU each nested loop or conditional reads a predicate
+back to the host on every step (a synchronization); this names them.
 
 ``--pad-grid``: the padded time grid with its run-time stop (``twa_jax._plan.PAD_GRID = True``,
 the CPU default) instead of diffrax's ``StepTo`` (the default on accelerators). XLA flags to try
@@ -23,6 +28,7 @@ import argparse
 import collections
 import glob
 import os
+import re
 import sys
 import tempfile
 import time
@@ -82,6 +88,79 @@ def summarize(path, top=25):
     return out
 
 
+#: the kinds of instruction in the solve's loop body that can cost a step more than their work on
+#: an accelerator: a nested loop or a conditional reads a predicate back to the host on every trip
+#: (a synchronization), a copy moves a buffer, a custom call may leave the device
+LOOP_OPCODES = ("while", "conditional", "copy", "copy-start", "custom-call", "send", "recv", "outfeed")
+
+
+def _computations(hlo):
+    """``{name: [instruction lines]}`` of an HLO module's text."""
+    comps, name = {}, None
+    for line in hlo.splitlines():
+        head = re.match(r"^(?:ENTRY )?%?([\w.\-]+) .*\{$", line)
+        if head and not line.startswith(" "):
+            name = head.group(1)
+            comps[name] = []
+        elif name is not None and line.startswith("  "):
+            comps[name].append(line)
+    return comps
+
+
+def loop_ops(hlo, loop="outer-loop/checkpointed-no-vjp/while"):
+    """The instructions of kinds :data:`LOOP_OPCODES` run on every trip of the solve's loop (the
+    ``while`` whose op name ends with ``loop``: diffrax's step loop when nothing is differentiated;
+    and every computation it calls),
+    each with the op name of the JAX code that made it: which nested loops, conditionals and
+    copies a step of ``simulate`` pays for, on the backend that compiled ``hlo``."""
+    comps = _computations(hlo)
+    body = None
+    for lines in comps.values():
+        for line in lines:
+            m = re.search(r" while\(.*body=%?([\w.\-]+)", line)
+            op = re.search(r'op_name="([^"]*)"', line)
+            if m and op and op.group(1).endswith(loop):  # the loop itself, not one nested in it
+                body = body or m.group(1)
+    if body is None:
+        return []
+    seen, todo, out = set(), [body], []
+    while todo:
+        c = todo.pop()
+        if c in seen or c not in comps:
+            continue
+        seen.add(c)
+        for line in comps[c]:
+            todo += re.findall(r"(?:body|condition|calls|to_apply|true_computation|false_computation|branch_computations)=\{?%?([\w.\-]+)", line)
+            todo += re.findall(r"branch_computations=\{([^}]*)\}", line) and [
+                x.strip().lstrip("%") for x in re.search(r"branch_computations=\{([^}]*)\}", line).group(1).split(",")]
+            m = re.match(r"\s+(?:ROOT )?%?[\w.\-]+ = (.*?) ([\w\-]+)\(", line)
+            if m and m.group(2) in LOOP_OPCODES:
+                op = re.search(r'op_name="([^"]*)"', line)
+                out.append({"opcode": m.group(2), "shape": m.group(1)[:80], "computation": c,
+                            "op_name": op.group(1) if op else ""})
+    return out
+
+
+def simulate_loop_ops(call):
+    """:func:`loop_ops` of the chunk program that ``call()`` (a ``simulate``) runs, compiled again
+    by this backend from the arguments of its last chunk."""
+    from twa_jax import _engine
+
+    seen = {}
+    chunk = _engine._chunk
+
+    def spy(*a):
+        seen["args"] = a
+        return chunk(*a)
+
+    _engine._chunk = spy
+    try:
+        jax.block_until_ready(call())
+    finally:
+        _engine._chunk = chunk
+    return loop_ops(chunk.lower(*seen["args"]).lowered.compile().as_text())
+
+
 def host_profile(f, top, calls=5):
     """The ``top`` functions by cumulative time over ``calls`` calls of ``f`` (seconds per call)."""
     import cProfile
@@ -114,6 +193,9 @@ def main(argv=None):
     ap.add_argument("--host-profile", action="store_true",
                     help="also run each contender under cProfile (5 calls) and keep the functions with the most "
                     "cumulative time: where the host's share of the wall time goes")
+    ap.add_argument("--loop-ops", action="store_true",
+                    help="also list the nested loops, conditionals, copies and custom calls inside simulate's "
+                         "solve loop, from the program this backend compiled (loop_ops)")
     ap.add_argument("--top", type=int, default=25)
     ap.add_argument("--out", default=None)
     args = ap.parse_args(argv)
@@ -172,7 +254,13 @@ def main(argv=None):
                   f"span {p['span_s'] * 1e3:.2f} ms")
             for k in p["top"][:12]:
                 print(f"      {k['count']:6d} x  {k['total_s'] * 1e3:8.3f} ms  {k['name'][:100]}")
-    write_json({"benchmark": "profile_gpu", "machine": machine, "jax": jax.__version__, "model": args.model,
+    ops = simulate_loop_ops(cont["simulate"][0]) if args.loop_ops and "simulate" in cont else None
+    if ops is not None:
+        counts = collections.Counter(o["opcode"] for o in ops)
+        print(f"  simulate's solve loop body: {dict(counts)}")
+        for (code, name), k in collections.Counter((o["opcode"], o["op_name"]) for o in ops).items():
+            print(f"    {k:3d} x {code:12s} {name[-110:] or '(no op name)'}")
+    write_json({"benchmark": "profile_gpu", "loop_ops": ops, "machine": machine, "jax": jax.__version__, "model": args.model,
                 "n_spins": n, "n_traj": nt, "n_steps": ns, "pad_grid": bool(args.pad_grid), "save_ends": bool(args.save_ends),
                 "xla_flags": os.environ.get("XLA_FLAGS", ""), "argv": sys.argv[1:], "rows": rows}, args.out)
 

@@ -36,7 +36,10 @@
 #  Optional, each only when what is left of the budget covers its whole limit, in this order:
 #  p. profile (profile_gpu.py): Rydberg N = 10 x 1e5 x 100 steps, simulate against the lanes
 #     kernel, one call each under jax.profiler.trace and five under cProfile: device kernels
-#     and copies per step, their time against the wall time, the host's top functions.  ~20-30 s [60 s]
+#     and copies per step, their time against the wall time, the host's top functions; and the
+#     nested loops, conditionals and copies inside simulate's step loop in the program the GPU
+#     compiled, each with the JAX op that made it (--loop-ops: which of them synchronize a
+#     step with the host).                                                     ~30-45 s [80 s]
 #  g. small systems on the GPU (bench_small.py): Rydberg and Tavis-Cummings N = 10, 1e5
 #     trajectories, 100 steps, simulate against the lanes kernel, once with the step's noise kept
 #     by an optimization barrier (the default off CPU) and once by an always-true conditional (the
@@ -160,7 +163,7 @@ else
   h_cases=rydberg:10:100000,rydberg:1000:10000,chain:100:10000,tavis_cummings:100:10000
   p_args=(--n-spins 10 --n-traj 100000 --n-steps 100 --repeats 3)
   r_args=(--n-spins 100 --n-traj 10000 --n-steps 300 --repeats 2)
-  lim_a=130 lim_b=130 lim_c=80 lim_d=60 lim_e=80 lim_f=60 lim_g=60 lim_h=90 lim_p=60 lim_r=120
+  lim_a=130 lim_b=130 lim_c=80 lim_d=60 lim_e=80 lim_f=60 lim_g=60 lim_h=90 lim_p=80 lim_r=120
   bandwidth=${BENCH_BANDWIDTH_GBS:-}
 fi
 
@@ -209,7 +212,7 @@ step d_accuracy_tf32 $lim_d "$f_d1" python bench_accuracy.py --model chain --n-t
   --solvers rotation_heun ${d_tmax[@]+"${d_tmax[@]}"} --matmul-precision default --out "$f_d1"
 step d_accuracy_fp32 $lim_d "$f_d2" python bench_accuracy.py --model chain --n-traj $d_traj --factors $d_factors \
   --solvers rotation_heun ${d_tmax[@]+"${d_tmax[@]}"} --matmul-precision highest --out "$f_d2"
-step --optional p_profile $lim_p "$f_p" python profile_gpu.py --model rydberg "${p_args[@]}" --host-profile --out "$f_p"
+step --optional p_profile $lim_p "$f_p" python profile_gpu.py --model rydberg "${p_args[@]}" --host-profile --loop-ops --out "$f_p"
 for how in barrier cond; do
   f_g=$f_g1; [ $how = cond ] && f_g=$f_g2
   step --optional g_small_$how $lim_g "$f_g" python bench_small.py --models rydberg,tavis_cummings --sizes $g_n \
@@ -233,7 +236,7 @@ fi
 echo "=== summary ($((SECONDS - start)) s in all; steps in $steps)"
 column -t -s $'\t' "$steps" 2> /dev/null || cat "$steps"
 timeout 60 python - "$steps" << 'EOF'
-import csv, json, os, sys
+import collections, csv, json, os, sys
 
 rows = list(csv.DictReader(open(sys.argv[1]), delimiter="\t"))
 for r in rows:
@@ -260,6 +263,9 @@ for r in rows:
             cells.append(f"{x['contender']} wall {1e3 * x['wall_min_s']:.2f} ms" + (
                 f", {dev['n_kernels'] / d['n_steps']:.1f} kernels/step, kernels {1e3 * dev['kernel_s']:.2f} ms, "
                 f"copies {1e3 * dev['copy_s']:.2f} ms" if dev else ""))
+        if d.get("loop_ops") is not None:
+            kinds = collections.Counter(o["opcode"] for o in d["loop_ops"])
+            cells.append("simulate's loop body: " + (", ".join(f"{v} {k}" for k, v in sorted(kinds.items())) or "nothing"))
         print(f"{head}: {d['model']} N={d['n_spins']} x {d['n_traj']} x {d['n_steps']}: " + "; ".join(cells))
         continue
     if d.get("benchmark") == "bench_layout":

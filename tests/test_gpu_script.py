@@ -105,6 +105,8 @@ def _check_profile(step, d):  # profile_gpu.py (p): simulate and the lanes kerne
         assert r["host_profile"] and all(h["cum_s"] >= h["own_s"] >= 0 for h in r["host_profile"])
         for plane in r["devices"]:  # none on CPU; on a GPU the device's kernels and copies
             assert plane["n_kernels"] >= 0 and plane["span_s"] >= 0
+    # --loop-ops: what simulate's step loop runs besides its kernels (diffrax's save loop at least)
+    assert any(o["opcode"] == "while" and "inner-loop" in o["op_name"] for o in d["loop_ops"]), d["loop_ops"]
 
 
 def _check_grad(step, d):
@@ -145,3 +147,31 @@ def test_run_gpu_tiny(tmp_path, only):
     assert "=== summary" in log and "required steps not finished: 0" in log
     for s in wanted:
         assert f"{s} (ok, {FILES[s]})" in log  # the summary line of each step
+
+
+def test_loop_ops_finds_what_runs_inside_the_loop():
+    """``profile_gpu.loop_ops`` (run_gpu.sh step p, ``--loop-ops``) lists the nested loops and
+    conditionals of one loop's body from a compiled program, not those outside it."""
+    import sys
+
+    import jax
+    import jax.numpy as jnp
+
+    sys.path.insert(0, str(ROOT / "benchmarks"))
+    import profile_gpu
+
+    def outer(x):
+        x = jax.lax.cond(x[0] > 0, jnp.sin, jnp.cos, x)  # outside the loop: not listed
+
+        def body(i, x):
+            x = jax.lax.cond(jnp.sum(x) > i, lambda y: y * 2.0, lambda y: y - 1.0, x)
+            return jax.lax.while_loop(lambda y: jnp.sum(y) < 1e3, lambda y: y * 1.5 + 1.0, x)
+
+        return jax.lax.fori_loop(0, jnp.int32(x.shape[0]) + jnp.int32(x[1] > 0), body, x)
+
+    hlo = jax.jit(outer).lower(jnp.ones(7)).compile().as_text()
+    ops = profile_gpu.loop_ops(hlo, loop="jit(outer)/while")
+    kinds = sorted(o["opcode"] for o in ops if o["opcode"] != "copy")
+    assert kinds == ["conditional", "while"], ops
+    assert all("jit(outer)/while/body" in o["op_name"] for o in ops if o["opcode"] != "copy")
+    assert profile_gpu.loop_ops(hlo, loop="no such loop") == []
