@@ -376,3 +376,25 @@ def test_cleanup_keeps_live_writers(tmp_path):
     os.utime(foreign, (old, old))
     assert store.cleanup()["tmp"] == 1 and not foreign.exists() and mine.is_dir()
     assert store.cleanup(older_than=0)["tmp"] == 1 and not mine.exists()
+
+
+def test_fingerprint_refuses_other_numbers_and_tolerates_rounding(tmp_path):
+    """A fingerprint is evaluated at the stored point on reopening; numbers within the tolerance
+    (another machine's last digits) pass, others are refused with the quantities named."""
+    from twa_jax._store import FINGERPRINT_RTOL
+
+    calls = []
+
+    def values(scale, shift=0.0):
+        def at(point):
+            calls.append(point)
+            return {"hamiltonian": [point["g"] * scale, 2.0 + shift], "initial mean": [1.0, -1.0]}
+        return at
+
+    path = tmp_path / "f.zarr"
+    SweepStore(path, SIG, AXES, fingerprint=({"g": 0.1, "N": 4}, values(1.0)))
+    SweepStore(path, SIG, AXES, fingerprint=({"g": 0.7, "N": 4}, values(1.0 + 0.1 * FINGERPRINT_RTOL)))
+    assert calls[-1] == {"g": 0.1, "N": 4}  # evaluated at the stored point, not at the new first point
+    with pytest.raises(ValueError, match=r"at its point \{'g': 0.1, 'N': 4\}, hamiltonian give other values"):
+        SweepStore(path, SIG, AXES, fingerprint=({"g": 0.1, "N": 4}, values(1.0, shift=10 * FINGERPRINT_RTOL)))
+    SweepStore(path, SIG, AXES)  # a worker that passes none is not checked

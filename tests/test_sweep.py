@@ -122,6 +122,36 @@ def test_store_refuses_another_sweep_and_reuses_points_of_a_grown_grid(tmp_path)
     assert len(again) == 3
 
 
+def test_store_refuses_a_sweep_of_other_code_under_the_same_names(tmp_path):
+    """The signature names the model, observables and state; a store written by other parameters,
+    captured constants, states or observable code under the same names is refused (it would hand
+    back the other sweep's numbers), while the same sweep, rebuilt, reopens it."""
+    path = str(tmp_path / "s.zarr")
+    ts = TS[:3]
+    kw = {**KW, "n_traj": 8}
+    sz = {"sz": lambda s, a: s[:, 2].mean()}
+    tw.sweep(_spin(), {"Omega": [0.5]}, ts, store=path, observables=sz, **kw)
+    for spec, obs, what in [
+        ((tw.models.driven_spin(gamma_down=0.4), _spin()[1]), sz, "gamma"),
+        ((_spin()[0], tw.states.spins_up(1)), sz, "initial mean"),
+        (_spin(), {"sz": lambda s, a: -s[:, 2].mean()}, "observable 'sz'"),
+    ]:
+        with pytest.raises(ValueError, match=f"at its point {{'Omega': 0.5}}, .*{what}.* give other values"):
+            tw.sweep(spec, {"Omega": [0.5]}, ts, store=path, observables=obs, **kw)
+    tw.sweep(_spin(), {"Omega": [0.5, 1.0]}, ts, store=path, observables={"sz": lambda s, a: s[:, 2].mean()}, **kw)
+
+    def chain(spacing):  # a builder whose model captures a constant: same name, other numbers
+        def build(N):
+            return tw.models.dipole_array(tw.models.chain_positions(N, spacing)), tw.states.spins_up(N)
+        return build
+
+    path = str(tmp_path / "b.zarr")
+    tw.sweep(chain(0.1), {"N": [2], "Omega": [0.0]}, ts, store=path, **kw)
+    tw.sweep(chain(0.1), {"N": [3, 2], "Omega": [0.0]}, ts, store=path, **kw)  # grown at the front: reopened
+    with pytest.raises(ValueError, match=r"at its point \{'N': 2, 'Omega': 0.0\}, hamiltonian"):
+        tw.sweep(chain(0.5), {"N": [2], "Omega": [0.0]}, ts, store=path, **kw)
+
+
 def _finish_times(path):
     """When each stored point was computed (the store's own record in the point's attrs)."""
     import zarr

@@ -32,7 +32,9 @@ Guarantees:
   position: growing a grid along an axis reuses the finished points.
 * A store records the sweep's ``signature`` (model, save times, ``n_traj``, key, observables,
   ``dt``, method, ...) and ``axes``; opening it for a different sweep raises ``ValueError`` naming
-  the fields that differ.
+  the fields that differ. With a ``fingerprint`` it also records numbers the sweep's functions
+  give at one point (``tw.sweep``: the model, the initial state and the observables at fixed
+  probe states), so a store written by other code under the same names is refused too.
 
 The layout relies on POSIX rename semantics (atomic, and failing onto a non-empty directory),
 which local filesystems, NFS, Lustre and GPFS provide.
@@ -157,6 +159,26 @@ def _short(value: Any, n: int = _SHORT) -> str:
 def _clip(text: str, n: int) -> str:
     text = " ".join(str(text).split())
     return text if len(text) <= n else text[: n - 1] + "…"
+
+
+#: relative tolerance, of a quantity's largest value, of a store's fingerprint on reopening (a
+#: resumed sweep may run on another machine, whose arithmetic differs in the last digits)
+FINGERPRINT_RTOL = 1e-4
+
+
+def _fingerprint_diffs(old: dict, new: dict) -> list[str]:
+    """The quantities of two fingerprints ``{quantity: [floats]}`` that differ (or are missing)."""
+    out = []
+    for k in list(old) + [k for k in new if k not in old]:
+        a, b = old.get(k), new.get(k)
+        if a is None or b is None or len(a) != len(b):
+            out.append(k)
+            continue
+        a, b = np.asarray(a, float), np.asarray(b, float)
+        scale = max(float(np.max(np.abs(a), initial=0.0)), float(np.max(np.abs(b), initial=0.0)), 1e-30)
+        if not np.allclose(a, b, rtol=0.0, atol=FINGERPRINT_RTOL * scale, equal_nan=True):
+            out.append(k)
+    return out
 
 
 def _diff(old: Any, new: Any, name: str, out: list[str]) -> None:
@@ -329,6 +351,11 @@ class SweepStore:
         create: create the store if it does not exist (else ``FileNotFoundError``).
         durable: fsync each point before it is marked done, so a crash of the node (not only of
             the process) cannot leave a point marked done whose data never reached the disk.
+        fingerprint: ``(point, values_at)``, with ``values_at(point) -> {quantity: [floats]}``:
+            stored on creation (evaluated at ``point``); on reopening, ``values_at`` is evaluated
+            at the stored point and each quantity must agree with the stored numbers to a
+            relative :data:`FINGERPRINT_RTOL` of its largest value (else ``ValueError`` naming the
+            quantities). A store without one (or a worker that passes none) is not checked.
 
     Raises:
         ValueError: the store belongs to another sweep (the message names the differing fields),
@@ -343,6 +370,7 @@ class SweepStore:
         *,
         create: bool = True,
         durable: bool = True,
+        fingerprint: tuple | None = None,
     ):
         self.path = Path(path)
         if not isinstance(signature, dict):
@@ -355,6 +383,7 @@ class SweepStore:
         self.durable = durable
         self._starts: dict[str, float] = {}  # point id -> start time, for points started here
         self._log_name: tuple[int, str] | None = None  # (pid, file name) of this process's log
+        self._fingerprint = fingerprint
 
         if not (self.path / "zarr.json").exists():
             if not create:
@@ -390,6 +419,10 @@ class SweepStore:
                 "signature": self.signature,
                 "created": time.time(),
             }
+            if self._fingerprint is not None:
+                point, values_at = self._fingerprint
+                ident["fingerprint"] = {"point": _jsonable(point, "fingerprint point"),
+                                        "values": _jsonable(values_at(point), "fingerprint")}
             root = zarr.open_group(str(tmp), mode="w-", attributes={_ROOT_KEY: ident})
             root.create_group("points")
             for sub in ("tmp", "failed", "started", "log"):
@@ -433,6 +466,16 @@ class SweepStore:
                 f"store {self.path} belongs to another sweep: " + "; ".join(shown)
                 + ". Use another store path, or delete this one to start afresh."
             )
+        stored = ident.get("fingerprint")
+        if self._fingerprint is not None and isinstance(stored, dict):
+            now = _jsonable(self._fingerprint[1](stored["point"]), "fingerprint")
+            bad = _fingerprint_diffs(stored["values"], now)
+            if bad:
+                raise ValueError(
+                    f"store {self.path} belongs to another sweep: at its point {stored['point']}, "
+                    + ", ".join(bad) + " give other values than the stored sweep's (the same names, other "
+                    "code, parameters or state). Use another store path, or delete this one to start afresh."
+                )
 
     # -------------------------------------------------------------- points
 

@@ -26,7 +26,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from . import _engine
-from ._checks import check_int, check_positive
+from ._checks import check_int, check_positive, default_float
 from ._cpu_devices import default_devices
 from ._model import Model
 from ._observables import finalize
@@ -98,6 +98,61 @@ def _split_axes(spec, axes):
             raise ValueError(f"the builder {spec.__name__}({', '.join(names)}) needs {missing}, which are not grid axes")
         return spec, None, structural, tuple(a for a in axes if a not in structural)
     raise TypeError("spec must be (model, initial) or a function build(**structural axes) -> (model, initial)")
+
+
+def _fingerprint_at(spec, builder, pair, structural, param_axes, point, observables, pulses):
+    """What the sweep's functions give at ``point`` (:func:`fingerprint`), for its store."""
+    model, initial = pair if pair is not None else builder(**{a: point[a] for a in structural})
+    return fingerprint(model, initial, {a: point[a] for a in param_axes if a in point}, observables, pulses)
+
+
+#: the fixed probe states of :func:`fingerprint` come from this seed
+_PROBE_SEED = 20261204
+
+
+def fingerprint(model, initial, params, observables=None, pulses=None) -> dict:
+    """``{quantity: [floats]}``: the Hamiltonian, jump operators, Gamma, the observables and the
+    pulses' generators at two fixed pseudo-random phase-space points (and, for a time-dependent
+    model, at two times), and the initial state's mean and one sample (fixed key). Two sweeps
+    whose functions have the same names but other code, captured constants or parameters give
+    other numbers, so a store can tell them apart. Arrays longer than 8 are kept as 4 fixed
+    random projections plus their sum and sum of squares."""
+    rng = np.random.default_rng(_PROBE_SEED)
+    n, m = model.n_spins, model.n_bosons
+    p = model.with_params(params)
+    out = {}
+
+    def put(name, x):
+        x = np.asarray(x)
+        x = np.concatenate([np.real(x).ravel(), np.imag(x).ravel()]) if np.iscomplexobj(x) else x.ravel()
+        x = np.nan_to_num(x.astype(float), nan=-1.2345e300, posinf=1.2345e300, neginf=-1.2345e299)
+        if x.size > 8:
+            w = np.random.default_rng([_PROBE_SEED, x.size]).normal(size=(4, x.size))
+            x = np.concatenate([w @ x, [x.sum(), (x * x).sum()]])
+        out[name] = [float(v) for v in x]
+
+    obs = observables if observables is not None else (model.observables or {})
+    times = (0.0, 0.37) if model.time_dependent else (0.0,)
+    for k in range(2):
+        s = jnp.asarray(rng.normal(size=(n, 3)), default_float())
+        a = jnp.asarray(rng.normal(size=m) + 1j * rng.normal(size=m))
+        for t in times:
+            at = f" at probe {k}" + (f", t = {t}" if model.time_dependent else "")
+            put("hamiltonian" + at, model.H(s, a, p, t))
+            if model.jumps is not None:
+                put("jumps" + at, model.L(s, a, p, t))
+        for name, f in obs.items():
+            put(f"observable {name!r} at probe {k}", f(s, a))
+        for i, pulse in enumerate(pulses or ()):
+            put(f"pulse {i}'s generator at probe {k}", pulse.generator(s, a, p))
+    for t in times:
+        if model.gamma is not None:
+            put("gamma" + (f" at t = {t}" if model.time_dependent else ""), model.gamma_of(p, t))
+    s0, a0 = initial.mean()
+    put("initial mean", jnp.concatenate([jnp.ravel(s0), jnp.real(jnp.ravel(a0)), jnp.imag(jnp.ravel(a0))]))
+    s1, a1 = initial.sample(jax.random.key(_PROBE_SEED))
+    put("initial sample", jnp.concatenate([jnp.ravel(s1), jnp.real(jnp.ravel(a1)), jnp.imag(jnp.ravel(a1))]))
+    return out
 
 
 def _spec_name(spec):
@@ -325,7 +380,9 @@ def sweep(
         store: a path ``"x.zarr"``: each finished point is written as soon as it is done; the same
             call again skips finished points (a grid grown along an axis reuses them). A store
             of another sweep (other model, ts, n_traj, key, observables, ...) is refused, naming
-            what differs.
+            what differs; so is one written by other code, parameters or states under the same
+            names: the model, the initial state and the observables are evaluated at fixed probe
+            points of the store's first point (:func:`fingerprint`) and compared.
         executor: a ``concurrent.futures``-style executor (a spawn ``ProcessPoolExecutor``, a
             ``submitit`` executor, a ``dask.distributed`` client), or ``"processes"`` for a spawn
             process pool made here: each task (points of one shape, at most ``task_size`` of them)
@@ -406,7 +463,10 @@ def sweep(
     if probe.pulses:  # a store written with other pulses is another sweep
         signature["pulses"] = [[p.time, getattr(p.generator, "__qualname__", repr(p.generator)),
                                 p.angle_name if p.angle_name is not None else float(p.angle_value)] for p in probe.pulses]
-    st = None if store is None else SweepStore(store, signature, axes)
+    st = None if store is None else SweepStore(
+        store, signature, axes,
+        fingerprint=(points[0], lambda p: _fingerprint_at(spec, builder, pair, structural, param_axes, p, observables,
+                                                        pulses)))
 
     # === the work: points not yet done, grouped by shape, split into tasks
     done = set() if st is None else st.done_ids()
