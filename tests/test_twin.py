@@ -462,3 +462,22 @@ def test_compare_against_a_hand_computation():
     assert len(fig.axes) == 2
     with pytest.raises(ValueError, match="different save times"):
         tw.compare(twa, tw.Result(ts=ts[:2], mean={"x": ts[:2]}, sem={"x": ts[:2]}, n_traj=0))
+
+
+def test_a_twin_out_of_reach_is_refused_before_anything_is_built():
+    """30 spins without a hand-written twin: 2**30 states. Building the operators alone would run
+    for hours; the call is refused at once, naming the dimension and what to do instead."""
+    n = 30
+    model = tw.Model(lambda s, a, p: s[:, 0].sum(), jumps=lambda s, a, p: (s[:, 0] - 1j * s[:, 1]) / 2,
+                     gamma=jnp.ones(n), n_spins=n)
+    ts = np.linspace(0.0, 1.0, 3)
+    for method in ("auto", "mcsolve"):
+        with pytest.raises(ValueError, match=r"dimension 1073741824 \(30 spins\), beyond the \d+ that method="):
+            tw.exact.solve(model, tw.states.spins_down(n), ts, method=method)
+    with pytest.raises(ValueError, match="dimension 1073741824"):
+        tw.exact.twin(model)
+    with pytest.raises(ValueError, match="dimension 1073741824"):
+        tw.exact.correlation(model, tw.states.spins_down(n), [0.5], [0.0, 0.1], lambda s, a: s[0, 0], lambda s, a: s[0, 0])
+    small = tw.Model(model.hamiltonian, jumps=model.jumps, gamma=jnp.ones(16), n_spins=16)  # 2**16: mcsolve's
+    with pytest.raises(ValueError, match="method='mcsolve' \\(quantum trajectories"):
+        tw.exact.solve(small, tw.states.spins_down(16), ts)

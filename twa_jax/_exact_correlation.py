@@ -14,10 +14,11 @@ MAX_SPECTRUM_DIM = 64
 
 
 def _twin_ops(model, params, a, b, cutoff):
-    from .exact import _checked_params, twin  # exact imports this module at its end: a real circle
+    from .exact import _check_twin_dim, _checked_params, twin  # exact imports this module at its end: a real circle
 
     if model.time_dependent:
         raise ValueError("exact correlations are for constant models (the twin of a time-dependent model is not supported here)")
+    _check_twin_dim(model, cutoff, "full")  # a master equation in the full space
     p = _checked_params(model, params)
     fa, fb = _as_function(a, model, "a"), _as_function(b, model, "b")
     qm = twin(model, p, cutoff=cutoff, observables={"A": fa, "B": fb})

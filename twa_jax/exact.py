@@ -69,6 +69,11 @@ METHOD_OPTIONS = {
 }
 #: ``method="auto"`` uses the full space up to this Hilbert-space dimension, then PIQS if offered
 AUTO_FULL_DIM = 2**11
+#: the largest Hilbert-space dimension of a twin read off the model's functions, per method: the
+#: master equation's density matrix has ``dim**2`` components (2**14: 2.7e8, 4.3 GB before its
+#: Liouvillian), a quantum trajectory ``dim``; beyond them building the operators alone runs for
+#: hours and out of memory, so the call is refused before anything is built
+MAX_TWIN_DIM = {"full": 2**14, "mcsolve": 2**22}
 
 
 @dataclass(frozen=True)
@@ -279,11 +284,13 @@ def twin(model, params=None, *, cutoff: int | None = 20, observables=None, t: fl
 
     Raises:
         ValueError: a function that is not a polynomial (or of too high a degree); the message
-            names it and says to write ``quantum=`` by hand.
+            names it and says to write ``quantum=`` by hand. A Hilbert space larger than
+            :data:`MAX_TWIN_DIM` allows (nothing is built).
     """
     p = _checked_params(model, params)
     N, M, S = model.n_spins, model.n_bosons, model.spin_S
     cut = cutoff if M else None
+    _check_twin_dim(model, cutoff if M else 1, "mcsolve")  # the largest space any method can use
     model.check({k: jnp.asarray(v) for k, v in p.items()})
     obs = observables if observables is not None else (model.observables or default_observables(N, M))
     fns = {"Hamiltonian": lambda s, a: model.H(s, a, p, t)}
@@ -408,6 +415,22 @@ def check_options(method: str, **given) -> None:
             )
 
 
+def _check_twin_dim(model, cutoff, method):
+    """Refuse a twin read off the functions whose Hilbert space is out of reach for ``method``."""
+    d = 2 if model.spin_S is None else int(round(2 * model.spin_S + 1))
+    dim = d**model.n_spins * (int(cutoff) + 1) ** model.n_bosons
+    most = MAX_TWIN_DIM["mcsolve" if method == "mcsolve" else "full"]
+    if dim > most:
+        other = (" or method='mcsolve' (quantum trajectories, up to dimension "
+                 f"{MAX_TWIN_DIM['mcsolve']})") if method != "mcsolve" and dim <= MAX_TWIN_DIM["mcsolve"] else ""
+        raise ValueError(
+            f"the exact twin of this model lives on a Hilbert space of dimension {dim} ({model.n_spins} spins"
+            + (f", {model.n_bosons} modes at cutoff {cutoff}" if model.n_bosons else "")
+            + f"), beyond the {most} that method={method!r} can handle; use fewer spins{other}"
+            + (", a smaller cutoff" if model.n_bosons else "")
+            + ", or a built-in permutation-symmetric model with method='piqs'")
+
+
 def solve(
     model,
     initial,
@@ -523,6 +546,7 @@ def solve(
                 "built-in ensembles (tavis_cummings, central_spin, dicke) offer; use method='full' "
                 "(small N) or method='mcsolve'"
             )
+        _check_twin_dim(model, cutoff, method)
         if observables is not None:
             warn_same_site(model, p, observables)
         qm = twin(model, p, cutoff=int(cutoff), observables=observables, t=float(ts[0]))
