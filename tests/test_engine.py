@@ -157,6 +157,21 @@ def test_target_sem_pilot_stops_within_1p3x_of_the_count_needed():
         np.testing.assert_allclose(res.sem[k], fixed.sem[k], rtol=0, atol=1e-12)
 
 
+def test_target_sem_out_of_reach_warns_with_the_count_needed():
+    """A target that n_traj cannot reach is not a silent answer: the run warns, with how many
+    trajectories the spread says are needed, and equals the fixed run it was."""
+    model, init, ts = _spin_model(), tw.states.spins_down(1), np.linspace(0, 1, 3)
+    kw = dict(key=3, dt=0.1, progress=False)
+    with pytest.warns(RuntimeWarning, match=r"target_sem=0.01 not reached: the largest standard error is 0\.\d+ "
+                                            r"after all n_traj=300 trajectories; about [\d,]+ are needed"):
+        res = tw.simulate(model, init, ts, n_traj=300, target_sem=0.01, **kw)
+    largest = max(float(jnp.max(v)) for v in res.sem.values())
+    assert res.n_traj == 300 and largest > 0.01
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        tw.simulate(model, init, ts, n_traj=300, target_sem=largest * 1.01, **kw)  # reached: no warning
+
+
 def test_time_average_and_kept_trajectories_agree_with_a_hand_computation():
     model, init, ts = _spin_model(), tw.states.spins_down(1), np.linspace(0, 2, 9)
     res = tw.simulate(model, init, ts, n_traj=40, key=5, dt=0.05, chunk_size=16, progress=False,

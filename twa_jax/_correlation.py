@@ -36,7 +36,7 @@ from ._checks import default_float
 from ._observables import chunk_moments, finalize, merge_moments
 from ._plan import check_model, make_plan, merge_times
 from ._protocol import Pulse
-from ._solve import _target_sem_sizes
+from ._solve import _target_sem_sizes, warn_if_target_missed
 
 _EPS = "__kick_{}_{}"
 
@@ -248,14 +248,17 @@ def _run(model, initial, ts, taus, a, b, *, n_traj, key, params, t0, dt, solver,
     red = CorrelationMoments(names, i_t, i_tt, len(gens), weights is not None, jacobian)
     chunk = plan.chunk(rows=(1 + len(names)) * (1 + n_diff))
     sizes = None
+    largest = lambda acc: float(np.max(np.asarray(finalize(acc["value"])[1])))  # noqa: E731
     if plan.target_sem is not None:  # as simulate's: a pilot, then chunks sized from its spread
-        sizes = _target_sem_sizes(plan, chunk, lambda acc: float(np.max(np.asarray(finalize(acc["value"])[1]))))
+        sizes = _target_sem_sizes(plan, chunk, largest)
     acc, used = _engine.run(plan, red, _combine, chunk_size=chunk, params=run_params, extra=extra,
                             refactor=jacobian and callable(plan.model.gamma), adjoint="forward",
                             desc="trajectories", next_size=sizes)
     n_bad = int(acc["n_bad"])
     if n_bad == used:
         raise RuntimeError(f"every trajectory became non-finite: {_engine.NONFINITE_ADVICE}")
+    if plan.target_sem is not None:
+        warn_if_target_missed(plan.target_sem, largest(acc), used, "correlation")
     _warn_if_response_grows(acc, taus)
     return acc, used - n_bad, n_bad, ts, taus, unravel
 

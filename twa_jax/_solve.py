@@ -143,6 +143,8 @@ def simulate(
     # === finish: statistics, failures, the Result
     deterministic = plan.method == "mean_field"
     stats = finalize_all(acc["moments"], deterministic)
+    if plan.target_sem is not None:
+        warn_if_target_missed(plan.target_sem, _largest_sem(acc), n_used, "simulate")
     mean, sem = {k: v[0] for k, v in stats.items()}, {k: v[1] for k, v in stats.items()}
     average = average_sem = None
     if plan.time_average:
@@ -183,6 +185,16 @@ PILOT_TRAJECTORIES = 1000  # target_sem: the first chunk, enough for a spread go
 def _largest_sem(acc):
     """The largest standard error of ``simulate``'s moments (over observables, times, components)."""
     return max(float(jnp.max(finalize(m)[1])) for m in acc["moments"].values())
+
+
+def warn_if_target_missed(target, largest, n_used, where):
+    """Warn when a ``target_sem`` run used its whole ``n_traj`` without reaching the target,
+    with the count the target needs (the standard error falls as ``n**-1/2``)."""
+    if np.isfinite(largest) and largest <= target:
+        return
+    need = "" if not np.isfinite(largest) else f"; about {math.ceil(n_used * (largest / target) ** 2):,} are needed"
+    warnings.warn(f"{where}: target_sem={target:g} not reached: the largest standard error is {largest:.3g} after "
+                  f"all n_traj={n_used:,} trajectories{need}. Raise n_traj (or the target)", RuntimeWarning, stacklevel=3)
 
 
 def _target_sem_sizes(plan, chunk, largest_sem=_largest_sem):
