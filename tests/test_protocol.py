@@ -244,6 +244,9 @@ def test_bad_pulses_are_rejected_by_name():
         run([(0.5, jx, 1.0)])
     with pytest.raises(TypeError, match=r"Pulse generator must be a function"):
         tw.Pulse(0.5, 1.0, 1.0)
+    for bad in (float("nan"), np.inf):
+        with pytest.raises(ValueError, match=r"Pulse angle must be finite"):
+            tw.Pulse(0.5, lambda s, a, p: s[0, 0], bad)
     with pytest.raises(ValueError, match=r"need the twin read off the model's functions: method='full'"):
         exact.solve(model, tw.states.spins_down(1), ts, pulses=[tw.Pulse(0.5, jx, 1.0)], method="mcsolve")
 

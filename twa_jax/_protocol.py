@@ -70,6 +70,8 @@ class Pulse(eqx.Module):
         else:
             if np.ndim(angle) != 0:
                 raise ValueError(f"Pulse angle must be a scalar, got shape {np.shape(angle)}")
+            if not isinstance(angle, jax.core.Tracer) and not np.isfinite(np.asarray(angle)):
+                raise ValueError(f"Pulse angle must be finite, got {angle!r}")
             self.angle_name, self.angle_value = None, jnp.asarray(angle, float)
         if steps is not None and (isinstance(steps, bool) or not isinstance(steps, (int, np.integer)) or steps < 1):
             raise ValueError(f"Pulse steps must be a positive int, got {steps!r}")

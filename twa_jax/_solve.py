@@ -90,7 +90,8 @@ def simulate(
             the most it may use, ``Result.n_traj`` the number used. A pilot chunk of about 1000
             trajectories measures the spread; later chunks are sized from it, so the run stops
             within about 1.3x of the count the target needs. Trajectories are the same as in a
-            fixed run: a run stopped at ``n`` trajectories equals a run with ``n_traj=n``.
+            fixed run: a run stopped at ``n`` trajectories equals a run with ``n_traj=n``. If
+            ``n_traj`` runs out first, a ``RuntimeWarning`` says so, with the count needed.
         time_average: ``{name: (t0, t1)}``: each trajectory's average of observable ``name`` over
             the save times in ``[t0, t1]``, returned as ``Result.average[name]`` with
             ``Result.average_sem[name]``, the standard error from the spread between trajectories
