@@ -235,6 +235,10 @@ def test_value_and_grad_bad_input():
                                              n_traj=4, key=0, dt=0.1)[0])(1.0)
     with pytest.raises(TypeError, match="key is required"):
         tw.value_and_grad(_sz_mean_loss, model, init, ts, params=p, n_traj=4, key=None, dt=0.1)
+    with pytest.warns(UserWarning, match=r"params\['Omega'\] is an integer: held fixed, no derivative"):
+        _, g = tw.value_and_grad(_sz_mean_loss, model, init, ts, params={"Omega": 1, "gamma": 0.1}, n_traj=4, key=0,
+                                 dt=0.1)
+    assert g["Omega"] is None and g["gamma"] is not None
 
 
 @pytest.mark.slow

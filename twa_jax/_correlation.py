@@ -237,6 +237,7 @@ def _run(model, initial, ts, taus, a, b, *, n_traj, key, params, t0, dt, solver,
                      dt=dt, solver=solver, chunk_size=chunk_size, devices=devices, progress=progress, pulses=pulses,
                      target_sem=target_sem)
     if jacobian:
+        _grad.warn_integer_params(params)
         diff, rest = _grad._split(plan.params, params)
         if not jax.tree_util.tree_leaves(diff):
             raise ValueError("jacobian=True: params has no floating-point value to differentiate with respect to")
