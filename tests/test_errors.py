@@ -39,6 +39,7 @@ def _sim(model=None, initial=None, ts=TS, **kw):
         (dict(n_spins=1.5), TypeError, "n_spins must be an int"),
         (dict(n_spins=0), ValueError, "no degrees of freedom"),
         (dict(spin_S=-1.0), ValueError, "spin_S"),
+        (dict(spin_S=0.7), ValueError, r"spin_S must be a multiple of 1/2"),
     ],
 )
 def test_bad_model(kwargs, exc, match):
@@ -106,6 +107,18 @@ def test_bad_n_traj(n_traj, exc):
 def test_bad_ts(ts, match):
     with pytest.raises(ValueError, match=match):
         _sim(ts=ts)
+
+
+def test_complex_ts_and_a_spin_length_that_is_not_one():
+    with pytest.raises(TypeError, match="ts must be real save times"):
+        _sim(ts=np.array([0.0, 0.5 + 1j, 1.0]))
+    with pytest.raises(TypeError, match="ts must be real save times"):
+        _sim(ts=[0.0, 1j])
+    with pytest.raises(ValueError, match=r"S must be a multiple of 1/2"):
+        tw.states.spin_coherent(0.7, [0, 0, 1])
+    assert tw.states.spin_coherent(1.5, [0, 0, 1]) is not None
+    with pytest.warns(RuntimeWarning, match="n_traj=1: the standard errors are NaN"):
+        assert np.isnan(_sim(n_traj=1).sem["sz"][-1])
 
 
 def test_initial_state_size_mismatch():

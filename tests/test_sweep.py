@@ -152,6 +152,16 @@ def test_store_refuses_a_sweep_of_other_code_under_the_same_names(tmp_path):
         tw.sweep(chain(0.5), {"N": [2], "Omega": [0.0]}, ts, store=path, **kw)
 
 
+def test_a_builder_must_return_the_model_and_its_state():
+    with pytest.raises(TypeError, match=r"the builder only_model\(\*\*\{'N': 2\}\) must return \(model, initial\), "
+                                        r"got Model"):
+        tw.sweep(only_model, {"N": [2, 3]}, TS, **KW)
+
+
+def only_model(N):
+    return tw.models.dicke(N)
+
+
 def _finish_times(path):
     """When each stored point was computed (the store's own record in the point's attrs)."""
     import zarr

@@ -131,8 +131,20 @@ def check_positive(v, name: str) -> float:
     return float(v)
 
 
+def check_half_integer(S, name="S") -> float:
+    """A spin length: a positive multiple of 1/2."""
+    number = not isinstance(S, bool) and isinstance(S, (int, float, np.floating, np.integer))
+    if not number or not (S > 0 and np.isfinite(S)):
+        raise ValueError(f"{name} must be a positive number, got {S!r}")
+    if abs(2 * S - round(2 * S)) > 1e-9:
+        raise ValueError(f"{name} must be a multiple of 1/2 (a spin length: 1/2, 1, 3/2, ...), got {S!r}")
+    return float(S)
+
+
 def check_ts(ts) -> np.ndarray:
     """Strictly increasing, finite, 1-D save times (at least two)."""
+    if np.iscomplexobj(ts) or (isinstance(ts, (list, tuple)) and any(isinstance(t, complex) for t in ts)):
+        raise TypeError("ts must be real save times, got complex values")
     try:
         ts_np = np.asarray(ts, dtype=float)
     except (TypeError, ValueError):

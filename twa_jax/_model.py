@@ -21,7 +21,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from ._checks import abstract_signature, check_finite_tree, check_gamma_matrix, default_float, memo
+from ._checks import abstract_signature, check_finite_tree, check_gamma_matrix, check_half_integer, default_float, memo
 from ._noise import decompose
 from ._quantize import warn_same_site
 
@@ -134,10 +134,7 @@ class Model(eqx.Module):
         if self.n_spins == 0 and self.n_bosons == 0:
             raise ValueError("the model has no degrees of freedom: set n_spins and/or n_bosons")
         if self.spin_S is not None:
-            if not isinstance(self.spin_S, (int, float, np.floating, np.integer)) or not (
-                self.spin_S > 0 and np.isfinite(self.spin_S)
-            ):
-                raise ValueError(f"spin_S must be a positive number or None, got {self.spin_S!r}")
+            check_half_integer(self.spin_S, "spin_S")
         if (self.jumps is None) != (self.gamma is None):
             raise ValueError(
                 "jumps and gamma go together: give both (dissipative model) or neither (closed)"

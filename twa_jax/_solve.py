@@ -128,6 +128,9 @@ def simulate(
         target_sem=target_sem, time_average=time_average, keep_trajectories=keep_trajectories,
         progress=progress, pulses=pulses,
     )
+    if plan.n_traj == 1 and plan.method != "mean_field":
+        warnings.warn("n_traj=1: the standard errors are NaN (they need at least 2 trajectories)", RuntimeWarning,
+                      stacklevel=2)
     if target_sem is not None and not all_concrete(plan.params):
         raise ValueError("target_sem decides on concrete standard errors; it cannot be used under jax.grad/jax.jit")
     chunk = plan.chunk()

@@ -18,7 +18,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from ._checks import check_int, default_float
+from ._checks import check_half_integer, check_int, default_float
 
 
 def _dtype():
@@ -232,8 +232,7 @@ def spins_down(n: int, sampling: str = "discrete") -> SpinHalfState:
 
 def spin_coherent(S: float, direction, n: int | None = None) -> SpinCoherentState:
     """Spin-S coherent state(s) in the S-normalization (use with ``Model(spin_S=S)``)."""
-    if not (isinstance(S, (int, float, np.floating, np.integer)) and S > 0 and np.isfinite(S)):
-        raise ValueError(f"S must be a positive number, got {S!r}")
+    check_half_integer(S, "S")
     d = np.asarray(direction, dtype=float)
     if n is None:
         n = d.shape[0] if d.ndim == 2 else 1

@@ -102,7 +102,7 @@ def _split_axes(spec, axes):
 
 def _fingerprint_at(spec, builder, pair, structural, param_axes, point, observables, pulses):
     """What the sweep's functions give at ``point`` (:func:`fingerprint`), for its store."""
-    model, initial = pair if pair is not None else builder(**{a: point[a] for a in structural})
+    model, initial = pair if pair is not None else _build(builder, {a: point[a] for a in structural})
     return fingerprint(model, initial, {a: point[a] for a in param_axes if a in point}, observables, pulses)
 
 
@@ -152,6 +152,15 @@ def fingerprint(model, initial, params, observables=None, pulses=None) -> dict:
     put("initial mean", jnp.concatenate([jnp.ravel(s0), jnp.real(jnp.ravel(a0)), jnp.imag(jnp.ravel(a0))]))
     s1, a1 = initial.sample(jax.random.key(_PROBE_SEED))
     put("initial sample", jnp.concatenate([jnp.ravel(s1), jnp.real(jnp.ravel(a1)), jnp.imag(jnp.ravel(a1))]))
+    return out
+
+
+def _build(builder, struct):
+    """``builder(**struct)``, which must be a ``(model, initial)`` pair."""
+    out = builder(**struct)
+    if not (isinstance(out, tuple) and len(out) == 2 and isinstance(out[0], Model)):
+        raise TypeError(f"the builder {getattr(builder, '__name__', builder)}(**{struct}) must return "
+                        f"(model, initial), got {type(out).__name__}")
     return out
 
 
@@ -328,7 +337,7 @@ def _run_task(x64, spec_bytes, payload):
 
 def _run_group(spec, struct, points, param_axes, ts, opts, store, on_point=None, built=None):
     try:
-        model, initial = built if built is not None else (spec if isinstance(spec, tuple) else spec(**struct))
+        model, initial = built if built is not None else (spec if isinstance(spec, tuple) else _build(spec, struct))
     except Exception as e:  # the builder failed: every point of this shape is a failure
         reason = f"build({', '.join(f'{k}={v!r}' for k, v in struct.items())}) raised {type(e).__name__}: {e}"
         out = {SweepStore.point_id(p): {"failed": reason} for p in points}
@@ -450,7 +459,7 @@ def sweep(
                 batch_size=batch_size, fail_fraction=fail_fraction, pulses=pulses)
     # validate the options once, on the first point, so bad input fails before any work
     struct0 = {a: points[0][a] for a in structural}
-    model0, init0 = pair if pair is not None else builder(**struct0)
+    model0, init0 = pair if pair is not None else _build(builder, struct0)
     probe = make_plan(model0, init0, ts_np, n_traj=n_traj, key=key, params={a: points[0][a] for a in param_axes},
                       observables=observables, dt=dt, solver=solver, method=method, chunk_size=chunk_size,
                       devices=devices, time_average=time_average, progress=False, pulses=pulses)
