@@ -108,6 +108,24 @@ def test_failures_are_recorded_and_the_sweep_goes_on():
     assert np.all(np.isfinite(ds["n"].sel(U=0.0))) and np.all(np.isnan(ds["n"].sel(U=1000.0)))
 
 
+def test_points_over_several_chunks_equal_point_by_point_runs():
+    """A batch of points over several chunks: each point's counts are merged with its own means
+    (P, n_times, modes), also when points lose different numbers of trajectories."""
+    model = tw.Model(lambda s, a, p: p["U"] * jnp.abs(a[0]) ** 6 + jnp.abs(a[0]) ** 2, n_bosons=1, params={"U": 0.0})
+    init = tw.states.product(bosons=tw.states.coherent(jnp.array([1.0])))
+    kw = dict(n_traj=96, key=5, dt=0.05)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)  # the last point loses trajectories
+        ds = tw.sweep((model, init), {"U": [0.0, 0.02, 3.0]}, TS, chunk_size=32, fail_fraction=0.99, progress=False, **kw)
+        assert dict(ds["n"].sizes) == {"U": 3, "time": len(TS), "mode": 1}
+        failed = ds["n_failed"].values
+        assert failed[0] == failed[1] == 0 and 0 < failed[2] < 96, failed
+        for U in (0.0, 0.02, 3.0):
+            r = tw.simulate(model, init, TS, params={"U": U}, **kw)
+            np.testing.assert_allclose(ds["n"].sel(U=U).values, np.asarray(r.mean["n"]), rtol=1e-6, atol=1e-6)
+            np.testing.assert_allclose(ds["n_sem"].sel(U=U).values, np.asarray(r.sem["n"]), rtol=1e-5, atol=1e-6)
+
+
 def test_store_refuses_another_sweep_and_reuses_points_of_a_grown_grid(tmp_path):
     model, init = _spin()
     path = str(tmp_path / "s.zarr")

@@ -66,23 +66,33 @@ def chunk_moments(x, weight):
     return n, mean, m2
 
 
+def _counts_like(n, x):
+    """Counts ``n`` with trailing unit axes, so they broadcast over ``x``'s trailing axes: the
+    counts' axes are the leading ones of ``x`` (none for one run; ``(P,)`` for the points of a
+    sweep, whose means are ``(P, n_times, ...)``)."""
+    return jnp.reshape(n, jnp.shape(n) + (1,) * (jnp.ndim(x) - jnp.ndim(n)))
+
+
 def merge_moments(a, b):
-    """Merge two ``(count, mean, M2)`` triples (Chan, Golub and LeVeque)."""
+    """Merge two ``(count, mean, M2)`` triples (Chan, Golub and LeVeque); counts may carry
+    leading axes of the means (a sweep's points)."""
     na, ma, m2a = a
     nb, mb, m2b = b
     n = na + nb
-    safe = jnp.maximum(n, 1)
+    safe = jnp.maximum(_counts_like(n, ma), 1)
     delta = mb - ma
-    mean = ma + delta * (nb / safe)
-    m2 = m2a + m2b + jnp.abs(delta) ** 2 * (na * nb / safe)
+    mean = ma + delta * (_counts_like(nb, ma) / safe)
+    m2 = m2a + m2b + jnp.abs(delta) ** 2 * (_counts_like(na * nb, ma) / safe)
     return n, mean, m2
 
 
 def finalize(moments, deterministic=False):
     """``(mean, standard error)`` from merged moments; the standard error uses ``n - 1``, so it
     is NaN for fewer than two trajectories (one trajectory says nothing about the spread) unless
-    the run is ``deterministic`` (mean field: one exact trajectory, standard error zero)."""
+    the run is ``deterministic`` (mean field: one exact trajectory, standard error zero). Counts
+    may carry leading axes of the means (a sweep's points)."""
     n, mean, m2 = moments
+    n = _counts_like(n, mean)
     var = m2 / jnp.maximum(n - 1, 1)
     sem = jnp.sqrt(var / jnp.maximum(n, 1))
     if deterministic:

@@ -302,9 +302,7 @@ def _solve_batch(first, values, ids, chunk, batch, opts):
 def _finalize_batched(mom, deterministic=False):
     """:func:`finalize` of moments stacked over points (counts ``(B,)``, means ``(B, ...)``);
     ``deterministic``: a mean-field run (standard error zero, not NaN for its one trajectory)."""
-    n, m, m2 = mom
-    n = jnp.reshape(n, n.shape + (1,) * (m.ndim - n.ndim))
-    return tuple(np.asarray(x) for x in finalize((n, m, m2), deterministic))
+    return tuple(np.asarray(x) for x in finalize(mom, deterministic))
 
 
 # --------------------------------------------------------------------------- tasks for executors
