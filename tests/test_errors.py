@@ -169,3 +169,18 @@ def test_float32_rounding_of_a_psd_gamma_is_accepted_but_negative_eigenvalues_ar
     _model(gamma=G.astype(np.float32), jumps=lambda s, a, p: jnp.ones(30, complex))
     with pytest.raises(ValueError, match="positive semidefinite"):
         _model(gamma=(G - 1e-3 * np.eye(30)).astype(np.float32), jumps=lambda s, a, p: jnp.ones(30, complex))
+
+
+def test_mean_field_boson_number_is_the_occupation_of_the_one_trajectory():
+    """Mean field evaluates observables on one unsampled trajectory: the default boson number is
+    |a|^2 there (coherent amplitude 0.5: 0.25, exact for this closed linear model), not the Weyl
+    symbol |a|^2 - 1/2, whose -1/2 only the sampled spread makes up (it gave -0.25)."""
+    model = tw.Model(lambda s, a, p: jnp.abs(a[0]) ** 2, n_bosons=1)
+    init = tw.states.product(bosons=tw.states.coherent(jnp.array([0.5])))
+    ts = np.linspace(0.0, 1.0, 3)
+    mf = tw.simulate(model, init, ts, method="mean_field", dt=0.05)
+    # Heun's amplification |1 - i h - h^2/2|^2 = 1 + h^4/4 per step (h = 0.05): 3e-5 over 20 steps
+    np.testing.assert_allclose(np.asarray(mf.mean["n"]).ravel(), 0.25 * (1 + 0.05**4 / 4) ** np.array([0, 10, 20]),
+                               rtol=1e-6)
+    twa = tw.simulate(model, init, ts, n_traj=4000, key=1, dt=0.05)  # sampled: the Weyl symbol
+    assert np.all(np.abs(np.asarray(twa.mean["n"]) - 0.25) < 5 * np.asarray(twa.sem["n"]) + 1e-6)

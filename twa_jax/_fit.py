@@ -429,7 +429,7 @@ def fit(
     # === arguments
     steps, p0, fixed, bounds = _check_fit_inputs(data, params0, fixed, sigma, bounds, steps, loss, optimizer, learning_rate)
     polish = check_int(polish, "polish", minimum=0)
-    observables = _fit_observables(model, observables, data, p0)
+    observables = _fit_observables(model, observables, data, p0, method)
     plan = make_plan(model, initial, ts, n_traj=n_traj, key=key, params={**fixed, **p0}, observables=observables,
                      dt=dt, solver=solver, method=method, chunk_size=chunk_size, devices=devices,
                      checkpoints=checkpoints, progress=progress, differentiable=True, pulses=pulses)
@@ -499,13 +499,13 @@ def fit(
 
 
 # --------------------------------------------------------------------------- helpers
-def _fit_observables(model, observables, data, p0):
+def _fit_observables(model, observables, data, p0, method="twa"):
     """The observables the data names, from ``observables`` or the model's own (as ``simulate``
     picks them); unknown names in ``data`` or ``params0`` are named."""
     if not isinstance(model, Model):
         return observables  # make_plan names the problem
     available = observables if observables is not None else (
-        model.observables or default_observables(model.n_spins, model.n_bosons))
+        model.observables or default_observables(model.n_spins, model.n_bosons, method == "mean_field"))
     if not isinstance(available, dict):
         raise TypeError("observables must be a dict {name: f(spins, bosons)}")
     unknown = sorted(set(data) - set(available))

@@ -16,13 +16,16 @@ import jax
 import jax.numpy as jnp
 
 
-def default_observables(n_spins: int, n_bosons: int) -> dict:
-    """Site-averaged ``sx, sy, sz`` (if any spins) and per-mode ``n = <a^dag a>`` (if any bosons)."""
+def default_observables(n_spins: int, n_bosons: int, mean_field: bool = False) -> dict:
+    """Site-averaged ``sx, sy, sz`` (if any spins) and per-mode ``n = <a^dag a>`` (if any bosons).
+    ``mean_field``: ``n`` is the mean-field occupation ``|a|^2`` of the one unsampled trajectory,
+    not the Weyl symbol ``|a|^2 - 1/2``, whose ``-1/2`` is made up by the Wigner distribution's
+    spread in a sampled run (at the mean point of the vacuum it would give ``-1/2``)."""
     obs = {}
     if n_spins:
         obs.update(sx=spin_x, sy=spin_y, sz=spin_z)
     if n_bosons:
-        obs["n"] = boson_number
+        obs["n"] = boson_number_mean_field if mean_field else boson_number
     return obs
 
 
@@ -47,7 +50,12 @@ def boson_number(s, a):
     return jnp.abs(a) ** 2 - 0.5
 
 
-for _f in (spin_x, spin_y, spin_z, boson_number):
+def boson_number_mean_field(s, a):
+    """``|a_m|^2`` per mode: the occupation of one mean-field trajectory."""
+    return jnp.abs(a) ** 2
+
+
+for _f in (spin_x, spin_y, spin_z, boson_number, boson_number_mean_field):
     _f.linear_per_site = True  # affine in each site's spin: the same-site check can skip it
 
 

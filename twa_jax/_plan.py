@@ -475,10 +475,10 @@ def _abstract_point(model, dtype):
     return s, a
 
 
-def check_observables(observables, model, dtype):
+def check_observables(observables, model, dtype, method="twa"):
     """``{name: f}`` checked by abstract evaluation; returns ``(observables, shapes, dtypes)``."""
     if observables is None:
-        observables = model.observables or default_observables(model.n_spins, model.n_bosons)
+        observables = model.observables or default_observables(model.n_spins, model.n_bosons, method == "mean_field")
     elif not isinstance(observables, dict) or not observables:
         raise TypeError("observables must be a non-empty dict {name: f(spins, bosons)}")
     s, a = _abstract_point(model, dtype)
@@ -801,7 +801,7 @@ def make_plan(
     n_jumps = model.check(params, dtype, with_gamma=False)  # Gamma: validated where it is factored
     if observables is not None:  # the model's own were checked when it was built
         warn_same_site_observables(model, observables)
-    observables, shapes, dtypes = check_observables(observables, model, dtype)
+    observables, shapes, dtypes = check_observables(observables, model, dtype, method)
     averages = _check_time_average(time_average, ts_np, observables)
     _check_initial_sample(initial, model, dtype)
     check_indexing(model, params, observables, dtype)

@@ -73,7 +73,9 @@ def simulate(
         solver: ``"rotation_heun"`` (default; norm-preserving) or ``"heun"`` (plain stochastic
             Heun), or an instance of :class:`~twa_jax.RotationHeun` / :class:`~twa_jax.StochasticHeun`.
         method: ``"twa"`` (sampled initial states and dissipative noise), ``"no_noise"`` (sampled
-            initial states, no noise), ``"mean_field"`` (one unsampled noise-free trajectory).
+            initial states, no noise), ``"mean_field"`` (one unsampled noise-free trajectory;
+            observables are evaluated on it, so the default boson number is ``|a|^2``, and a
+            Weyl symbol of your own with a vacuum term, such as ``|a|^2 - 1/2``, keeps that term).
         chunk_size: trajectories per device in one compiled batch (default: from the device's
             free memory; at most ``n_traj / len(devices)`` rounded up to a size that nearby
             ``n_traj`` share, so they reuse the compiled program; padding is masked). Prefer an
