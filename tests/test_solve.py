@@ -211,7 +211,8 @@ def test_one_trajectory_has_no_error_bar():
     model = _driven_spin(1.0, 0.5)
     kw = dict(key=2, params={"Omega": 1.0, "gamma": 0.5}, dt=0.02)
     ts = np.linspace(0, 1, 3)
-    one = tw.simulate(model, tw.states.spins_down(1), ts, n_traj=1, **kw)
+    with pytest.warns(RuntimeWarning, match="n_traj=1: the standard errors are NaN"):
+        one = tw.simulate(model, tw.states.spins_down(1), ts, n_traj=1, **kw)
     assert one.n_traj == 1 and np.all(np.isfinite(np.asarray(one.mean["sz"])))
     assert np.all(np.isnan(np.asarray(one.sem["sz"])))
     assert "1 trajectory: no error bar" in repr(one)
