@@ -26,6 +26,8 @@ import numpy as np
 
 from . import weyl
 
+__all__ = ["boson_moments", "collective_spin", "g2", "number_variance", "squeezing"]
+
 
 def boson_moments() -> dict:
     """``{"n", "n2", "adag2_a2"}``: Weyl symbols of ``a^dag a``, ``(a^dag a)^2`` and

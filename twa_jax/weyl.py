@@ -26,6 +26,18 @@ import numbers
 
 import jax.numpy as jnp
 
+__all__ = [
+    "anti_normal_ordered",
+    "collective",
+    "normal_ordered",
+    "number",
+    "number_squared",
+    "sigma_minus",
+    "sigma_minus_plus",
+    "sigma_plus",
+    "sigma_plus_minus",
+]
+
 
 def normal_ordered(a, p: int, q: int):
     """Weyl symbol of ``a^dag^p a^q`` (normal order) for the amplitude(s) ``a``:
