@@ -100,9 +100,16 @@ def _split_axes(spec, axes):
     raise TypeError("spec must be (model, initial) or a function build(**structural axes) -> (model, initial)")
 
 
-def _fingerprint_at(spec, builder, pair, structural, param_axes, point, observables, pulses):
-    """What the sweep's functions give at ``point`` (:func:`fingerprint`), for its store."""
-    model, initial = pair if pair is not None else _build(builder, {a: point[a] for a in structural})
+def _fingerprint_at(spec, builder, pair, structural, param_axes, point, observables, pulses, built=None):
+    """What the sweep's functions give at ``point`` (:func:`fingerprint`), for its store;
+    ``built = (struct, (model, initial))``: a pair already built for those structural values."""
+    struct = {a: point[a] for a in structural}
+    if pair is not None:
+        model, initial = pair
+    elif built is not None and built[0] == struct:
+        model, initial = built[1]
+    else:
+        model, initial = _build(builder, struct)
     return fingerprint(model, initial, {a: point[a] for a in param_axes if a in point}, observables, pulses)
 
 
@@ -115,20 +122,23 @@ def fingerprint(model, initial, params, observables=None, pulses=None) -> dict:
     pulses' generators at two fixed pseudo-random phase-space points (and, for a time-dependent
     model, at two times), and the initial state's mean and one sample (fixed key). Two sweeps
     whose functions have the same names but other code, captured constants or parameters give
-    other numbers, so a store can tell them apart. Arrays longer than 8 are kept as 4 fixed
-    random projections plus their sum and sum of squares."""
+    other numbers, so a store can tell them apart. An array longer than 8 is kept as 8 evenly
+    spaced entries, its sum, its sum of squares and the sum of every 7th entry (real and
+    imaginary parts apart) without a copy of it: a dense Gamma of 1e4 sites is 1e8 entries."""
     rng = np.random.default_rng(_PROBE_SEED)
     n, m = model.n_spins, model.n_bosons
     p = model.with_params(params)
     out = {}
 
     def put(name, x):
-        x = np.asarray(x)
-        x = np.concatenate([np.real(x).ravel(), np.imag(x).ravel()]) if np.iscomplexobj(x) else x.ravel()
-        x = np.nan_to_num(x.astype(float), nan=-1.2345e300, posinf=1.2345e300, neginf=-1.2345e299)
-        if x.size > 8:
-            w = np.random.default_rng([_PROBE_SEED, x.size]).normal(size=(4, x.size))
-            x = np.concatenate([w @ x, [x.sum(), (x * x).sum()]])
+        x = np.ravel(np.asarray(x))  # on a CPU a view of the device buffer
+        values = []
+        for part in ((x.real, x.imag) if np.iscomplexobj(x) else (x,)):  # views
+            if part.size > 8:
+                part = np.concatenate([part[np.linspace(0, part.size - 1, 8).astype(int)],
+                                       [np.sum(part, dtype=float), np.vdot(part, part), np.sum(part[::7], dtype=float)]])
+            values.append(np.asarray(part, float))
+        x = np.nan_to_num(np.concatenate(values), nan=-1.2345e300, posinf=1.2345e300, neginf=-1.2345e299)
         out[name] = [float(v) for v in x]
 
     obs = observables if observables is not None else (model.observables or {})
@@ -473,7 +483,7 @@ def sweep(
     st = None if store is None else SweepStore(
         store, signature, axes,
         fingerprint=(points[0], lambda p: _fingerprint_at(spec, builder, pair, structural, param_axes, p, observables,
-                                                        pulses)))
+                                                        pulses, built=(struct0, (model0, init0)))))
 
     # === the work: points not yet done, grouped by shape, split into tasks
     done = set() if st is None else st.done_ids()
