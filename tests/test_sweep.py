@@ -108,6 +108,29 @@ def test_failures_are_recorded_and_the_sweep_goes_on():
     assert np.all(np.isfinite(ds["n"].sel(U=0.0))) and np.all(np.isnan(ds["n"].sel(U=1000.0)))
 
 
+def test_default_dt_is_each_points_own():
+    """Without dt each point runs at simulate's default dt for that point, whatever the other
+    points of the grid: a point's numbers do not depend on its neighbours, on the task split or
+    on a store being resumed (Omega = 8 needs a finer step than Omega = 1)."""
+    model, init = tw.models.driven_spin(gamma_down=0.5), tw.states.spins_down(1)
+    ts, kw = np.linspace(0.0, 0.5, 3), dict(n_traj=16, key=0)
+    ds = tw.sweep((model, init), {"Omega": [1.0, 8.0]}, ts, progress=False, **kw)
+    for omega in (1.0, 8.0):
+        r = tw.simulate(model, init, ts, params={"Omega": omega}, **kw)
+        assert float(ds["dt"].sel(Omega=omega)) == r.dt
+        np.testing.assert_allclose(ds["sz"].sel(Omega=omega).values, np.asarray(r.mean["sz"]), rtol=0, atol=1e-6)
+    assert float(ds["dt"].sel(Omega=1.0)) > float(ds["dt"].sel(Omega=8.0))
+
+
+def test_observable_names_that_would_overwrite_a_variable_are_refused_before_any_work():
+    model, init = _spin()
+    z = lambda s, a: s[0, 2]  # noqa: E731
+    for obs, what in [({"dt": z}, "the sweep's own 'dt'"), ({"sz": z, "sz_sem": z}, "the mean of observable 'sz_sem'"),
+                      ({"Omega": z}, "the grid axis 'Omega'"), ({"n_failed": z}, "the sweep's own 'n_failed'")]:
+        with pytest.raises(ValueError, match=f"would overwrite {what}: rename the observable"):
+            tw.sweep((model, init), {"Omega": [0.5, 1.0]}, TS, observables=obs, **KW)
+
+
 def test_points_over_several_chunks_equal_point_by_point_runs():
     """A batch of points over several chunks: each point's counts are merged with its own means
     (P, n_times, modes), also when points lose different numbers of trajectories."""

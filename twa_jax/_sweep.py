@@ -165,6 +165,26 @@ def fingerprint(model, initial, params, observables=None, pulses=None) -> dict:
     return out
 
 
+#: the Dataset's (and the store view's) own variables and coordinates besides the grid axes
+_OWN_NAMES = ("dt", "n_failed", "failed", "status", "time", "point")
+
+
+def _check_variable_names(observables, time_average, axes):
+    """Every variable of the sweep's Dataset gets its own name: an observable called ``dt`` or
+    ``sz_sem`` (next to ``sz``) or like a grid axis would overwrite another variable, silently or
+    after every point has run."""
+    taken = {name: f"the sweep's own {name!r}" for name in _OWN_NAMES}
+    taken.update({a: f"the grid axis {a!r}" for a in axes})
+    made = [(name, f"the mean of observable {name!r}") for name in observables]
+    made += [(f"{name}_sem", f"the standard error of observable {name!r}") for name in observables]
+    made += [(f"{name}_average{x}", f"the time average{x and ' error'} of observable {name!r}")
+             for name in time_average for x in ("", "_sem")]
+    for var, what in made:
+        if var in taken:
+            raise ValueError(f"the sweep's variable {var!r} ({what}) would overwrite {taken[var]}: rename the observable")
+        taken[var] = what
+
+
 def _build(builder, struct):
     """``builder(**struct)``, which must be a ``(model, initial)`` pair."""
     out = builder(**struct)
@@ -186,8 +206,9 @@ def run_points(model, initial, ts, points, param_axes, opts, store=None, on_poin
     """Solve ``points`` (dicts of axis values) of one ``(model, initial)``; returns
     ``{point id: result}`` with ``result = (arrays, attrs)`` or ``{"failed": reason}``.
 
-    Points share one time grid (``dt`` given, or the smallest default ``dt`` of the points), and
-    points whose factors of Gamma have the same structure are batched together."""
+    Each point runs at ``dt`` if given, else at its own default ``dt`` (on the step ladder, so
+    nearby values share it), so its numbers do not depend on the other points of the call; points
+    with the same step and the same structure of the factor of Gamma are batched together."""
     out, values, factors = {}, {}, {}
     ts_np = np.asarray(ts, dtype=float)
     base = None
@@ -213,14 +234,13 @@ def run_points(model, initial, ts, points, param_axes, opts, store=None, on_poin
             out[pid] = {"failed": f"{type(e).__name__}: {e}"}
     if not values:
         return out
-    if opts["dt"] is None:  # one grid for the batch: the smallest default step among the points
-        base = base.with_dt(ts_np, min(v[2] for v in values.values()))
     by_id = {SweepStore.point_id(p): p for p in points}
     groups = {}
-    for pid, v in values.items():
-        groups.setdefault(_noise_signature(v[1]), []).append(pid)
-    for pids in groups.values():
-        first = dataclasses.replace(base, noise=values[pids[0]][1])
+    for pid, v in values.items():  # by the point's own default step (none given) and Gamma's structure
+        groups.setdefault((v[2] if opts["dt"] is None else None, _noise_signature(v[1])), []).append(pid)
+    for (dt, _), pids in groups.items():
+        grid = base if dt is None or dt == base.dt else base.with_dt(ts_np, dt)
+        first = dataclasses.replace(grid, noise=values[pids[0]][1])
         chunk, batch = _sizes(first, len(pids), opts)
         if batch > 1:  # the points of a batch are work on the lanes too
             first = dataclasses.replace(first, layout=choose_layout(
@@ -392,8 +412,9 @@ def sweep(
             ``[{axis: value, ...}, ...]`` (no point twice).
         ts: ``(n_times,)`` save times, as in :func:`~twa_jax.simulate`.
         n_traj, key, observables, dt, solver, method, time_average, chunk_size, devices, pulses: as in
-            :func:`~twa_jax.simulate`, the same for every point. Points of one shape share one
-            time grid: ``dt``, or the smallest default ``dt`` among them.
+            :func:`~twa_jax.simulate`, the same for every point. Without ``dt`` each point runs at
+            its own default ``dt`` (that of ``simulate``); points of one shape and one step are
+            batched.
         store: a path ``"x.zarr"``: each finished point is written as soon as it is done; the same
             call again skips finished points (a grid grown along an axis reuses them). A store
             of another sweep (other model, ts, n_traj, key, observables, ...) is refused, naming
@@ -471,6 +492,7 @@ def sweep(
     probe = make_plan(model0, init0, ts_np, n_traj=n_traj, key=key, params={a: points[0][a] for a in param_axes},
                       observables=observables, dt=dt, solver=solver, method=method, chunk_size=chunk_size,
                       devices=devices, time_average=time_average, progress=False, pulses=pulses)
+    _check_variable_names(probe.observables, time_average or {}, axes)
     signature = dict(
         model=_spec_name(spec), ts=ts_np.tolist(), n_traj=n_traj, key=str(key), observables=sorted(probe.observables),
         dt=None if dt is None else float(dt), solver=probe.solver_name, method=method, random_numbers=random_numbers,
