@@ -100,7 +100,7 @@ def _split_axes(spec, axes):
     raise TypeError("spec must be (model, initial) or a function build(**structural axes) -> (model, initial)")
 
 
-def _fingerprint_at(spec, builder, pair, structural, param_axes, point, observables, pulses, built=None):
+def _fingerprint_at(builder, pair, structural, param_axes, point, observables, pulses, built=None):
     """What the sweep's functions give at ``point`` (:func:`fingerprint`), for its store;
     ``built = (struct, (model, initial))``: a pair already built for those structural values."""
     struct = {a: point[a] for a in structural}
@@ -504,7 +504,7 @@ def sweep(
                                 p.angle_name if p.angle_name is not None else float(p.angle_value)] for p in probe.pulses]
     st = None if store is None else SweepStore(
         store, signature, axes,
-        fingerprint=(points[0], lambda p: _fingerprint_at(spec, builder, pair, structural, param_axes, p, observables,
+        fingerprint=(points[0], lambda p: _fingerprint_at(builder, pair, structural, param_axes, p, observables,
                                                         pulses, built=(struct0, (model0, init0)))))
 
     # === the work: points not yet done, grouped by shape, split into tasks

@@ -415,10 +415,15 @@ def check_options(method: str, **given) -> None:
             )
 
 
+def _twin_dim(model, cutoff):
+    """The Hilbert-space dimension of the model's twin at this boson ``cutoff``."""
+    d = 2 if model.spin_S is None else int(round(2 * model.spin_S + 1))
+    return d**model.n_spins * (int(cutoff) + 1) ** model.n_bosons
+
+
 def _check_twin_dim(model, cutoff, method):
     """Refuse a twin read off the functions whose Hilbert space is out of reach for ``method``."""
-    d = 2 if model.spin_S is None else int(round(2 * model.spin_S + 1))
-    dim = d**model.n_spins * (int(cutoff) + 1) ** model.n_bosons
+    dim = _twin_dim(model, cutoff)
     most = MAX_TWIN_DIM["mcsolve" if method == "mcsolve" else "full"]
     if dim > most:
         other = (" or method='mcsolve' (quantum trajectories, up to dimension "
@@ -517,9 +522,7 @@ def solve(
     hook = quantum if quantum is not None else getattr(model, "quantum", None)
     auto = method == "auto"
     if auto:
-        d = 2 if model.spin_S is None else int(round(2 * model.spin_S + 1))
-        dim = d**model.n_spins * (cutoff + 1) ** model.n_bosons
-        method = "full" if dim <= AUTO_FULL_DIM or hook is None else "piqs"
+        method = "full" if _twin_dim(model, cutoff) <= AUTO_FULL_DIM or hook is None else "piqs"
     protocol = model.time_dependent or bool(pulses)
     if protocol:  # the twin is read off the functions, with coefficients in time
         if method not in ("auto", "full") or quantum is not None:
