@@ -291,3 +291,23 @@ def test_overview_explicit_points():
     ax = fig.axes[0]
     assert ax.get_xlabel() == "g"
     assert [ln.get_label() for ln in ax.lines] == ["k = 2", "k = 4"]
+
+
+def test_complex_observable_is_refused_not_cut_to_its_real_part():
+    """A complex mean (``<a>`` of a boson) is refused by name by every plot and reduction, instead
+    of being drawn as its real part; ``abs`` of it with the real ``_sem`` draws the modulus."""
+    ds = point_ds()
+    a = ds["y"] * np.exp(1j * 0.3)
+    ds = ds.assign(a=a, a_sem=ds["y_sem"])
+    red = ds.isel(time=-1)
+    for call in (lambda: sp.errorbars(red, "a", "g"), lambda: sp.time_bands(ds, "a"),
+                 lambda: sp.reduce_time(ds, "a", "max"), lambda: sp.peak(ds, "a")):
+        with pytest.raises(ValueError, match="'a' is complex"):
+            call()
+    ax = sp.errorbars(red, abs(red["a"]), "g", hue="k", sem=red["a_sem"])
+    ys = np.concatenate([line.get_ydata() for line in ax.lines])
+    np.testing.assert_allclose(np.sort(ys), np.sort(np.abs(red["a"].values)))
+    with pytest.warns(UserWarning, match=r"\['a'\].*complex"):
+        fig = sp.overview(ds, x="g", hue="k")
+    assert len([ax for ax in fig.axes if ax.get_visible()]) == 1  # y only
+    plt.close("all")

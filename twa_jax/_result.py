@@ -70,7 +70,8 @@ class Result(eqx.Module):
         sem: ``{name: (n_times, ...)}`` standard errors of those means (zero for a single
             deterministic trajectory, ``method="mean_field"``, or an exact result; NaN for a
             sampled run of one trajectory, which says nothing about the spread).
-        n_traj: number of trajectories used.
+        n_traj: number of trajectories run, the failed ones included (the statistics use
+            ``n_traj - n_failed``).
         n_failed: trajectories that turned non-finite and were left out of the statistics.
         method, solver, dt, n_steps, chunk_size, key, params, wall_time: how it was computed.
         average: ``{name: (...)}`` time average of each observable (or None), with standard

@@ -60,6 +60,18 @@ def _sem_variable(ds, var):
     return ds[name]
 
 
+def _real(da, name):
+    """``da`` if real; a ValueError for a complex observable (a plot or a maximum of one would
+    silently take its real part). Its ``_sem`` is real and bounds the error of ``.real``,
+    ``.imag`` and ``abs`` of the mean alike."""
+    if np.issubdtype(da.dtype, np.complexfloating):
+        raise ValueError(
+            f"{name!r} is complex: pass a real part of it, e.g. errorbars(ds, abs(ds[{name!r}]), x, "
+            f"sem=ds[{name + '_sem'!r}]) or ds[{name!r}].real (its sem bounds the error of .real, .imag "
+            f"and abs alike)")
+    return da
+
+
 def _sweep_axes(ds):
     """The sweep's axes: the dims of ``failed`` (an outer-product grid), or the coordinates along
     ``point`` (an explicit list of points)."""
@@ -93,6 +105,7 @@ def _label(da, name=None):
 def _reduce_pair(mean, sem, how):
     if how not in REDUCE:
         raise ValueError(f"reduce must be one of {REDUCE}, got {how!r}")
+    _real(mean, mean.name)
     if "time" not in mean.dims:
         raise ValueError(f"{mean.name!r} has no time dimension to reduce (dims {mean.dims})")
     if how == "max":
@@ -265,6 +278,7 @@ def _draw(ax, mean, sem, x, hue, band, failed, name, kw):
                              f"{sorted(map(str, mean.coords))} (dims {mean.dims})")
     if hue is not None and hue == x:
         raise ValueError(f"x and hue are both {x!r}")
+    _real(mean, name)
     keep = set(mean[x].dims) | (set(mean[hue].dims) if hue is not None else set())
     mean, sem = _squeeze_extra(mean, keep), _squeeze_extra(sem, keep)
     extra = [d for d in mean.dims if d not in keep]
@@ -364,7 +378,7 @@ def time_bands(ds, var: str, *, ax=None, **sel):
     Returns:
         The matplotlib axis.
     """
-    mean, sem = _variable(ds, var), _sem_variable(ds, var)
+    mean, sem = _real(_variable(ds, var), var), _sem_variable(ds, var)
     if "time" not in mean.dims:
         raise ValueError(f"{var!r} has no time dimension (dims {mean.dims}); plot it with errorbars")
     mean, sem = _select(mean, sel), _select(sem, sel)
@@ -476,6 +490,9 @@ def overview(ds, *, x: str | None = None, hue: str | None = None, reduce: str = 
     panels, skipped = [], []
     for v in timed + averages:
         m, s = ds[v], ds[f"{v}_sem"]
+        if np.issubdtype(m.dtype, np.complexfloating):
+            skipped.append(v)
+            continue
         if v in timed:
             m, s = _reduce_pair(m, s, reduce)
             label = f"{reduce} {v}" if reduce != "final" else f"{v}(t = {_fmt(ds['time'].values[-1])})"
@@ -487,8 +504,8 @@ def overview(ds, *, x: str | None = None, hue: str | None = None, reduce: str = 
             continue
         panels.append((v, m, s, label))
     if skipped:
-        warnings.warn(f"overview leaves out {skipped} (more than one component); plot them with errorbars "
-                      "after selecting one", UserWarning, stacklevel=2)
+        warnings.warn(f"overview leaves out {skipped} (more than one component, or complex); plot them with "
+                      "errorbars after selecting a component or a real part (abs, .real)", UserWarning, stacklevel=2)
     if not panels:
         raise ValueError(f"nothing to draw: no observable with a standard error among {sorted(map(str, ds.data_vars))}")
     ncols = min(3, len(panels))
