@@ -2,7 +2,7 @@
 hand-written kernels of `bench_small.py`, kernel by kernel.
 
     python benchmarks/profile_gpu.py [--model rydberg] [--n-spins 10] [--n-traj 100000]
-                                     [--n-steps 100] [--contenders simulate,lanes] [--pad-grid] [--loop-ops]
+                                     [--n-steps 100] [--contenders simulate,simulate_loop,lanes] [--pad-grid] [--loop-ops]
                                      [--out FILE]
 
 Each contender is called once (compilation), timed ``--repeats`` times (wall, minimum), then
@@ -16,6 +16,10 @@ runs (the device lines are then XLA's thunk threads), useful only to check the s
 ``simulate``'s step loop, read from the program this backend compiled (:func:`loop_ops`), each
 with the JAX operation that made it. On a GPU each nested loop or conditional reads a predicate
 back to the host on every step (a synchronization); this names them.
+
+``simulate_loop`` and ``simulate_intervals``: ``simulate`` with each way of saving at the save
+times (``twa_jax._plan.SAVE_BY``; ``simulate`` itself saves as its backend does by default:
+intervals on accelerators, diffrax's save loop on CPU).
 
 ``--pad-grid``: the padded time grid with its run-time stop (``twa_jax._plan.PAD_GRID = True``,
 the CPU default) instead of diffrax's ``StepTo`` (the default on accelerators). XLA flags to try
@@ -161,6 +165,21 @@ def simulate_loop_ops(call):
     return loop_ops(chunk.lower(*seen["args"]).lowered.compile().as_text())
 
 
+def with_save_by(how, call):
+    """``call`` with ``twa_jax._plan.SAVE_BY = how`` while it runs (each ``simulate`` makes its
+    plan, so it compiles and runs that way of saving)."""
+    from twa_jax import _plan
+
+    def f():
+        old, _plan.SAVE_BY = _plan.SAVE_BY, how
+        try:
+            return call()
+        finally:
+            _plan.SAVE_BY = old
+
+    return f
+
+
 def host_profile(f, top, calls=5):
     """The ``top`` functions by cumulative time over ``calls`` calls of ``f`` (seconds per call)."""
     import cProfile
@@ -184,12 +203,10 @@ def main(argv=None):
     ap.add_argument("--n-traj", type=int, default=100_000)
     ap.add_argument("--n-steps", type=int, default=100)
     ap.add_argument("--repeats", type=int, default=3)
-    ap.add_argument("--contenders", default="simulate,lanes")
+    ap.add_argument("--contenders", default="simulate,simulate_loop,lanes",
+                    help="simulate (saving as this backend does by default), simulate_loop (diffrax's save loop), "
+                    "simulate_intervals (a solve per save interval), lanes (the hand-written kernel)")
     ap.add_argument("--pad-grid", action="store_true")
-    ap.add_argument("--save-ends", action="store_true",
-                    help="an experiment: diffrax saves at t0 and t1 (SaveAt(t0=True, t1=True)) instead of at the "
-                    "save times (SaveAt(ts=...), a while loop in every step); same output when the save times are "
-                    "the two ends, as here")
     ap.add_argument("--host-profile", action="store_true",
                     help="also run each contender under cProfile (5 calls) and keep the functions with the most "
                     "cumulative time: where the host's share of the wall time goes")
@@ -203,23 +220,13 @@ def main(argv=None):
 
     if args.pad_grid:
         _plan.PAD_GRID = True
-    if args.save_ends:
-        import diffrax as dfx
-
-        from twa_jax import _engine
-
-        class _Ends:  # stands in for diffrax in the engine's namespace: only SaveAt changes
-            def __getattr__(self, name):
-                return getattr(dfx, name)
-
-            @staticmethod
-            def SaveAt(ts=None, fn=None, **kw):
-                return dfx.SaveAt(t0=True, t1=True, fn=fn)
-
-        _engine.dfx = _Ends()
     names = args.contenders.split(",")
     n, nt, ns, dt = args.n_spins, args.n_traj, args.n_steps, 0.01
-    cont = bench_small.contenders_for(args.model, n, nt, ns, dt, np.float32, True, names)
+    cont = bench_small.contenders_for(args.model, n, nt, ns, dt, np.float32, True, names + ["simulate"])
+    for how in ("loop", "intervals"):
+        if f"simulate_{how}" in names:
+            cont[f"simulate_{how}"] = (with_save_by(how, cont["simulate"][0]), cont["simulate"][1])
+    cont = {k: cont[k] for k in names if k in cont}
     machine = machine_name()
     print(f"profile: {args.model} N={n} x {nt} x {ns} steps; {machine}; XLA_FLAGS={os.environ.get('XLA_FLAGS', '')!r}")
     rows = []
@@ -261,7 +268,7 @@ def main(argv=None):
         for (code, name), k in collections.Counter((o["opcode"], o["op_name"]) for o in ops).items():
             print(f"    {k:3d} x {code:12s} {name[-110:] or '(no op name)'}")
     write_json({"benchmark": "profile_gpu", "loop_ops": ops, "machine": machine, "jax": jax.__version__, "model": args.model,
-                "n_spins": n, "n_traj": nt, "n_steps": ns, "pad_grid": bool(args.pad_grid), "save_ends": bool(args.save_ends),
+                "n_spins": n, "n_traj": nt, "n_steps": ns, "pad_grid": bool(args.pad_grid), "save_by": _plan.save_mode(jax.default_backend()),
                 "xla_flags": os.environ.get("XLA_FLAGS", ""), "argv": sys.argv[1:], "rows": rows}, args.out)
 
 

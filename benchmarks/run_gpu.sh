@@ -34,12 +34,13 @@
 #     against dt/8, with TF32 (--matmul-precision default), then full float32 (highest).
 #     Compilation-bound (4 compilations per run, 8720 steps for the reference). ~2 x 30-45 s [2 x 60 s]
 #  Optional, each only when what is left of the budget covers its whole limit, in this order:
-#  p. profile (profile_gpu.py): Rydberg N = 10 x 1e5 x 100 steps, simulate against the lanes
-#     kernel, one call each under jax.profiler.trace and five under cProfile: device kernels
+#  p. profile (profile_gpu.py): Rydberg N = 10 x 1e5 x 100 steps, simulate (saving by intervals,
+#     the accelerators' default), simulate with diffrax's save loop, and the lanes kernel, one
+#     call each under jax.profiler.trace and five under cProfile: device kernels
 #     and copies per step, their time against the wall time, the host's top functions; and the
 #     nested loops, conditionals and copies inside simulate's step loop in the program the GPU
 #     compiled, each with the JAX op that made it (--loop-ops: which of them synchronize a
-#     step with the host).                                                     ~30-45 s [80 s]
+#     step with the host).                                                     ~45-70 s [100 s]
 #  g. small systems on the GPU (bench_small.py): Rydberg and Tavis-Cummings N = 10, 1e5
 #     trajectories, 100 steps, simulate against the lanes kernel, once with the step's noise kept
 #     by an optimization barrier (the default off CPU) and once by an always-true conditional (the
@@ -163,7 +164,7 @@ else
   h_cases=rydberg:10:100000,rydberg:1000:10000,chain:100:10000,tavis_cummings:100:10000
   p_args=(--n-spins 10 --n-traj 100000 --n-steps 100 --repeats 3)
   r_args=(--n-spins 100 --n-traj 10000 --n-steps 300 --repeats 2)
-  lim_a=130 lim_b=130 lim_c=80 lim_d=60 lim_e=80 lim_f=60 lim_g=60 lim_h=90 lim_p=80 lim_r=120
+  lim_a=130 lim_b=130 lim_c=80 lim_d=60 lim_e=80 lim_f=60 lim_g=60 lim_h=90 lim_p=100 lim_r=120
   bandwidth=${BENCH_BANDWIDTH_GBS:-}
 fi
 

@@ -17,6 +17,16 @@ jax.config.update("jax_enable_x64", True)
 
 def pytest_addoption(parser):
     parser.addoption("--runslow", action="store_true", default=False, help="run tests marked slow")
+    parser.addoption("--save-by", default=None, choices=("loop", "intervals"),
+                     help="how solves save (twa_jax._plan.SAVE_BY; default: the backend's): 'intervals' runs "
+                          "the accelerators' path on CPU")
+
+
+def pytest_configure(config):
+    if config.getoption("--save-by"):
+        from twa_jax import _plan
+
+        _plan.SAVE_BY = config.getoption("--save-by")
 
 
 def pytest_collection_modifyitems(config, items):

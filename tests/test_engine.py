@@ -447,3 +447,55 @@ def test_apply_linear_with_symbolic_zeros_equals_jvp_and_skips_the_zero_paths():
     assert only_p < n_eqns([dy, jnp.array(1.0), jnp.array(2.0)])
     assert not any(e.primitive.name == "dot_general"
                    for e in jax.make_jaxpr(lambda x: apply_linear(closed, [None, x, None]))(jnp.array(1.0)).eqns)
+
+
+def _both_ways_of_saving(monkeypatch, runs):
+    """``runs()`` with diffrax's save loop and with the save intervals, which it must take."""
+    monkeypatch.setattr(_plan, "SAVE_BY", "loop")
+    loop = runs()
+    monkeypatch.setattr(_plan, "SAVE_BY", "intervals")
+    calls = []
+    solve = _engine._solve_by_intervals
+    monkeypatch.setattr(_engine, "_solve_by_intervals", lambda *a: (calls.append(1), solve(*a))[1])
+    intervals = runs()
+    assert calls
+    jax.tree_util.tree_map(lambda a, b: np.testing.assert_allclose(np.asarray(b), np.asarray(a), rtol=0, atol=1e-12),
+                           loop, intervals)
+    return len(calls)
+
+
+def test_saving_by_intervals_equals_the_save_loop(monkeypatch):
+    """The accelerators' way of saving (``SAVE_BY = "intervals"``: a scan over the save intervals,
+    one diffrax solve of each) and diffrax's save loop (the CPU default) take the same steps with
+    the same noise: the same numbers with pulses at the start, between and at save times, and
+    save times merged on the grid."""
+    model, init = _spin_model(), tw.states.spins_down(1)
+    jx = lambda s, a, p: s[:, 0].sum() / 2  # noqa: E731
+    pulses = [tw.Pulse(0.0, jx, 0.3), tw.Pulse(0.35, jx, np.pi / 2), tw.Pulse(0.6, jx, 0.4)]
+    ts = np.array([0.0, 0.6, 0.6 + 1e-9, 1.1])  # two save times merged on the grid
+
+    def runs():
+        sim = tw.simulate(model, init, ts, n_traj=24, key=4, dt=0.05, pulses=pulses, keep_trajectories=3)
+        return sim.mean, sim.trajectories
+
+    _both_ways_of_saving(monkeypatch, runs)
+    with pytest.raises(ValueError, match="SAVE_BY must be"):
+        monkeypatch.setattr(_plan, "SAVE_BY", "steps")
+        _plan.make_plan(model, init, TS, n_traj=4, key=0, dt=0.05)
+
+
+@pytest.mark.slow
+def test_saving_by_intervals_equals_the_save_loop_for_sweeps_derivatives_correlations(monkeypatch):
+    """As above for a sweep's points, forward-mode derivatives (tangents solved beside the
+    trajectories) and a correlation (kicked trajectories)."""
+    model, init = _spin_model(), tw.states.spins_down(1)
+    p = {"Omega": 1.0, "gamma": 0.4}
+    sx = lambda s, a: s[0, 0]  # noqa: E731
+
+    def runs():
+        sw = tw.sweep((model, init), {"Omega": [0.5, 1.5]}, TS, n_traj=16, key=2, dt=0.05, random_numbers="common")
+        _, g = tw.value_and_grad(lambda m: m["sz"][-1], model, init, TS, params=p, n_traj=16, key=0, dt=0.05)
+        cor = tw.correlation(model, init, [0.5], np.linspace(0, 0.5, 3), sx, sx, n_traj=16, key=1, dt=0.05)
+        return {k: sw[k].values for k in ("sz", "sx")}, g, cor.value
+
+    assert _both_ways_of_saving(monkeypatch, runs) >= 3

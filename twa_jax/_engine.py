@@ -78,7 +78,7 @@ def initial_points(plan, key, idx):
     return to_internal(s, a, plan.grid.dtype)
 
 
-def solve_batch(plan, params, noise, key, idx, adjoint="reverse", n_points=None, along=None):
+def solve_batch(plan, params, noise, key, idx, adjoint="none", n_points=None, along=None):
     """Observables at the save times for the trajectories with global indices ``idx (n,)``.
 
     Trajectory ``i`` is a pure function of ``(key, i)``: its initial point comes from
@@ -94,7 +94,8 @@ def solve_batch(plan, params, noise, key, idx, adjoint="reverse", n_points=None,
     axis), solved in the same loop; ``key`` is one key (common random numbers: the points share
     initial points and noise, drawn once) or ``(P,)`` keys.
 
-    ``adjoint``: ``"reverse"`` (diffrax's ``RecursiveCheckpointAdjoint`` with the plan's
+    ``adjoint``: ``"none"`` (not differentiated in reverse mode: saves as ``plan.save_by``
+    says), ``"reverse"`` (diffrax's ``RecursiveCheckpointAdjoint`` with the plan's
     ``checkpoints``; reverse-mode differentiable), ``"forward"`` (``ForwardMode``: forward-mode
     differentiable, nothing stored).
 
@@ -166,28 +167,56 @@ def solve_batch(plan, params, noise, key, idx, adjoint="reverse", n_points=None,
             ok = f if ok is None else ok & f
         return ok
 
-    sol = dfx.diffeqsolve(
-        term,
-        solver,
-        t0=plan.grid[0],
-        t1=plan.t_end,
+    solve = dict(
         dt0=None,
-        y0=y0,
         args=None,
-        saveat=dfx.SaveAt(ts=plan.save_ts, fn=fn),
-        # a padded grid (_plan.PAD_GRID, the default) stops at t_end; an exact one is diffrax's StepTo
-        stepsize_controller=GridSteps(plan.grid) if pads_grid(plan.devices) else dfx.StepTo(plan.grid),
         max_steps=plan.grid.shape[0] - 1,
         adjoint=dfx.ForwardMode() if adjoint == "forward" or along is not None
         else dfx.RecursiveCheckpointAdjoint(checkpoints=plan.checkpoints),
         throw=False,
     )
-    state_ok = sol.ys[-1]
-    ys = {name: jnp.moveaxis(v, 0, lead) for name, v in sol.ys[0].items()}
+    if saves_by_intervals(plan, adjoint):
+        saved = _solve_by_intervals(plan, term, solver, y0, fn, solve)
+    else:
+        saved = dfx.diffeqsolve(
+            term, solver, t0=plan.grid[0], t1=plan.t_end, y0=y0,
+            saveat=dfx.SaveAt(ts=plan.save_ts, fn=fn),
+            # a padded grid (_plan.PAD_GRID, the default) stops at t_end; an exact one is diffrax's StepTo
+            stepsize_controller=GridSteps(plan.grid) if pads_grid(plan.devices) else dfx.StepTo(plan.grid),
+            **solve,
+        ).ys
+    state_ok = saved[-1]
+    ys = {name: jnp.moveaxis(v, 0, lead) for name, v in saved[0].items()}
     if along is None:
         return ys, jnp.moveaxis(state_ok, 0, -1)
-    dys = {name: jnp.concatenate([jnp.moveaxis(d[name], 0, lead + 1) for d in sol.ys[1]]) for name in ys}
+    dys = {name: jnp.concatenate([jnp.moveaxis(d[name], 0, lead + 1) for d in saved[1]]) for name in ys}
     return ys, jnp.moveaxis(state_ok, 0, -1), dys
+
+
+def saves_by_intervals(plan, adjoint="none") -> bool:
+    """Whether a solve of ``plan`` with this ``adjoint`` saves by intervals (``plan.save_by``,
+    :data:`twa_jax._plan.SAVE_BY`); one differentiated in reverse mode keeps diffrax's save loop:
+    a scan of checkpointed solves would store every interval's checkpoints."""
+    return plan.save_by == "intervals" and adjoint != "reverse"
+
+
+def _solve_by_intervals(plan, term, solver, y0, fn, solve):
+    """``fn`` of the state at every save time: a ``lax.scan`` over the intervals from the grid's
+    first point to each save time, one diffrax solve of each (its end saved, no save loop in its
+    steps). An interval of zero length (the first save time at the grid's start, save times merged
+    on the grid) takes no step. Returns what ``SaveAt(ts=plan.save_ts, fn=fn)`` gives."""
+    ends = plan.save_ts
+    starts = jnp.concatenate([plan.grid[:1], ends[:-1]])
+    first = jnp.searchsorted(plan.grid, starts, method="scan_unrolled")  # save times are grid points
+
+    def interval(y, xs):
+        t0, t1, j = xs
+        y1 = dfx.diffeqsolve(term, solver, t0=t0, t1=t1, y0=y, saveat=dfx.SaveAt(t1=True),
+                             stepsize_controller=GridSteps(plan.grid, j), **solve).ys
+        y1 = jax.tree_util.tree_map(lambda v: v[0], y1)
+        return y1, fn(t1, y1, None)
+
+    return jax.lax.scan(interval, y0, (starts, ends, first))[1]
 
 
 def moved_by(fn, xs):
@@ -260,7 +289,7 @@ def _finite_per_time(ys, lead=0):
     return ok
 
 
-def trajectories(plan, params, start, chunk_size, refactor=False, adjoint="reverse", *, noise=None, key=None,
+def trajectories(plan, params, start, chunk_size, refactor=False, adjoint="none", *, noise=None, key=None,
                  n_points=None, along=None) -> Batch:
     """Trajectories ``start .. start + n_devices * chunk_size - 1``, sharded over the devices
     (device ``d`` holds ``start + d * chunk_size + (0 .. chunk_size - 1)``); call under jit.
@@ -339,7 +368,7 @@ def _progress_bar(plan, total, desc):
     return tqdm(total=total, desc=desc, unit="traj", leave=False, dynamic_ncols=True)
 
 
-def run(plan, reduction, combine, *, chunk_size, params=None, extra=None, refactor=False, adjoint="reverse",
+def run(plan, reduction, combine, *, chunk_size, params=None, extra=None, refactor=False, adjoint="none",
         next_size=None, desc="trajectories"):
     """The chunk loop: every chunk of ``plan``'s trajectories through ``reduction``, combined.
 

@@ -161,14 +161,14 @@ def value_and_grad_plan(loss, plan, diff, rest):
             core, diff, jnp.asarray(0), chunk, _engine.LossAndGrad(loss), rest, refactor, "reverse")
         return val, g, mean, n, bad
     (sums, n, bad), _ = _engine.run(plan, _engine.Sums(), _engine.add, chunk_size=chunk, params=diff, extra=rest,
-                                    refactor=refactor, desc="forward pass")
+                                    refactor=refactor, adjoint="reverse", desc="forward pass")
     mean = {k: v / jnp.maximum(n, 1) for k, v in sums.items()}
     val, vjp_loss = jax.vjp(loss, mean)
     check_loss_value(val)
     (ct,) = vjp_loss(jnp.ones((), val.dtype))
     ct = jax.tree_util.tree_map(lambda c: c / jnp.maximum(n, 1), ct)
     g, _ = _engine.run(plan, _engine.SumsVJP(), _engine.add, chunk_size=chunk, params=diff, extra=(rest, ct),
-                       refactor=refactor, desc="reverse pass")
+                       refactor=refactor, adjoint="reverse", desc="reverse pass")
     return val, g, mean, n, bad
 
 

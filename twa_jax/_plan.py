@@ -297,6 +297,28 @@ MIN_GRID_STEPS = 16
 PAD_GRID = True
 
 
+#: how a solve saves at the save times: ``"intervals"`` (a ``lax.scan`` over the save intervals,
+#: one diffrax solve of each, saving its end: no loop runs inside a step), ``"loop"`` (diffrax's
+#: ``SaveAt(ts)``: one solve, whose every step checks in a nested loop of its own whether a save
+#: time was reached), or ``"auto"``: intervals on accelerators, the loop on CPU. Both give the
+#: same numbers. On a GPU every loop trip reads its predicate back to the host, so the nested loop
+#: costs about two synchronizations a step (an H200, Rydberg N = 10 x 1e5 x 100 steps: 40.6
+#: against 36.5 ms a call when saving at the ends only, ``benchmarks/profile_gpu.py``). On a
+#: 2-core CPU the loop costs nothing measurable and the intervals are slower when a run is split
+#: over the two CPU devices (Rydberg N = 10 x 1000 x 400 steps: 0.86x; 1.05x on one device).
+#: A solve differentiated in reverse mode keeps the loop (:func:`twa_jax._engine.saves_by_intervals`)
+SAVE_BY = "auto"
+
+
+def save_mode(platform) -> str:
+    """:data:`SAVE_BY` for devices of ``platform``: ``"intervals"`` or ``"loop"``."""
+    if SAVE_BY not in ("auto", "loop", "intervals"):
+        raise ValueError(f"twa_jax._plan.SAVE_BY must be 'auto', 'loop' or 'intervals', got {SAVE_BY!r}")
+    if SAVE_BY == "auto":
+        return "loop" if platform == "cpu" else "intervals"
+    return SAVE_BY
+
+
 def pads_grid(devices=None) -> bool:
     """Whether a run pads its time grid (:data:`PAD_GRID`)."""
     return bool(PAD_GRID)
@@ -594,6 +616,7 @@ class Plan(eqx.Module):
     throw: bool = eqx.field(static=True)
     dtype: Any = eqx.field(static=True)
     layout: str = eqx.field(static=True, default="batch_first")
+    save_by: str = eqx.field(static=True, default="loop")  # save_mode() when the plan was made
 
     @property
     def observables(self) -> dict:
@@ -882,6 +905,7 @@ def make_plan(
         throw=bool(throw),
         dtype=dtype,
         layout=layout,
+        save_by=save_mode(devices[0].platform),
     ))
 
 

@@ -403,13 +403,14 @@ class GridSteps(dfx.AbstractStepSizeController):
     one compiled program) and the loop stops at ``t1``, a grid point (diffrax's ``tprev < t1``)."""
 
     ts: jax.Array
+    start: Any = 0  # the index of the solve's t0 in ``ts`` (a solve over one save interval)
 
     def wrap(self, direction):
         return self  # forward in time only
 
     def init(self, terms, t0, t1, y0, dt0, args, func, error_order):
         del terms, t0, t1, y0, dt0, args, func, error_order
-        return self.ts[1], 2
+        return self.ts[self.start + 1], self.start + 2
 
     def adapt_step_size(self, t0, t1, y0, y1_candidate, args, y_error, error_order, controller_state):
         del t0, y0, y1_candidate, args, y_error, error_order
