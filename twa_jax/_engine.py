@@ -316,17 +316,38 @@ def trajectories(plan, params, start, chunk_size, refactor=False, adjoint="none"
             return params, decompose_like(plan.model.gamma_of(params), reference)
         return params, reference
 
-    dys = None
+    spec = P(*([None] * lead), "traj")
     if along is None:
-        ys, state_ok = solve_batch(plan, *inputs_of(params), key, idx, adjoint, n_points)
+        def solve(idx):
+            return solve_batch(plan, *inputs_of(params), key, idx, adjoint, n_points)
+
+        ys, state_ok = per_device(solve, mesh, (spec, spec))(idx)
+        dys = None
     else:
         params_of, xs = along
-        ys, state_ok, dys = solve_batch(plan, *inputs_of(params_of(xs)), key, idx, adjoint, n_points,
-                                        along=(lambda x: inputs_of(params_of(x)), xs))
-        dys = jax.lax.with_sharding_constraint(dys, NamedSharding(mesh, P(None, "traj")))
-    ys, state_ok = jax.lax.with_sharding_constraint((ys, state_ok), NamedSharding(mesh, P(*([None] * lead), "traj")))
+
+        def solve(idx):
+            return solve_batch(plan, *inputs_of(params_of(xs)), key, idx, adjoint, n_points,
+                               along=(lambda x: inputs_of(params_of(x)), xs))
+
+        ys, state_ok, dys = per_device(solve, mesh, (spec, spec, P(None, *spec)))(idx)
     finite_t = _finite_per_time(ys, lead)
     return Batch(idx, ys, idx < plan.n_valid, jnp.all(finite_t, axis=-1), finite_t, state_ok, dys)
+
+
+def per_device(solve, mesh, out_specs):
+    """``solve(idx)`` of the trajectories ``idx`` (sharded over ``mesh``), each device solving its
+    own share with a loop of its own (``shard_map``): partitioned by XLA instead, the loop is one
+    loop over all devices, and whatever the step computes over the whole batch (the rotation's
+    choice between its series and ``sin``/``cos``, a maximum over the batch) becomes an
+    all-reduce in every step: a rendezvous of the devices per step. Measured on two CPU devices,
+    Rydberg N = 10, float32: 1000 trajectories x 400 steps 80.2 -> 39.7 ms (one device: 80 ms),
+    1e4 x 100 steps 104 -> 94 ms. A trajectory's numbers depend on the split only in rounding:
+    each device makes that choice for its own share, and the series' error is below the
+    precision where it is chosen."""
+    if mesh.size == 1:
+        return solve
+    return jax.shard_map(solve, mesh=mesh, in_specs=P("traj"), out_specs=out_specs, check_vma=False)
 
 
 @eqx.filter_jit
