@@ -135,6 +135,34 @@ def test_bad_input_is_rejected_by_name():
                        lambda s, a: tw.weyl.sigma_minus(s).sum())
     with pytest.raises(ValueError, match="b must return a scalar"):
         tw.correlation(model, init, np.array([1.0]), np.array([0.0]), ad, lambda s, a: a, **kw)
+    for t0 in (np.nan, -np.inf, "0", 1j):
+        with pytest.raises(ValueError, match=r"t0 \(the initial state's time\) must be a finite real number"):
+            tw.correlation(model, init, np.array([1.0]), np.array([0.0]), ad, an, t0=t0, **kw)
+    taus = np.linspace(0, 1, 5)
+    for omegas, match in ((np.array([0.0, np.nan]), "omegas must be finite"), ([], "non-empty 1-D"),
+                          (np.ones((2, 2)), "non-empty 1-D"), (np.array([1 + 1j]), "real angular frequencies")):
+        with pytest.raises(ValueError, match=match):
+            tw.spectrum(model, init, np.array([1.0]), taus, ad, an, omegas=omegas, **kw)
+    # the kicks' internal parameters stay out of the message
+    with pytest.raises(ValueError, match=r"unknown parameter\(s\) \['Omg'\]; this model's parameters are "
+                                         r"\['Omega', 'gamma_down', 'gamma_up', 'kappa'\]$"):
+        tw.correlation(tw.models.driven_spin(), tw.states.spins_down(1), np.array([1.0]), np.array([0.0]), sp, sm,
+                       params={"Omg": 1.0}, **kw)
+
+
+def test_failed_trajectories_are_reported_by_correlation_and_spectrum():
+    """A trajectory whose observable turns NaN is left out of a correlation (or spectrum) with a
+    warning that counts it, as in simulate; all of them failing is an error."""
+    model, init = oscillator(), tw.states.product(bosons=tw.states.vacuum(1))
+    bad = lambda s, a: jnp.where(jnp.real(a[0]) > 0.5, jnp.nan, a[0])  # noqa: E731
+    bad_d = lambda s, a: jnp.conj(bad(s, a))  # noqa: E731
+    with pytest.warns(RuntimeWarning, match=r"(\d+) of 64 trajectories became non-finite and were left out"):
+        c = tw.correlation(model, init, np.array([1.0]), np.array([0.0, 0.5]), bad_d, bad, n_traj=64, key=0)
+    assert 0 < c.n_failed < 64 and c.n_traj == 64 - c.n_failed
+    with pytest.warns(RuntimeWarning, match=r"of 64 trajectories became non-finite and were left out"):
+        tw.spectrum(model, init, np.array([1.0]), np.linspace(0, 1, 5), bad_d, bad, n_traj=64, key=0)
+    with pytest.raises(RuntimeError, match="all 16 trajectories became non-finite"):
+        tw.correlation(model, init, np.array([1.0]), np.array([0.0]), lambda s, a: jnp.nan * a[0], an, n_traj=16, key=0)
 
 
 def _coupled_modes(w, g, rates):

@@ -242,6 +242,8 @@ def test_bad_pulses_are_rejected_by_name():
         run([tw.Pulse(0.5, jx, "phi")])
     with pytest.raises(TypeError, match=r"pulses must be a list of tw.Pulse"):
         run([(0.5, jx, 1.0)])
+    with pytest.raises(IndexError, match=r"the generator of pulse 1 indexes out of range with n_spins=1"):
+        run([tw.Pulse(0.5, jx, 1.0), tw.Pulse(0.5, lambda s, a, p: s[3, 0], 1.0)])  # JAX would clamp s[3] to s[0]
     with pytest.raises(TypeError, match=r"Pulse generator must be a function"):
         tw.Pulse(0.5, 1.0, 1.0)
     for bad in (float("nan"), np.inf):

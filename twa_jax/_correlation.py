@@ -185,6 +185,10 @@ class _KickPart(eqx.Module):
     f: Callable = eqx.field(static=True)
     imag: bool = eqx.field(static=True)
 
+    @property
+    def label(self):  # how messages name this pulse (_protocol.pulse_label)
+        return "b (the kick of the correlation's B)"
+
     def __call__(self, s, a, p):
         v = self.f(s, a)
         return jnp.imag(v) if self.imag else jnp.real(v)
@@ -202,7 +206,7 @@ def _run(model, initial, ts, taus, a, b, *, n_traj, key, params, t0, dt, solver,
     model = check_model(model)
     if jacobian and not params:
         raise ValueError("jacobian=True needs params: the parameters to differentiate with respect to")
-    ts = _times(ts, "ts", float(t0))
+    ts = _times(ts, "ts", start_time(t0))
     taus = _times(taus, "taus", 0.0)
     fa, fb = _as_function(a, model, "a"), _as_function(b, model, "b")
     if params is not None and not isinstance(params, dict):
@@ -256,8 +260,7 @@ def _run(model, initial, ts, taus, a, b, *, n_traj, key, params, t0, dt, solver,
                             refactor=jacobian and callable(plan.model.gamma), adjoint="forward",
                             desc="trajectories", next_size=sizes)
     n_bad = int(acc["n_bad"])
-    if n_bad == used:
-        raise RuntimeError(f"every trajectory became non-finite: {_engine.NONFINITE_ADVICE}")
+    _grad.warn_failed(n_bad, used)
     if plan.target_sem is not None:
         warn_if_target_missed(plan.target_sem, largest(acc), used, "correlation")
     _warn_if_response_grows(acc, taus)
@@ -311,6 +314,14 @@ def _as_function(f, model, what):
     if not callable(f):
         raise TypeError(f"{what} must be a function f(spins, bosons) or the name of a model observable, got {f!r}")
     return f
+
+
+def start_time(t0) -> float:
+    """``t0``, the initial state's time, as a float; a ValueError unless a finite real number."""
+    if isinstance(t0, (str, bytes, bool)) or np.ndim(t0) != 0 or np.iscomplexobj(t0) \
+            or not np.issubdtype(np.asarray(t0).dtype, np.number) or not np.isfinite(t0):
+        raise ValueError(f"t0 (the initial state's time) must be a finite real number, got {t0!r}")
+    return float(t0)
 
 
 def _times(x, name, lower):
@@ -369,6 +380,19 @@ def correlation(model, initial, ts, taus, a, b, *, n_traj, key, params=None, t0=
                        out["com"][0], out["com"][1], used, n_bad, jac)
 
 
+def _frequencies(omegas):
+    """``omegas`` as a 1-D array of finite real angular frequencies (a number: one)."""
+    if isinstance(omegas, (str, bytes)):
+        raise TypeError(f"omegas must be angular frequencies (a 1-D array of numbers), got {omegas!r}")
+    w = np.atleast_1d(np.asarray(omegas))
+    if np.iscomplexobj(w) or not (np.issubdtype(w.dtype, np.number) or w.dtype == bool) or w.ndim != 1 or not w.size:
+        raise ValueError(f"omegas must be a non-empty 1-D array of real angular frequencies, got {w.dtype} "
+                         f"of shape {w.shape}")
+    if not np.all(np.isfinite(w)):
+        raise ValueError(f"omegas must be finite, got {w[~np.isfinite(w)][:3]}")
+    return w.astype(float)
+
+
 def fourier_weights(taus, omegas=None, window=None):
     """``(taus, omegas, F)``: the checked uniform lag grid, the frequencies (default: the
     resolution the lag window allows) and the ``(n_omega, n_tau)`` matrix with
@@ -382,7 +406,7 @@ def fourier_weights(taus, omegas=None, window=None):
     if omegas is None:
         k = np.arange(-(len(taus_np) - 1), len(taus_np))
         omegas = 2 * np.pi * k / (2 * taus_np[-1])
-    omegas = np.asarray(omegas, float)
+    omegas = _frequencies(omegas)
     w = np.full(len(taus_np), d[0])
     w[[0, -1]] *= 0.5
     if window is not None:
@@ -435,7 +459,8 @@ def spectrum(model, initial, ts, taus, a, b, *, n_traj, key, omegas=None, window
     a_pts = rng.normal(size=(3, model.n_bosons)) + 1j * rng.normal(size=(3, model.n_bosons))
     for s_, a_ in zip(s_pts, a_pts):
         va, vb = complex(fa(jnp.asarray(s_), jnp.asarray(a_))), complex(fb(jnp.asarray(s_), jnp.asarray(a_)))
-        if not np.isclose(va, np.conj(vb), rtol=1e-5, atol=1e-6 * max(1.0, abs(va))):
+        if np.isfinite(va) and np.isfinite(vb) and not np.isclose(va, np.conj(vb), rtol=1e-5,
+                                                                  atol=1e-6 * max(1.0, abs(va))):
             raise ValueError("spectrum needs b = a's adjoint (b's symbol the complex conjugate of a's), "
                              "e.g. a = a^dag, b = a; use tw.correlation for other pairs")
     taus_np, omegas, F = fourier_weights(taus, omegas, window)

@@ -201,7 +201,8 @@ class Model(eqx.Module):
             )
         unknown = sorted(set(params) - set(self.params))
         if unknown:
-            raise ValueError(f"unknown parameter(s) {unknown}; this model's parameters are {sorted(self.params)}")
+            public = sorted(k for k in self.params if not k.startswith("__"))  # not a correlation's kicks
+            raise ValueError(f"unknown parameter(s) {unknown}; this model's parameters are {public}")
         return {**self.params, **params}
 
     def H(self, spins, bosons, params, t=0.0):

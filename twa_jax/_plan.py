@@ -44,7 +44,7 @@ from ._checks import all_concrete, check_finite_tree, default_float
 from ._model import Model, check_gamma_size
 from ._noise import NoiseBasis, decompose, decompose_like
 from ._observables import default_observables
-from ._protocol import check_pulses
+from ._protocol import check_pulses, pulse_label
 from ._quantize import warn_same_site_observables
 from ._solvers import SOLVERS, RotationHeun, StochasticHeun, batch_last_supported, matrix_products
 from ._states import AbstractState
@@ -528,8 +528,9 @@ def _observable_shape(f, name, model, s, a):
     return tuple(out.shape), out.dtype
 
 
-def _index_checked(model, params, observables, dtype):
-    """``[(name, thunk)]`` of the model's functions at a concrete zero point."""
+def _index_checked(model, params, observables, dtype, pulses=()):
+    """``[(name, thunk)]`` of the model's functions (and the pulses' generators) at a concrete
+    zero point."""
     s = jnp.zeros((model.n_spins, 3), dtype)
     a = jnp.zeros((model.n_bosons,), jnp.result_type(dtype, jnp.complex64))
     funcs = [("hamiltonian", lambda: model.H(s, a, params))]
@@ -538,11 +539,12 @@ def _index_checked(model, params, observables, dtype):
     if callable(model.gamma):
         funcs.append(("gamma", lambda: model.gamma_of(params)))
     funcs += [(f"observable {name!r}", (lambda f=f: f(s, a))) for name, f in observables]
+    funcs += [(pulse_label(p.generator, k), (lambda g=p.generator: g(s, a, params))) for k, p in enumerate(pulses)]
     return funcs
 
 
-def _index_error(model, params, observables, dtype):
-    funcs = _index_checked(model, params, observables, dtype)
+def _index_error(model, params, observables, dtype, pulses=()):
+    funcs = _index_checked(model, params, observables, dtype, pulses)
     return checkify.checkify(lambda: [fn() for _, fn in funcs], errors=checkify.index_checks)()[0]
 
 
@@ -551,7 +553,7 @@ def _index_error(model, params, observables, dtype):
 _index_error_jit = None
 
 
-def check_indexing(model, params, observables, dtype) -> None:
+def check_indexing(model, params, observables, dtype, pulses=()) -> None:
     """Run the model's functions once on a concrete point with JAX's index checks on.
 
     JAX clamps out-of-range indices instead of raising (``s[5, 0]`` with three spins reads
@@ -563,9 +565,9 @@ def check_indexing(model, params, observables, dtype) -> None:
     if _index_error_jit is None:
         _index_error_jit = eqx.filter_jit(_index_error)
     obs = tuple(observables.items())
-    if not _index_error_jit(model, params, obs, dtype).get():
+    if not _index_error_jit(model, params, obs, dtype, tuple(pulses)).get():
         return
-    for name, fn in _index_checked(model, params, obs, dtype):  # only on error: name the culprit
+    for name, fn in _index_checked(model, params, obs, dtype, pulses):  # only on error: name the culprit
         err, _ = checkify.checkify(fn, errors=checkify.index_checks)()
         msg = err.get()
         if msg:
@@ -827,8 +829,8 @@ def make_plan(
     observables, shapes, dtypes = check_observables(observables, model, dtype, method)
     averages = _check_time_average(time_average, ts_np, observables)
     _check_initial_sample(initial, model, dtype)
-    check_indexing(model, params, observables, dtype)
     pulses = check_pulses(pulses, model, params, initial, ts_np, dtype)
+    check_indexing(model, params, observables, dtype, pulses)
 
     # === Gamma, factored once (a time-dependent one: its channels, factored again at each stage)
     noise = noise_of(model, params, ts_np, dtype)

@@ -171,11 +171,17 @@ def _is_linear(model, G, params, initial, dtype) -> bool:
     return all(np.max(np.abs(g - gens[0]), initial=0.0) <= tol for g in gens[1:])
 
 
+def pulse_label(generator, k) -> str:
+    """How messages name pulse ``k``: its generator's ``label`` if it has one (a correlation's
+    kick names the observable it comes from), else ``the generator of pulse k``."""
+    return getattr(generator, "label", None) or f"the generator of pulse {k}"
+
+
 def _warn_same_site(model, G, params, k):
     """A spin-1/2 generator with products of one site's components: quantum mechanically constant,
     classically a flow (the same check as for a model's Hamiltonian)."""
-    if model.spin_S is not None or model.n_spins == 0 or not all_concrete(params):
-        return
+    if model.spin_S is not None or model.n_spins == 0 or not all_concrete(params) or getattr(G, "label", None):
+        return  # a labelled generator (a correlation's kick) is an observable, checked as one
     try:
         found = same_site_terms(lambda s, a: G(s, a, params), model.n_spins, model.n_bosons)
     except Exception:  # the generator does not run on these inputs: check_pulses says why
@@ -183,7 +189,7 @@ def _warn_same_site(model, G, params, k):
     if found:
         sites = ", ".join(str(i) for i in list(found)[:5])
         warnings.warn(
-            f"the generator of pulse {k} multiplies components of one site's spin (site(s) {sites}): quantum "
+            f"{pulse_label(G, k)} multiplies components of one site's spin (site(s) {sites}): quantum "
             "mechanically such a product is a constant (s^a s^b -> delta_ab on one site), so the exact twin "
             "drops it, but the TWA flow does not. Write the operator's symbol with same-site products "
             "reduced (for two spins J_z^2 = 1/2 + s_1^z s_2^z / 2).",
