@@ -63,6 +63,38 @@ def test_exact_correlation_and_spectrum_check_the_fock_cutoff():
         exact.spectrum(oscillator(drive=6.0), np.array([0.0, 1.0]), ad, an, cutoff=5)
 
 
+@pytest.mark.parametrize("drive", [0.0, 1.0])
+def test_exact_spectrum_of_a_coherent_steady_state_is_zero(drive):
+    """A driven damped oscillator settles into a coherent state |beta> (the vacuum without drive):
+    (a - beta) rho_ss = 0, so <a^dag(tau) a> - |beta|^2 = 0 at every lag and the fluctuation
+    spectrum is zero. QuTiP's exponential series drops every (zero) term and then failed on the
+    empty list (ValueError: not enough values to unpack)."""
+    oms = np.array([-1.0, 0.0, 1.0, 2.5])
+    np.testing.assert_array_equal(exact.spectrum(oscillator(drive=drive, kappa=0.6), oms, ad, an, cutoff=10),
+                                  np.zeros(4))
+
+
+def test_exact_spectrum_needs_b_the_adjoint_of_a():
+    """As tw.spectrum, exact.spectrum needs b = a's adjoint (a, a gave numbers, a negative S among
+    them), with or without a lag grid."""
+    model, init = oscillator(drive=1.0), tw.states.product(bosons=tw.states.vacuum(1))
+    for kw in ({}, dict(taus=np.linspace(0, 1, 5), initial=init, t=1.0)):
+        with pytest.raises(ValueError, match="spectrum needs b = a's adjoint"):
+            exact.spectrum(model, np.array([0.0, 1.0]), an, an, cutoff=10, **kw)
+
+
+def test_exact_correlation_and_spectrum_need_scalar_observables():
+    """As tw.correlation, an observable of shape (1,) is refused by name (QuTiP said "QobjEvo terms
+    should be Qobjs" or "Arguments must be quantum objects")."""
+    model, init = oscillator(drive=1.0), tw.states.product(bosons=tw.states.vacuum(1))
+    taus = np.linspace(0, 1, 5)
+    for kw in ({}, dict(taus=taus, initial=init, t=1.0)):
+        with pytest.raises(ValueError, match=r"a must return a scalar \(one operator\), got shape \(1,\)"):
+            exact.spectrum(model, np.array([0.0, 1.0]), lambda s, a: jnp.conj(a), an, cutoff=10, **kw)
+    with pytest.raises(ValueError, match=r"b must return a scalar \(one operator\), got shape \(1,\)"):
+        exact.correlation(model, init, np.array([0.0]), taus, ad, lambda s, a: a, cutoff=10)
+
+
 def test_driven_spin_correlation_against_the_exact_twin():
     """<sigma^+(t+tau) sigma^-(t)> of the driven spin with weak decay (gamma/Omega = 0.1, where
     TWA's own bias is below 0.01): within 0.01 + 4 sem of QuTiP's correlation_2op_2t."""

@@ -11,9 +11,13 @@ from ._correlation import _as_function, _times, fourier_weights
 #: the largest Hilbert-space dimension whose spectrum is computed (QuTiP's eigen-decomposition of
 #: the dense Liouvillian, dimension^2 x dimension^2)
 MAX_SPECTRUM_DIM = 64
+#: how far (relative to the larger operator norm) B may be from A's adjoint for :func:`spectrum`
+ADJOINT_RTOL = 1e-8
 
 
-def _twin_ops(model, params, a, b, cutoff):
+def _twin_ops(model, params, a, b, cutoff, adjoint=False):
+    """``(twin, A, B)``: the quantized ``a`` and ``b``, each one operator (a scalar symbol); with
+    ``adjoint``, ``B`` must be ``A``'s adjoint (:func:`spectrum`'s condition)."""
     from .exact import _check_twin_dim, _checked_params, twin  # exact imports this module at its end: a real circle
 
     if model.time_dependent:
@@ -22,19 +26,27 @@ def _twin_ops(model, params, a, b, cutoff):
     p = _checked_params(model, params)
     fa, fb = _as_function(a, model, "a"), _as_function(b, model, "b")
     qm = twin(model, p, cutoff=cutoff, observables={"A": fa, "B": fb})
-    return qm, qm.observables["A"], qm.observables["B"]
+    A, B = qm.observables["A"], qm.observables["B"]
+    for name, op in (("a", A), ("b", B)):  # the message of tw.correlation's check
+        if not isinstance(op, qt.Qobj):
+            raise ValueError(f"{name} must return a scalar (one operator), got shape {np.shape(op)}")
+    if adjoint:
+        scale = max(A.norm("max"), B.norm("max"), 1e-300)
+        if (B - A.dag()).norm("max") > ADJOINT_RTOL * scale:  # the message of tw.spectrum's check
+            raise ValueError("spectrum needs b = a's adjoint (b's symbol the complex conjugate of a's), "
+                             "e.g. a = a^dag, b = a; use tw.exact.correlation for other pairs")
+    return qm, A, B
 
 
 def _check_cutoff(qm, rho0, times, cutoff, opts=None):
     """The truncation check of :func:`twa_jax.exact.solve` for correlations: the population of
     each mode's top Fock level over every time the correlation reaches (``rho0`` evolved to the
-    last start time plus the longest lag; ``rho0`` ``None``: the steady state)."""
+    last start time plus the longest lag; ``times`` ``None``: ``rho0`` is the steady state)."""
     if not qm.boson_top:
         return
     with np.errstate(all="ignore"):
-        if rho0 is None:
-            ss = qt.steadystate(qm.H, list(qm.c_ops))
-            top = max(float(np.real(qt.expect(P, ss))) for P in qm.boson_top)
+        if times is None:
+            top = max(float(np.real(qt.expect(P, rho0))) for P in qm.boson_top)
         else:
             e = qt.mesolve(qm.H, rho0, times, list(qm.c_ops), e_ops=list(qm.boson_top), options=opts).expect
             top = max(float(np.max(np.real(x))) for x in e)
@@ -51,10 +63,11 @@ def correlation(model, initial, ts, taus, a, b, *, params=None, t0=0.0, cutoff=2
 
 
 def _correlation(model, initial, ts, taus, a, b, *, params=None, t0=0.0, cutoff=20, means=False):
-    """:func:`correlation`; with ``means``, also ``(<A(t)>, <B(t)>)`` at the start times."""
+    """:func:`correlation`; with ``means`` (for :func:`spectrum`: ``B`` must be ``A``'s adjoint),
+    also ``(<A(t)>, <B(t)>)`` at the start times."""
     ts = _times(ts, "ts", float(t0))
     taus = _times(taus, "taus", 0.0)
-    qm, A, B = _twin_ops(model, params, a, b, cutoff)
+    qm, A, B = _twin_ops(model, params, a, b, cutoff, adjoint=means)
     rho0 = qm.initial(initial)
     tlist = np.union1d([0.0], ts - t0)
     opts = {"atol": 1e-10, "rtol": 1e-8, "nsteps": 100_000}
@@ -73,7 +86,9 @@ def _correlation(model, initial, ts, taus, a, b, *, params=None, t0=0.0, cutoff=
 def spectrum(model, omegas, a, b, *, params=None, cutoff=20, taus=None, window=None, initial=None, t=None,
              coherent=False):
     """``S(omega) = int dtau e^{-i omega tau} (<A(tau) B(0)> - <A><B>)`` in the steady state of the
-    exact twin (QuTiP's ``spectrum``, the convention of :func:`twa_jax.spectrum`), real.
+    exact twin (QuTiP's ``spectrum``, the convention of :func:`twa_jax.spectrum`), real. As there,
+    ``b`` must be ``a``'s adjoint (``ValueError`` otherwise); a steady state without fluctuations of
+    ``B`` (a coherent state, for ``B = a``) has the spectrum zero.
 
     Without ``taus``: the infinite-lag transform, from the Liouvillian's eigen-decomposition
     (QuTiP's ``spectrum``; Hilbert-space dimension at most :data:`MAX_SPECTRUM_DIM`). With
@@ -86,7 +101,7 @@ def spectrum(model, omegas, a, b, *, params=None, cutoff=20, taus=None, window=N
     if taus is None:
         if window is not None or initial is not None or t is not None or coherent:
             raise ValueError("window, initial, t and coherent apply with taus= (the windowed transform) only")
-        qm, A, B = _twin_ops(model, params, a, b, cutoff)
+        qm, A, B = _twin_ops(model, params, a, b, cutoff, adjoint=True)
         dim = qm.H.shape[0]
         if dim > MAX_SPECTRUM_DIM:
             raise ValueError(
@@ -94,8 +109,20 @@ def spectrum(model, omegas, a, b, *, params=None, cutoff=20, taus=None, window=N
                 f"out of reach above Hilbert-space dimension {MAX_SPECTRUM_DIM}. Give the lag grid of tw.spectrum "
                 "(taus=, window=) with initial= and a start time t= in the steady state: the exact correlation "
                 "is then transformed with the same weights.")
-        _check_cutoff(qm, None, None, cutoff)
-        return np.asarray(qt.spectrum(qm.H, np.asarray(omegas, float), list(qm.c_ops), A, B))
+        omegas = np.asarray(omegas, float)
+        with np.errstate(all="ignore"):
+            ss = qt.steadystate(qm.H, list(qm.c_ops))
+        _check_cutoff(qm, ss, None, cutoff)
+        # QuTiP's exponential series drops each term of <A(tau) B> - <A><B> (and each eigen-component of
+        # B rho_ss) whose amplitude is below its atol, and fails on the empty list when none is left (a
+        # ValueError from unpacking it). The amplitudes sum to the variance v = <A A^dag> - |<A>|^2 >= 0
+        # (B = A^dag), so above the bound below some term survives; at or below it, the spectrum (>= 0,
+        # of integral 2 pi v) is zero to QuTiP's own accuracy, and exactly zero when (B - <B>) rho_ss = 0:
+        # no fluctuations at all (a coherent steady state, for B = a)
+        v = abs(qt.expect(A * B, ss) - qt.expect(A, ss) * qt.expect(B, ss))
+        if v <= (dim**2 + 1) * (1 + A.norm("fro")) * qt.settings.core["atol"]:
+            return np.zeros(omegas.shape)
+        return np.asarray(qt.spectrum(qm.H, omegas, list(qm.c_ops), A, B))
     if initial is None or t is None:
         raise ValueError("taus= needs initial= and a start time t= in the steady state")
     taus, omegas, F = fourier_weights(taus, omegas, window)

@@ -30,6 +30,7 @@ import scipy.sparse as sp
 from scipy.integrate import solve_ivp
 from scipy.sparse.linalg import expm
 
+from ._checks import check_gamma_matrix, check_psd
 from ._quantize import Polynomial, polynomials, quantize
 from .exact import _flatten_observables, _observable_rows, _reachable
 
@@ -124,6 +125,21 @@ class _Coefficients:
                 )
 
 
+def _check_gamma_in_time(model, p, ts):
+    """Gamma(t) checked as :func:`twa_jax.simulate` checks it (rates non-negative, a matrix Hermitian
+    and positive semidefinite), on the grid of times where the coefficients are checked."""
+    if not model.gamma_depends_on_time:  # a constant Gamma: checked with the twin
+        return
+    times = np.union1d(np.linspace(ts[0], ts[-1], N_CHECK_TIMES), ts)
+    with jax.enable_x64(True):
+        gs = np.asarray(jax.vmap(lambda t: model.gamma_of(p, t))(jnp.asarray(times)))
+    for t, g in zip(times, gs):
+        name = f"gamma(params, t={t:.4g})"
+        check_gamma_matrix(g, name)
+        if g.ndim == 2:
+            check_psd(np.linalg.eigvalsh(g), g.dtype, name)
+
+
 def _operators(exps, N, M, spin_S, cutoff):
     out = []
     for e in exps:
@@ -152,6 +168,7 @@ def solve_protocol(model, qm, p, rho0, ts, pulses, cutoff, rtol, atol):
     cut = cutoff if M else None
     dims = qm.H.dims[0]
     if model.time_dependent:
+        _check_gamma_in_time(model, p, ts)
         coeffs = _Coefficients(model, p, ts)
         Oh = _operators(coeffs.h_exps, N, M, model.spin_S, cut)
         Ol = _operators(coeffs.l_exps, N, M, model.spin_S, cut)

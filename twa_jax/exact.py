@@ -498,8 +498,9 @@ def solve(
         ValueError: an unknown ``method``, bad ``ts``/``cutoff``/``n_traj``/parameters, an
             option the method does not use (:data:`METHOD_OPTIONS`: ``n_traj`` and ``seed`` are
             for ``"mcsolve"`` only, ``rtol`` and ``atol`` for the density-matrix methods only),
-            a function that is not a polynomial (pass ``quantum=``), or ``method="piqs"`` for a
-            model without a PIQS twin.
+            a function that is not a polynomial (pass ``quantum=``), ``method="piqs"`` for a
+            model without a PIQS twin, or a Gamma that :func:`~twa_jax.simulate` refuses (a
+            negative rate; for a time-dependent model, at any time of the run).
         TypeError: an initial state without a quantum twin.
     """
     t_start = time.perf_counter()
