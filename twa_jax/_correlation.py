@@ -448,7 +448,10 @@ def spectrum(model, initial, ts, taus, a, b, *, n_traj, key, omegas=None, window
             array of ``len(taus)`` weights multiplying ``C(tau)``.
         coherent: ``True`` keeps the coherent part ``<A><B>`` in the transform (then ``S`` holds
             the window's transform of a constant, a peak at 0 of width ``~1 / taus[-1]``, instead
-            of a delta function); default ``False``, the fluctuation spectrum.
+            of a delta function); default ``False``, the fluctuation spectrum. ``<A>`` is the mean
+            of ``A`` over the lags' times ``t + tau`` and ``<B>`` its mean at the start times (the
+            steady state's means, when ``ts`` are in it; ``tw.exact.spectrum(..., taus=)``
+            subtracts the same).
 
     Returns:
         ``(omegas, S, sem)``, real arrays.

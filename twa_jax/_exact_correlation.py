@@ -6,7 +6,7 @@ from __future__ import annotations
 import numpy as np
 import qutip as qt
 
-from ._correlation import _as_function, _times, fourier_weights
+from ._correlation import _as_function, _frequencies, _times, fourier_weights, start_time
 
 #: the largest Hilbert-space dimension whose spectrum is computed (QuTiP's eigen-decomposition of
 #: the dense Liouvillian, dimension^2 x dimension^2)
@@ -64,8 +64,10 @@ def correlation(model, initial, ts, taus, a, b, *, params=None, t0=0.0, cutoff=2
 
 def _correlation(model, initial, ts, taus, a, b, *, params=None, t0=0.0, cutoff=20, means=False):
     """:func:`correlation`; with ``means`` (for :func:`spectrum`: ``B`` must be ``A``'s adjoint),
-    also ``(<A(t)>, <B(t)>)`` at the start times."""
-    ts = _times(ts, "ts", float(t0))
+    also ``(<A>, <B>)`` per start time ``t``: ``<A>`` averaged over the lags' times ``t + tau``
+    (uniformly, as :func:`twa_jax.spectrum` averages it), ``<B>`` at ``t``."""
+    t0 = start_time(t0)
+    ts = _times(ts, "ts", t0)
     taus = _times(taus, "taus", 0.0)
     qm, A, B = _twin_ops(model, params, a, b, cutoff, adjoint=means)
     rho0 = qm.initial(initial)
@@ -78,9 +80,12 @@ def _correlation(model, initial, ts, taus, a, b, *, params=None, t0=0.0, cutoff=
     c = np.asarray(c)[pick]
     if not means:
         return c
+    lags = (ts - t0)[:, None] + taus[None, :]
+    times = np.union1d(tlist, lags.ravel())
     with np.errstate(all="ignore"):
-        e = qt.mesolve(qm.H, rho0, tlist, list(qm.c_ops), e_ops=[A, B], options=opts).expect
-    return c, (np.asarray(e[0])[pick], np.asarray(e[1])[pick])
+        e = qt.mesolve(qm.H, rho0, times, list(qm.c_ops), e_ops=[A, B], options=opts).expect
+    at = lambda x: np.abs(times[None, :] - np.ravel(x)[:, None]).argmin(axis=1).reshape(np.shape(x))  # noqa: E731
+    return c, (np.asarray(e[0])[at(lags)].mean(axis=1), np.asarray(e[1])[at(ts - t0)])
 
 
 def spectrum(model, omegas, a, b, *, params=None, cutoff=20, taus=None, window=None, initial=None, t=None,
@@ -95,7 +100,9 @@ def spectrum(model, omegas, a, b, *, params=None, cutoff=20, taus=None, window=N
     ``taus`` (and ``window``, ``initial``, ``t``, ``coherent`` as in :func:`twa_jax.spectrum`):
     the exact correlation from the start time ``t`` (in the steady state) over the same lags, put
     through the same weights as :func:`twa_jax.spectrum`, so the two carry the same window's
-    broadening; any dimension the master equation can be integrated at. The top Fock level is
+    broadening, with the same ``<A><B>`` subtracted (``<A>`` averaged over the lags' times
+    ``t + tau``, ``<B>`` at ``t``: the steady state's means once ``t`` is in it); any dimension the
+    master equation can be integrated at. The top Fock level is
     checked as in :func:`correlation` (without ``taus``: in the steady state).
     """
     if taus is None:
@@ -109,7 +116,7 @@ def spectrum(model, omegas, a, b, *, params=None, cutoff=20, taus=None, window=N
                 f"out of reach above Hilbert-space dimension {MAX_SPECTRUM_DIM}. Give the lag grid of tw.spectrum "
                 "(taus=, window=) with initial= and a start time t= in the steady state: the exact correlation "
                 "is then transformed with the same weights.")
-        omegas = np.asarray(omegas, float)
+        omegas = _frequencies(omegas)
         with np.errstate(all="ignore"):
             ss = qt.steadystate(qm.H, list(qm.c_ops))
         _check_cutoff(qm, ss, None, cutoff)
