@@ -184,3 +184,18 @@ def test_mean_field_boson_number_is_the_occupation_of_the_one_trajectory():
                                rtol=1e-6)
     twa = tw.simulate(model, init, ts, n_traj=4000, key=1, dt=0.05)  # sampled: the Weyl symbol
     assert np.all(np.abs(np.asarray(twa.mean["n"]) - 0.25) < 5 * np.asarray(twa.sem["n"]) + 1e-6)
+
+
+def test_runaway_time_dependent_rates_are_named_not_allocated():
+    """A drive growing like exp(30 t) makes the default dt 1e-15: the run is refused with the
+    number of steps it would take (it allocated a grid of 1e15 points before); a drive that turns
+    NaN later in the run is reported as such, not as a NaN at the initial state."""
+    down = tw.states.spins_down(1)
+    grows = tw.Model(lambda s, a, p, t: jnp.exp(30 * t) * s[0, 0], n_spins=1, time_dependent=True)
+    with pytest.raises(ValueError, match=r"the default dt .* would take [\d.]+e\+15 steps over \[0, 1\], more than MAX_STEPS"):
+        tw.simulate(grows, down, [0.0, 1.0], n_traj=4, key=0)
+    with pytest.raises(ValueError, match=r"the dt given, 1e-12, would take 1e\+12 steps"):
+        tw.simulate(tw.models.driven_spin(), down, [0.0, 1.0], n_traj=4, key=0, dt=1e-12)
+    late = tw.Model(lambda s, a, p, t: jnp.where(t > 1, jnp.nan, 1.0) * s[0, 0], n_spins=1, time_dependent=True)
+    with pytest.raises(ValueError, match=r"not finite at the initial state at some time in \[0, 2\]"):
+        tw.simulate(late, down, [0.0, 2.0], n_traj=4, key=0)

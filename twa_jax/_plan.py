@@ -244,8 +244,25 @@ def estimate_dt(model, noise, initial, params, dtype, *, n_samples=4, ts_np=None
     times = rate_times(ts_np, dtype) if model.time_dependent else None
     scale = float(_rate_scale(model, noise, initial, params, dtype, n_samples, times))  # one read from the device
     if not np.isfinite(scale):
-        raise ValueError("the drift is not finite at the initial state; check the model and params")
+        where = "at the initial state" if times is None else \
+            f"at the initial state at some time in [{ts_np[0]:g}, {ts_np[-1]:g}] (the model depends on time)"
+        raise ValueError(f"the drift (or its rate of change) is not finite {where}; check the model and params")
     return on_dt_ladder(DT_SAFETY / scale) if scale > 0 else math.inf
+
+
+#: the most time steps a run may take: a default dt from an absurd rate (a drive growing like
+#: exp(30 t)) would otherwise allocate the grid until memory runs out
+MAX_STEPS = 10**8
+
+
+def _check_n_steps(ts_np, dt, requested):
+    n = (ts_np[-1] - ts_np[0]) / dt if np.isfinite(dt) else 0
+    if n > MAX_STEPS:
+        how = "the dt given" if requested is not None else \
+            "the default dt (from the largest rate of the drift, its rate of change and Gamma over the run)"
+        raise ValueError(f"{how}, {dt:.3g}, would take {n:.3g} steps over [{ts_np[0]:g}, {ts_np[-1]:g}], more than "
+                         f"MAX_STEPS = {MAX_STEPS:.0e}: check the model's rates over the run (a term growing without "
+                         "bound?) or give a larger dt")
 
 
 #: default steps are rounded down to ``2**(k / DT_LADDER)``: nearby parameter values (a sweep, a
@@ -845,6 +862,7 @@ def make_plan(
         requested = None
     else:
         requested = float(dt)
+    _check_n_steps(ts_np, float(dt), requested)
     grid_np, save_idx = time_grid(ts_np, float(dt), [p.time for p in pulses])
     dt_used = float(np.max(np.diff(grid_np)))  # the grid puts a point at every save time
     if requested is not None and concrete:  # a quick estimate (the mean point only) for the warning
