@@ -246,6 +246,9 @@ def test_bad_pulses_are_rejected_by_name():
         run([tw.Pulse(0.5, jx, 1.0), tw.Pulse(0.5, lambda s, a, p: s[3, 0], 1.0)])  # JAX would clamp s[3] to s[0]
     with pytest.raises(TypeError, match=r"Pulse generator must be a function"):
         tw.Pulse(0.5, 1.0, 1.0)
+    assert tw.Pulse(np.array(0.5), jx, 1.0).time == 0.5  # a 0-d array is its number
+    with pytest.raises(TypeError, match=r"Pulse time must be a finite number"):
+        tw.Pulse(np.array([0.5]), jx, 1.0)
     for bad in (float("nan"), np.inf):
         with pytest.raises(ValueError, match=r"Pulse angle must be finite"):
             tw.Pulse(0.5, lambda s, a, p: s[0, 0], bad)

@@ -57,6 +57,8 @@ class Pulse(eqx.Module):
     n_sub: int = eqx.field(static=True, default=0)  # substeps chosen by the run plan
 
     def __init__(self, time, generator, angle, *, steps=None, at=None, n_sub=0):
+        if isinstance(time, (np.ndarray, jax.Array)) and time.ndim == 0 and not isinstance(time, jax.core.Tracer):
+            time = time.item()  # a 0-d array: its number
         if isinstance(time, bool) or not isinstance(time, (int, float, np.integer, np.floating)) or not np.isfinite(time):
             raise TypeError(f"Pulse time must be a finite number, got {time!r}")
         if not callable(generator):

@@ -210,7 +210,10 @@ def spins(direction, n: int | None = None, sampling: str = "discrete") -> SpinHa
     """
     if sampling not in ("discrete", "gaussian"):
         raise ValueError(f"sampling must be 'discrete' or 'gaussian', got {sampling!r}")
-    d = np.asarray(direction, dtype=float)
+    try:
+        d = np.asarray(direction, dtype=float)
+    except (TypeError, ValueError) as e:
+        raise TypeError(f"direction must be a 3-vector of numbers or an (n, 3) array, got {direction!r}") from e
     if n is None:
         if d.ndim != 2:
             raise ValueError("give n, or direction of shape (n, 3)")
