@@ -2,7 +2,7 @@
 hand-written kernels of `bench_small.py`, kernel by kernel.
 
     python benchmarks/profile_gpu.py [--model rydberg] [--n-spins 10] [--n-traj 100000]
-                                     [--n-steps 100] [--contenders simulate,simulate_loop,lanes] [--pad-grid] [--loop-ops]
+                                     [--n-steps 100] [--contenders simulate,simulate_intervals,lanes] [--pad-grid] [--loop-ops]
                                      [--out FILE]
 
 Each contender is called once (compilation), timed ``--repeats`` times (wall, minimum), then
@@ -18,8 +18,8 @@ with the JAX operation that made it. On a GPU each nested loop or conditional re
 back to the host on every step (a synchronization); this names them.
 
 ``simulate_loop`` and ``simulate_intervals``: ``simulate`` with each way of saving at the save
-times (``twa_jax._plan.SAVE_BY``; ``simulate`` itself saves as its backend does by default:
-intervals on accelerators, diffrax's save loop on CPU).
+times (``twa_jax._plan.SAVE_BY``; ``simulate`` itself saves by the default, diffrax's save loop).
+``--loop-ops`` reads ``simulate``'s program.
 
 ``--pad-grid``: the padded time grid with its run-time stop (``twa_jax._plan.PAD_GRID = True``,
 the CPU default) instead of diffrax's ``StepTo`` (the default on accelerators). XLA flags to try
@@ -203,8 +203,8 @@ def main(argv=None):
     ap.add_argument("--n-traj", type=int, default=100_000)
     ap.add_argument("--n-steps", type=int, default=100)
     ap.add_argument("--repeats", type=int, default=3)
-    ap.add_argument("--contenders", default="simulate,simulate_loop,lanes",
-                    help="simulate (saving as this backend does by default), simulate_loop (diffrax's save loop), "
+    ap.add_argument("--contenders", default="simulate,simulate_intervals,lanes",
+                    help="simulate (saving as the package does by default), simulate_loop (diffrax's save loop), "
                     "simulate_intervals (a solve per save interval), lanes (the hand-written kernel)")
     ap.add_argument("--pad-grid", action="store_true")
     ap.add_argument("--host-profile", action="store_true",
@@ -261,13 +261,17 @@ def main(argv=None):
                   f"span {p['span_s'] * 1e3:.2f} ms")
             for k in p["top"][:12]:
                 print(f"      {k['count']:6d} x  {k['total_s'] * 1e3:8.3f} ms  {k['name'][:100]}")
-    ops = simulate_loop_ops(cont["simulate"][0]) if args.loop_ops and "simulate" in cont else None
-    if ops is not None:
-        counts = collections.Counter(o["opcode"] for o in ops)
-        print(f"  simulate's solve loop body: {dict(counts)}")
-        for (code, name), k in collections.Counter((o["opcode"], o["op_name"]) for o in ops).items():
-            print(f"    {k:3d} x {code:12s} {name[-110:] or '(no op name)'}")
-    write_json({"benchmark": "profile_gpu", "loop_ops": ops, "machine": machine, "jax": jax.__version__, "model": args.model,
+    ops = {}
+    for name in ("simulate", "simulate_intervals"):
+        if not args.loop_ops or name not in cont:
+            continue
+        ops[name] = simulate_loop_ops(cont[name][0])
+        counts = collections.Counter(o["opcode"] for o in ops[name])
+        print(f"  {name}'s solve loop body: {dict(counts)}")
+        for (code, op), k in collections.Counter((o["opcode"], o["op_name"]) for o in ops[name]).items():
+            print(f"    {k:3d} x {code:12s} {op[-110:] or '(no op name)'}")
+    write_json({"benchmark": "profile_gpu", "loop_ops": ops.get("simulate"),
+                "loop_ops_intervals": ops.get("simulate_intervals"), "machine": machine, "jax": jax.__version__, "model": args.model,
                 "n_spins": n, "n_traj": nt, "n_steps": ns, "pad_grid": bool(args.pad_grid), "save_by": _plan.save_mode(jax.default_backend()),
                 "xla_flags": os.environ.get("XLA_FLAGS", ""), "argv": sys.argv[1:], "rows": rows}, args.out)
 

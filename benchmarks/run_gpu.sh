@@ -34,8 +34,8 @@
 #     against dt/8, with TF32 (--matmul-precision default), then full float32 (highest).
 #     Compilation-bound (4 compilations per run, 8720 steps for the reference). ~2 x 30-45 s [2 x 60 s]
 #  Optional, each only when what is left of the budget covers its whole limit, in this order:
-#  p. profile (profile_gpu.py): Rydberg N = 10 x 1e5 x 100 steps, simulate (saving by intervals,
-#     the accelerators' default), simulate with diffrax's save loop, and the lanes kernel, one
+#  p. profile (profile_gpu.py): Rydberg N = 10 x 1e5 x 100 steps, simulate (diffrax's save loop,
+#     the default), simulate saving by intervals (no loop in a step), and the lanes kernel, one
 #     call each under jax.profiler.trace and five under cProfile: device kernels
 #     and copies per step, their time against the wall time, the host's top functions; and the
 #     nested loops, conditionals and copies inside simulate's step loop in the program the GPU

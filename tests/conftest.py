@@ -18,8 +18,8 @@ jax.config.update("jax_enable_x64", True)
 def pytest_addoption(parser):
     parser.addoption("--runslow", action="store_true", default=False, help="run tests marked slow")
     parser.addoption("--save-by", default=None, choices=("loop", "intervals"),
-                     help="how solves save (twa_jax._plan.SAVE_BY; default: the backend's): 'intervals' runs "
-                          "the accelerators' path on CPU")
+                     help="how solves save (twa_jax._plan.SAVE_BY; default 'loop', diffrax's save loop): "
+                          "'intervals' runs the whole suite through the scan over save intervals")
 
 
 def pytest_configure(config):

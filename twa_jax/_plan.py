@@ -314,17 +314,18 @@ MIN_GRID_STEPS = 16
 PAD_GRID = True
 
 
-#: how a solve saves at the save times: ``"intervals"`` (a ``lax.scan`` over the save intervals,
-#: one diffrax solve of each, saving its end: no loop runs inside a step), ``"loop"`` (diffrax's
-#: ``SaveAt(ts)``: one solve, whose every step checks in a nested loop of its own whether a save
-#: time was reached), or ``"auto"``: intervals on accelerators, the loop on CPU. Both give the
-#: same numbers. On a GPU every loop trip reads its predicate back to the host, so the nested loop
-#: costs about two synchronizations a step (an H200, Rydberg N = 10 x 1e5 x 100 steps: 40.6
-#: against 36.5 ms a call when saving at the ends only, ``benchmarks/profile_gpu.py``). On a
-#: 2-core CPU the loop costs nothing measurable and the intervals are slower when a run is split
-#: over the two CPU devices (Rydberg N = 10 x 1000 x 400 steps: 0.86x; 1.05x on one device).
-#: A solve differentiated in reverse mode keeps the loop (:func:`twa_jax._engine.saves_by_intervals`)
-SAVE_BY = "auto"
+#: how a solve saves at the save times: ``"loop"`` (the default: diffrax's ``SaveAt(ts)``, one
+#: solve, whose every step checks in a nested loop of its own whether a save time was reached),
+#: ``"intervals"`` (a ``lax.scan`` over the save intervals, one diffrax solve of each, saving its
+#: end: no loop inside a step), or ``"auto"``: intervals on accelerators, the loop on CPU. Both
+#: give the same numbers. On a GPU every loop trip reads its predicate back to the host, so the
+#: nested loop costs about two synchronizations a step (an H200, Rydberg N = 10 x 1e5 x 100 steps:
+#: 40.6 against 36.5 ms a call with a single solve saving at its ends only). Nested in a scan,
+#: though, the step ran slower on a 2-core CPU (Rydberg N = 10 x 1000 x 400 steps: 0.89x on one
+#: device, 0.83x on two; 1.0-1.06x at 256 and 1e4 trajectories), so the intervals stay an option
+#: until a GPU has timed them (``benchmarks/run_gpu.sh`` step p: ``simulate_intervals``). A solve
+#: differentiated in reverse mode keeps the loop (:func:`twa_jax._engine.saves_by_intervals`)
+SAVE_BY = "loop"
 
 
 def save_mode(platform) -> str:
