@@ -96,7 +96,8 @@ def test_four_devices_give_the_statistics_of_one():
 @pytest.mark.slow
 def test_gradients_are_the_same_on_one_two_and_four_devices():
     """value_and_grad shards its chunks over the devices like simulate: the same value and
-    gradient (float64, 1e-12) on 1, 2 and 4 CPU devices, in one chunk and in several."""
+    gradient (float64, 1e-12) on 1, 2 and 4 CPU devices, in one chunk and in several, in forward
+    mode and in reverse mode (which broke on several devices inside shard_map)."""
     code = MODEL_SRC + textwrap.dedent("""
         import json, sys
         jax.config.update("jax_enable_x64", True)
@@ -105,13 +106,17 @@ def test_gradients_are_the_same_on_one_two_and_four_devices():
             v, g = tw.value_and_grad(loss, model, init, ts, params=KW["params"], n_traj=40, key=2, dt=0.05, **kw)
             return [float(v)] + [float(g[k]) for k in sorted(g)]
         out = {"one": grad(devices=jax.devices()[:1]), "two": grad(devices=jax.devices()[:2], chunk_size=7),
-               "four": grad()}
+               "four": grad(),
+               # reverse mode (checkpoints given): diffrax's checkpointed backward pass on 2 and 4 devices
+               "rev_one": grad(devices=jax.devices()[:1], checkpoints=8),
+               "rev_two": grad(devices=jax.devices()[:2], chunk_size=7, checkpoints=8),
+               "rev_four": grad(checkpoints=8)}
         json.dump(out, sys.stdout)
     """)
     p = subprocess.run([sys.executable, "-c", code], env=_env(4), capture_output=True, text=True, timeout=600)
     assert p.returncode == 0, p.stderr[-3000:]
     out = json.loads(p.stdout.strip().splitlines()[-1])
-    for name in ("two", "four"):  # two: several chunks (forward pass, then VJPs); four: one pass
+    for name in ("two", "four", "rev_one", "rev_two", "rev_four"):  # two: several chunks; four: one pass
         np.testing.assert_allclose(out[name], out["one"], rtol=1e-12, atol=1e-12, err_msg=name)
 
 

@@ -321,7 +321,7 @@ def trajectories(plan, params, start, chunk_size, refactor=False, adjoint="none"
         def solve(idx):
             return solve_batch(plan, *inputs_of(params), key, idx, adjoint, n_points)
 
-        ys, state_ok = per_device(solve, mesh, (spec, spec))(idx)
+        ys, state_ok = per_device(solve, mesh, (spec, spec), adjoint)(idx)
         dys = None
     else:
         params_of, xs = along
@@ -330,12 +330,12 @@ def trajectories(plan, params, start, chunk_size, refactor=False, adjoint="none"
             return solve_batch(plan, *inputs_of(params_of(xs)), key, idx, adjoint, n_points,
                                along=(lambda x: inputs_of(params_of(x)), xs))
 
-        ys, state_ok, dys = per_device(solve, mesh, (spec, spec, P(None, *spec)))(idx)
+        ys, state_ok, dys = per_device(solve, mesh, (spec, spec, P(None, *spec)), adjoint)(idx)
     finite_t = _finite_per_time(ys, lead)
     return Batch(idx, ys, idx < plan.n_valid, jnp.all(finite_t, axis=-1), finite_t, state_ok, dys)
 
 
-def per_device(solve, mesh, out_specs):
+def per_device(solve, mesh, out_specs, adjoint="none"):
     """``solve(idx)`` of the trajectories ``idx`` (sharded over ``mesh``), each device solving its
     own share with a loop of its own (``shard_map``): partitioned by XLA instead, the loop is one
     loop over all devices, and whatever the step computes over the whole batch (the rotation's
@@ -344,9 +344,19 @@ def per_device(solve, mesh, out_specs):
     Rydberg N = 10, float32: 1000 trajectories x 400 steps 80.2 -> 39.7 ms (one device: 80 ms),
     1e4 x 100 steps 104 -> 94 ms. A trajectory's numbers depend on the split only in rounding:
     each device makes that choice for its own share, and the series' error is below the
-    precision where it is chosen."""
+    precision where it is chosen.
+
+    A solve differentiated in reverse mode (``adjoint="reverse"``) stays partitioned by XLA:
+    the backward pass of diffrax's checkpointed loop (equinox's closure conversion) fails inside
+    ``shard_map`` (jax 0.10.2)."""
     if mesh.size == 1:
         return solve
+    if adjoint == "reverse":
+        def partitioned(idx):
+            return jax.lax.with_sharding_constraint(solve(idx), jax.tree_util.tree_map(
+                lambda s: NamedSharding(mesh, s), out_specs, is_leaf=lambda x: isinstance(x, P)))
+
+        return partitioned
     return jax.shard_map(solve, mesh=mesh, in_specs=P("traj"), out_specs=out_specs, check_vma=False)
 
 
