@@ -41,6 +41,10 @@
 #     nested loops, conditionals and copies inside simulate's step loop in the program the GPU
 #     compiled, each with the JAX op that made it (--loop-ops: which of them synchronize a
 #     step with the host).                                                     ~45-70 s [100 s]
+#  s. sweeps (bench_sweep.py): 64 points of the Rydberg chain N = 4 x 1000 trajectories x 100 steps,
+#     tw.sweep (all points in one batch) against a Python loop of tw.simulate and the hand-written
+#     batched scans: the speed issue's >= 10x the loop, which the 2-core CPU cannot reach (the
+#     sweep runs there at the batched kernel's speed, 3.8x the loop).       ~30-50 s [80 s]
 #  g. small systems on the GPU (bench_small.py): Rydberg and Tavis-Cummings N = 10, 1e5
 #     trajectories, 100 steps, simulate against the lanes kernel, once with the step's noise kept
 #     by an optimization barrier (the default off CPU) and once by an always-true conditional (the
@@ -153,7 +157,8 @@ if [ $tiny = 1 ]; then
   h_cases=rydberg:10:256
   p_args=(--n-spins 4 --n-traj 256 --n-steps 5 --repeats 1)
   r_args=(--n-spins 6 --n-traj 64 --n-steps 20 --repeats 1)
-  lim_a=120 lim_b=120 lim_c=120 lim_d=120 lim_e=120 lim_f=120 lim_g=120 lim_h=120 lim_p=120 lim_r=120
+  s_args=(--n-points-per-axis 2 --n-traj 64 --n-steps 10 --n-save 3 --repeats 1)
+  lim_a=120 lim_b=120 lim_c=120 lim_d=120 lim_e=120 lim_f=120 lim_g=120 lim_h=120 lim_p=120 lim_r=120 lim_s=120
   bandwidth=${BENCH_BANDWIDTH_GBS:-20}  # nominal, so that the roofline fraction is computed on CPU too
 else
   a_n=1000 a_traj=100000 a_steps=50 a_rep=2
@@ -164,7 +169,8 @@ else
   h_cases=rydberg:10:100000,rydberg:1000:10000,chain:100:10000,tavis_cummings:100:10000
   p_args=(--n-spins 10 --n-traj 100000 --n-steps 100 --repeats 3)
   r_args=(--n-spins 100 --n-traj 10000 --n-steps 300 --repeats 2)
-  lim_a=130 lim_b=130 lim_c=80 lim_d=60 lim_e=80 lim_f=60 lim_g=60 lim_h=90 lim_p=100 lim_r=120
+  s_args=(--n-points-per-axis 8 --n-traj 1000 --n-steps 100 --repeats 3)
+  lim_a=130 lim_b=130 lim_c=80 lim_d=60 lim_e=80 lim_f=60 lim_g=60 lim_h=90 lim_p=100 lim_r=120 lim_s=80
   bandwidth=${BENCH_BANDWIDTH_GBS:-}
 fi
 
@@ -200,6 +206,7 @@ f_g2=$out/small_N${g_n}_${tag}_cond.json
 f_h=$out/layout_${tag}.json
 f_p=$out/profile_rydberg_${tag}.json
 f_r=$out/grad_${tag}.json
+f_s=$out/sweep_${tag}.json
 f_f1=$out/chain_N${a_n}_${tag}_1gpu.json
 f_f2=$out/chain_N${a_n}_${tag}_allgpus.json
 
@@ -214,6 +221,8 @@ step d_accuracy_tf32 $lim_d "$f_d1" python bench_accuracy.py --model chain --n-t
 step d_accuracy_fp32 $lim_d "$f_d2" python bench_accuracy.py --model chain --n-traj $d_traj --factors $d_factors \
   --solvers rotation_heun ${d_tmax[@]+"${d_tmax[@]}"} --matmul-precision highest --out "$f_d2"
 step --optional p_profile $lim_p "$f_p" python profile_gpu.py --model rydberg "${p_args[@]}" --host-profile --loop-ops --out "$f_p"
+step --optional s_sweep $lim_s "$f_s" python bench_sweep.py "${s_args[@]}" \
+  --skip sweep_bs1,sweep_store,sweep_executor,scan --out "$f_s"
 for how in barrier cond; do
   f_g=$f_g1; [ $how = cond ] && f_g=$f_g2
   step --optional g_small_$how $lim_g "$f_g" python bench_small.py --models rydberg,tavis_cummings --sizes $g_n \
@@ -273,6 +282,12 @@ for r in rows:
         print(f"{head}: " + "; ".join(
             f"{x['model']} N={x['n_spins']} x {x['n_traj']}: batch last {x['last_over_first']:.2f}x batch first "
             f"(size rule: {x['auto']})" for x in d["rows"]))
+        continue
+    if "ratios" in d and "n_points" in d:  # bench_sweep
+        r = d["ratios"]
+        print(f"{head}: {d['n_points']} points of rydberg N={d['n_spins']} x {d['n_traj']} x {d['n_steps']}: sweep "
+              f"{d['stats']['sweep']['wall_min']:.3g} s, {r.get('sweep_vs_loop', float('nan')):.2f}x the loop of "
+              f"simulate, {r.get('sweep_vs_scan_tlast_common', float('nan')):.2f}x the batched kernel")
         continue
     if "time_ratio" in d:  # bench_grad
         print(f"{head}: {d['model']} N={d['n_spins']} x {d['n_traj']} x {d['n_steps']}, {d['n_params']} parameters: "

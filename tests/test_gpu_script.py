@@ -31,6 +31,7 @@ FILES = {
     "d_accuracy_fp32": "accuracy_chain16_tiny_fp32.json",
     "e_tavis_cummings": "tc_N50_tiny.json",
     "p_profile": "profile_rydberg_tiny.json",
+    "s_sweep": "sweep_tiny.json",
     "g_small_barrier": "small_N4_tiny_barrier.json",
     "g_small_cond": "small_N4_tiny_cond.json",
     "h_layout": "layout_tiny.json",
@@ -99,7 +100,7 @@ def _check_rows(step, d):  # bench_small (g) and bench_layout (h): one row per m
 
 def _check_profile(step, d):  # profile_gpu.py (p): simulate and the lanes kernel, device and host
     assert d["benchmark"] == "profile_gpu" and d["machine"].startswith("cpu:"), d["machine"]
-    assert [r["contender"] for r in d["rows"]] == ["simulate", "lanes"]
+    assert [r["contender"] for r in d["rows"]] == ["simulate", "simulate_intervals", "lanes"]
     for r in d["rows"]:
         assert r["wall_min_s"] > 0 and r["spin_steps_per_s"] > 0 and -1.0 <= r["final_sz"] <= 1.0
         assert r["host_profile"] and all(h["cum_s"] >= h["own_s"] >= 0 for h in r["host_profile"])
@@ -107,6 +108,15 @@ def _check_profile(step, d):  # profile_gpu.py (p): simulate and the lanes kerne
             assert plane["n_kernels"] >= 0 and plane["span_s"] >= 0
     # --loop-ops: what simulate's step loop runs besides its kernels (diffrax's save loop at least)
     assert any(o["opcode"] == "while" and "inner-loop" in o["op_name"] for o in d["loop_ops"]), d["loop_ops"]
+    # saving by intervals: no save loop inside the step
+    assert not any("inner-loop" in o["op_name"] for o in d["loop_ops_intervals"]), d["loop_ops_intervals"]
+
+
+def _check_sweep(step, d):  # bench_sweep (s): the batched sweep against the loop of simulate and the kernels
+    assert d["machine"].startswith("cpu:") and d["complete"] is True and d["n_points"] == 4, d["machine"]
+    assert set(d["stats"]) == {"sweep", "loop", "scan_tlast", "scan_tlast_common"}
+    assert all(d["ratios"][f"sweep_vs_{k}"] > 0 for k in ("loop", "scan_tlast", "scan_tlast_common"))
+    assert d["checks"]["loop"]["max_abs_diff_sz"] < 1e-5  # the same trajectories as the loop of simulate
 
 
 def _check_grad(step, d):
@@ -119,6 +129,7 @@ def _check_grad(step, d):
     pytest.param("c", marks=pytest.mark.slow),
     pytest.param("a,b,d,e", marks=pytest.mark.slow),
     pytest.param("g,h,p,r", marks=pytest.mark.slow),
+    pytest.param("s", marks=pytest.mark.slow),
 ])
 def test_run_gpu_tiny(tmp_path, only):
     if shutil.which("timeout") is None:
@@ -139,8 +150,8 @@ def test_run_gpu_tiny(tmp_path, only):
         path = out / FILES[r["step"]]
         assert Path(r["json"]) == path
         d = json.loads(path.read_text())
-        check = {"d": _check_accuracy, "g": _check_rows, "h": _check_rows, "p": _check_profile, "r": _check_grad}.get(
-            r["step"][0], _check_throughput)
+        check = {"d": _check_accuracy, "g": _check_rows, "h": _check_rows, "p": _check_profile, "r": _check_grad,
+                 "s": _check_sweep}.get(r["step"][0], _check_throughput)
         check(r["step"], d)
     assert sorted(f.name for f in out.glob("*.json")) == sorted(FILES[s] for s in wanted)
     log = (out / "run_gpu_tiny.log").read_text()
