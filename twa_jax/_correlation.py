@@ -422,6 +422,12 @@ def fourier_weights(taus, omegas=None, window=None):
     return taus_np, omegas, w[None, :] * np.exp(-1j * omegas[:, None] * taus_np[None, :])
 
 
+def not_adjoint(other):
+    """The error of a spectrum whose ``b`` is not ``a``'s adjoint (TWA and exact sides alike)."""
+    return ValueError("spectrum needs b = a's adjoint (b's symbol the complex conjugate of a's), "
+                      f"e.g. a = a^dag, b = a; use {other} for other pairs")
+
+
 def spectrum(model, initial, ts, taus, a, b, *, n_traj, key, omegas=None, window=None, coherent=False, params=None,
              t0=0.0, dt=None, solver="rotation_heun", chunk_size=None, devices=None, progress=None):
     r"""Steady-state spectrum :math:`S(\omega) = \int d\tau\, e^{-i\omega\tau}(\langle A(\tau) B(0)\rangle - \langle A\rangle\langle B\rangle)`
@@ -464,8 +470,7 @@ def spectrum(model, initial, ts, taus, a, b, *, n_traj, key, omegas=None, window
         va, vb = complex(fa(jnp.asarray(s_), jnp.asarray(a_))), complex(fb(jnp.asarray(s_), jnp.asarray(a_)))
         if np.isfinite(va) and np.isfinite(vb) and not np.isclose(va, np.conj(vb), rtol=1e-5,
                                                                   atol=1e-6 * max(1.0, abs(va))):
-            raise ValueError("spectrum needs b = a's adjoint (b's symbol the complex conjugate of a's), "
-                             "e.g. a = a^dag, b = a; use tw.correlation for other pairs")
+            raise not_adjoint("tw.correlation")
     taus_np, omegas, F = fourier_weights(taus, omegas, window)
     F = jnp.asarray(F)
     acc, *_ = _run(model, initial, ts, taus_np, fa, fb, n_traj=n_traj, key=key, params=params, t0=t0, dt=dt,

@@ -6,7 +6,7 @@ from __future__ import annotations
 import numpy as np
 import qutip as qt
 
-from ._correlation import _as_function, _frequencies, _times, fourier_weights, start_time
+from ._correlation import _as_function, _frequencies, _times, fourier_weights, not_adjoint, start_time
 
 #: the largest Hilbert-space dimension whose spectrum is computed (QuTiP's eigen-decomposition of
 #: the dense Liouvillian, dimension^2 x dimension^2)
@@ -32,9 +32,8 @@ def _twin_ops(model, params, a, b, cutoff, adjoint=False):
             raise ValueError(f"{name} must return a scalar (one operator), got shape {np.shape(op)}")
     if adjoint:
         scale = max(A.norm("max"), B.norm("max"), 1e-300)
-        if (B - A.dag()).norm("max") > ADJOINT_RTOL * scale:  # the message of tw.spectrum's check
-            raise ValueError("spectrum needs b = a's adjoint (b's symbol the complex conjugate of a's), "
-                             "e.g. a = a^dag, b = a; use tw.exact.correlation for other pairs")
+        if (B - A.dag()).norm("max") > ADJOINT_RTOL * scale:
+            raise not_adjoint("tw.exact.correlation")
     return qm, A, B
 
 
