@@ -320,10 +320,9 @@ PAD_GRID = True
 #: end: no loop inside a step), or ``"auto"``: intervals on accelerators, the loop on CPU. Both
 #: give the same numbers. On a GPU every loop trip reads its predicate back to the host, so the
 #: nested loop costs about two synchronizations a step (an H200, Rydberg N = 10 x 1e5 x 100 steps:
-#: 40.6 against 36.5 ms a call with a single solve saving at its ends only). Nested in a scan,
-#: though, the step ran slower on a 2-core CPU (Rydberg N = 10 x 1000 x 400 steps: 0.89x on one
-#: device, 0.83x on two; 1.0-1.06x at 256 and 1e4 trajectories), so the intervals stay an option
-#: until a GPU has timed them (``benchmarks/run_gpu.sh`` step p: ``simulate_intervals``). A solve
+#: 40.6 against 36.5 ms a call with a single solve saving at its ends only). On a 2-core CPU the
+#: two run at the same speed (``benchmarks/bench_save_by.py``: 0.99-1.03x), so the intervals stay
+#: an option until a GPU has timed them (``benchmarks/run_gpu.sh`` step p: ``simulate_intervals``). A solve
 #: differentiated in reverse mode keeps the loop (:func:`twa_jax._engine.saves_by_intervals`)
 SAVE_BY = "loop"
 
