@@ -108,6 +108,8 @@ def test_product_concatenates_independent_parts():
 def test_bad_state_arguments():
     with pytest.raises(TypeError, match=r"direction must be a 3-vector of numbers or an \(n, 3\) array, got 'x'"):
         tw.states.spins("x", 1)
+    with pytest.raises(TypeError, match=r"direction must be a 3-vector of numbers or an \(n, 3\) array, got 'x'"):
+        tw.states.spin_coherent(1, "x", 2)
     with pytest.raises(ValueError, match="n must be >= 1"):
         tw.states.spins_down(0)
     with pytest.raises(TypeError, match="n must be an int"):

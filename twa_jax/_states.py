@@ -39,8 +39,16 @@ def _frames(n):
     return e1, e2
 
 
+def _as_vectors(direction, name="direction"):
+    """``direction`` as a float array, or a TypeError that names it."""
+    try:
+        return np.asarray(direction, dtype=float)
+    except (TypeError, ValueError) as e:
+        raise TypeError(f"{name} must be a 3-vector of numbers or an (n, 3) array, got {direction!r}") from e
+
+
 def _directions(direction, n, name="direction"):
-    d = np.asarray(direction, dtype=float)
+    d = _as_vectors(direction, name)
     if d.shape == (3,):
         d = np.broadcast_to(d, (n, 3))
     if d.shape != (n, 3):
@@ -210,10 +218,7 @@ def spins(direction, n: int | None = None, sampling: str = "discrete") -> SpinHa
     """
     if sampling not in ("discrete", "gaussian"):
         raise ValueError(f"sampling must be 'discrete' or 'gaussian', got {sampling!r}")
-    try:
-        d = np.asarray(direction, dtype=float)
-    except (TypeError, ValueError) as e:
-        raise TypeError(f"direction must be a 3-vector of numbers or an (n, 3) array, got {direction!r}") from e
+    d = _as_vectors(direction)
     if n is None:
         if d.ndim != 2:
             raise ValueError("give n, or direction of shape (n, 3)")
@@ -234,9 +239,19 @@ def spins_down(n: int, sampling: str = "discrete") -> SpinHalfState:
 
 
 def spin_coherent(S: float, direction, n: int | None = None) -> SpinCoherentState:
-    """Spin-S coherent state(s) in the S-normalization (use with ``Model(spin_S=S)``)."""
+    """Spin-S coherent state(s) in the S-normalization (use with ``Model(spin_S=S)``).
+
+    Each spin's Wigner function is approximated by a Gaussian: the mean ``S n`` along its unit
+    vector ``n`` and variance ``S/2`` in each of the two perpendicular directions, so that
+    ``<S_n> = S``, ``<S_perp^2> = S/2`` and ``<|S|^2> = S(S+1)`` (the Weyl symbol of the Casimir).
+
+    Args:
+        S: the spin length, a positive multiple of 1/2.
+        direction: one 3-vector (all spins) or ``(n, 3)`` (one per spin); normalized.
+        n: number of spins (default: ``direction``'s first axis if it is ``(n, 3)``, else 1).
+    """
     check_half_integer(S, "S")
-    d = np.asarray(direction, dtype=float)
+    d = _as_vectors(direction)
     if n is None:
         n = d.shape[0] if d.ndim == 2 else 1
     n = _check_n(n)
