@@ -121,7 +121,8 @@ def scan_run(n, n_traj, n_steps, dt):
     return run
 
 
-def simulate_fn(n, n_traj, n_steps, dt):
+def rydberg_model(n):
+    """The open driven Rydberg chain as a user writes it (plain jnp, parameters ``P``)."""
     import jax.numpy as jnp
 
     import twa_jax as tw
@@ -131,8 +132,16 @@ def simulate_fn(n, n_traj, n_steps, dt):
         return (p["Omega"] * jnp.sum(s[:, 0]) - p["Delta"] / 2 * jnp.sum(s[:, 2])
                 + p["V"] / 4 * jnp.sum(n_up[:-1] * n_up[1:]))
 
-    model = tw.Model(H, jumps=lambda s, a, p: (s[:, 0] - 1j * s[:, 1]) / 2,
-                     gamma=lambda p: jnp.full(n, p["gamma"]), n_spins=n)
+    return tw.Model(H, jumps=lambda s, a, p: (s[:, 0] - 1j * s[:, 1]) / 2,
+                    gamma=lambda p: jnp.full(n, p["gamma"]), n_spins=n)
+
+
+def simulate_fn(n, n_traj, n_steps, dt):
+    import jax.numpy as jnp
+
+    import twa_jax as tw
+
+    model = rydberg_model(n)
     ts = np.array([0.0, n_steps * dt])
     obs = {"sz": lambda s, a: jnp.mean(s[:, 2])}
 

@@ -41,14 +41,7 @@ def main(argv=None):
     from twa_jax import _plan
 
     n = args.n_spins
-
-    def H(s, a, p):
-        n_up = 1 + s[:, 2]
-        return (p["Omega"] * jnp.sum(s[:, 0]) - p["Delta"] / 2 * jnp.sum(s[:, 2])
-                + p["V"] / 4 * jnp.sum(n_up[:-1] * n_up[1:]))
-
-    model = tw.Model(H, jumps=lambda s, a, p: (s[:, 0] - 1j * s[:, 1]) / 2,
-                     gamma=lambda p: jnp.full(n, p["gamma"]), n_spins=n)
+    model = bench_rydberg.rydberg_model(n)
     obs = {"sz": lambda s, a: jnp.mean(s[:, 2])}
     res = {"benchmark": "bench_save_by", "model": f"rydberg chain N={n} (bench_rydberg.py), 11 save times, dt=0.01",
            "machine": machine_name(), "jax": jax.__version__, "twa_jax": tw.__version__,
