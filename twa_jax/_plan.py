@@ -695,8 +695,8 @@ class Plan(eqx.Module):
         noise = self.noise
         ts_np = np.asarray(self.ts, float)
         if self.model.is_dissipative and callable(self.model.gamma):
-            noise = noise_of(self.model, _as_arrays(new), ts_np, self.dtype, cache=factors)
-        dt = estimate_dt(self.model, noise, self.initial, _as_arrays(new), self.dtype, ts_np=ts_np) if estimate_step else None
+            noise = noise_of(self.model, as_arrays(new), ts_np, self.dtype, cache=factors)
+        dt = estimate_dt(self.model, noise, self.initial, as_arrays(new), self.dtype, ts_np=ts_np) if estimate_step else None
         return new, noise, dt
 
     def reverse_chunk(self, rows: int = 2) -> int:
@@ -735,7 +735,7 @@ def _to_device(tree):
     return jax.tree_util.tree_unflatten(treedef, leaves)
 
 
-def _as_arrays(params):
+def as_arrays(params):
     """Numbers become arrays, so new parameter values reuse the compiled program."""
     return jax.tree_util.tree_map(
         lambda x: _strong(x)
@@ -834,7 +834,7 @@ def make_plan(
         raise TypeError(f"progress must be True, False or None (automatic), got {progress!r}")
 
     # === parameters and the model's functions
-    params = _as_arrays(model.with_params(params))
+    params = as_arrays(model.with_params(params))
     check_finite_tree(params, "params")
     concrete = all_concrete(params) and all_concrete(model)
     if differentiable and not concrete:

@@ -21,6 +21,7 @@ import numbers
 import time
 import warnings
 
+import equinox as eqx
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -30,7 +31,7 @@ from ._checks import check_int, check_positive, default_float
 from ._cpu_devices import default_devices
 from ._model import Model
 from ._observables import finalize
-from ._plan import balanced_chunk, bytes_per_trajectory, choose_layout, chunk_budget, make_plan
+from ._plan import as_arrays, balanced_chunk, bytes_per_trajectory, choose_layout, chunk_budget, make_plan
 from ._result import default_dims
 from ._store import SweepStore
 
@@ -124,45 +125,55 @@ def fingerprint(model, initial, params, observables=None, pulses=None) -> dict:
     whose functions have the same names but other code, captured constants or parameters give
     other numbers, so a store can tell them apart. An array longer than 8 is kept as 8 evenly
     spaced entries, its sum, its sum of squares and the sum of every 7th entry (real and
-    imaginary parts apart) without a copy of it: a dense Gamma of 1e4 sites is 1e8 entries."""
+    imaginary parts apart) without a copy of it: a dense Gamma of 1e4 sites is 1e8 entries.
+
+    The functions are evaluated in one compiled program: evaluated operation by operation, a
+    process's first sweep with a store spent 1.2-1.9 s compiling each operation on its own."""
     rng = np.random.default_rng(_PROBE_SEED)
     n, m = model.n_spins, model.n_bosons
-    p = model.with_params(params)
+    probes = tuple((jnp.asarray(rng.normal(size=(n, 3)), default_float()),
+                    jnp.asarray(rng.normal(size=m) + 1j * rng.normal(size=m))) for _ in range(2))
+    obs = observables if observables is not None else (model.observables or {})
+    values = jax.device_get(_probe_values(model, initial, as_arrays(model.with_params(params)), obs,
+                                          tuple(pulses or ()), probes))
     out = {}
-
-    def put(name, x):
-        x = np.ravel(np.asarray(x))  # on a CPU a view of the device buffer
-        values = []
+    for name, x in values:
+        x = np.ravel(np.asarray(x))
+        parts = []
         for part in ((x.real, x.imag) if np.iscomplexobj(x) else (x,)):  # views
             if part.size > 8:
                 part = np.concatenate([part[np.linspace(0, part.size - 1, 8).astype(int)],
                                        [np.sum(part, dtype=float), np.vdot(part, part), np.sum(part[::7], dtype=float)]])
-            values.append(np.asarray(part, float))
-        x = np.nan_to_num(np.concatenate(values), nan=-1.2345e300, posinf=1.2345e300, neginf=-1.2345e299)
+            parts.append(np.asarray(part, float))
+        x = np.nan_to_num(np.concatenate(parts), nan=-1.2345e300, posinf=1.2345e300, neginf=-1.2345e299)
         out[name] = [float(v) for v in x]
+    return out
 
-    obs = observables if observables is not None else (model.observables or {})
+
+@eqx.filter_jit
+def _probe_values(model, initial, p, obs, pulses, probes) -> list:
+    """The raw arrays of :func:`fingerprint`: ``[(quantity, array)]`` (a list: a dict would come
+    back sorted by name, and the first quantity named in a store's refusal should be the Hamiltonian)."""
+    out = {}
     times = (0.0, 0.37) if model.time_dependent else (0.0,)
-    for k in range(2):
-        s = jnp.asarray(rng.normal(size=(n, 3)), default_float())
-        a = jnp.asarray(rng.normal(size=m) + 1j * rng.normal(size=m))
+    for k, (s, a) in enumerate(probes):
         for t in times:
             at = f" at probe {k}" + (f", t = {t}" if model.time_dependent else "")
-            put("hamiltonian" + at, model.H(s, a, p, t))
+            out["hamiltonian" + at] = model.H(s, a, p, t)
             if model.jumps is not None:
-                put("jumps" + at, model.L(s, a, p, t))
+                out["jumps" + at] = model.L(s, a, p, t)
         for name, f in obs.items():
-            put(f"observable {name!r} at probe {k}", f(s, a))
-        for i, pulse in enumerate(pulses or ()):
-            put(f"pulse {i}'s generator at probe {k}", pulse.generator(s, a, p))
+            out[f"observable {name!r} at probe {k}"] = f(s, a)
+        for i, pulse in enumerate(pulses):
+            out[f"pulse {i}'s generator at probe {k}"] = pulse.generator(s, a, p)
     for t in times:
         if model.gamma is not None:
-            put("gamma" + (f" at t = {t}" if model.time_dependent else ""), model.gamma_of(p, t))
+            out["gamma" + (f" at t = {t}" if model.time_dependent else "")] = model.gamma_of(p, t)
     s0, a0 = initial.mean()
-    put("initial mean", jnp.concatenate([jnp.ravel(s0), jnp.real(jnp.ravel(a0)), jnp.imag(jnp.ravel(a0))]))
+    out["initial mean"] = jnp.concatenate([jnp.ravel(s0), jnp.real(jnp.ravel(a0)), jnp.imag(jnp.ravel(a0))])
     s1, a1 = initial.sample(jax.random.key(_PROBE_SEED))
-    put("initial sample", jnp.concatenate([jnp.ravel(s1), jnp.real(jnp.ravel(a1)), jnp.imag(jnp.ravel(a1))]))
-    return out
+    out["initial sample"] = jnp.concatenate([jnp.ravel(s1), jnp.real(jnp.ravel(a1)), jnp.imag(jnp.ravel(a1))])
+    return list(out.items())
 
 
 #: the Dataset's (and the store view's) own variables and coordinates besides the grid axes
