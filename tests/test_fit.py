@@ -207,6 +207,8 @@ def _small():
         (dict(steps=2.5), TypeError, "steps must be an int"),
         (dict(sigma={"sz": -1.0}), ValueError, "positive and finite"),
         (dict(sigma={"sz": np.ones(3)}), ValueError, "does not broadcast"),
+        (dict(data={"sz": np.zeros(5), "sx": np.zeros(5)}, sigma={"sz": 0.1}), ValueError,
+         r"sigma has no entry for data\['sx'\]"),
         (dict(fixed={"Omega": 1.0, "gamma": 0.1}), ValueError, "both fitted"),
         (dict(optimizer=optax.sgd(0.1), learning_rate=0.1), ValueError, "leave it out"),
         (dict(params0={"Omega": np.nan}), ValueError, "NaN"),
@@ -221,6 +223,23 @@ def test_fit_bad_input(kwargs, exc, match):
     data, params0 = args.pop("data"), args.pop("params0")
     with pytest.raises(exc, match=match):
         tw.fit(model, init, ts, data, params0, **args)
+
+
+@pytest.mark.filterwarnings("ignore:fit not converged")  # the bounded fit runs into its bound at 0
+def test_a_fit_that_ends_at_a_negative_rate_is_refused():
+    """Data that only anti-damping fits (Rabi oscillations of growing amplitude): without bounds
+    the fitted rate goes negative, where the model is not a Lindblad model (inside the fit the
+    noise of a negative rate is clipped at zero, the drift keeps it). That point is refused by
+    name instead of being returned as a converged fit; bounded at zero, the fit stays valid."""
+    model, init, ts = _small()
+    ts = np.linspace(0, 4, 9)
+    data = {"sz": -np.cos(2 * ts) * np.exp(0.3 * ts)}  # H = Omega sx: sz = -cos(2 Omega t) without decay
+    kw = dict(n_traj=16, key=0, fixed={"Omega": 1.0}, dt=0.05, steps=10, progress=False)
+    with pytest.raises(ValueError, match=r"the fit ended at \{'gamma': -[0-9.]+\}, where the model is not valid: "
+                                         r".*rates must be non-negative.*bounds=\{name: \(0, None\)\}"):
+        tw.fit(model, init, ts, data, {"gamma": 0.2}, **kw)
+    res = tw.fit(model, init, ts, data, {"gamma": 0.2}, bounds={"gamma": (0, None)}, **kw)
+    assert 0 < float(res.params["gamma"]) < 0.2
 
 
 def test_value_and_grad_bad_input():

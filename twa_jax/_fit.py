@@ -423,7 +423,9 @@ def fit(
 
     Raises:
         TypeError, ValueError: on bad input, naming it (shapes of data and sigma, unknown names
-            in data, params0 or bounds, initial values outside bounds, ``steps < 1``, ...).
+            in data, params0 or bounds, initial values outside bounds, ``steps < 1``, ...);
+        ValueError: the fit ended where the model is not valid (a negative rate, a Gamma that
+            is not positive semidefinite): bound such parameters, e.g. ``(0, None)`` for a rate.
     """
     t_start = time.perf_counter()
     # === arguments
@@ -471,6 +473,8 @@ def fit(
         finally:
             if bar is not None:
                 bar.close()
+
+    _check_domain(plan, theta, rest)
 
     # === phase 4: covariance
     cov, se, stderr_method, converged = _covariance(obj, point, d_flat, loss is not None, sig is not None)
@@ -630,9 +634,10 @@ def _check_data(data, sigma, plan):
         out[k] = jnp.asarray(a)
         if sigma is None:
             continue
-        s = sigma[k] if isinstance(sigma, dict) else sigma
         if isinstance(sigma, dict) and k not in sigma:
-            raise ValueError(f"sigma has no entry for data[{k!r}]")
+            raise ValueError(f"sigma has no entry for data[{k!r}]: a dict sigma needs one for every observable in "
+                             f"data {list(data)} (or give one number for all)")
+        s = sigma[k] if isinstance(sigma, dict) else sigma
         try:
             s = np.broadcast_to(np.asarray(s, dtype=float), want)
         except ValueError:
@@ -651,6 +656,21 @@ def _check_data(data, sigma, plan):
 def _inside(v, lo, hi):
     v = np.asarray(v)
     return bool((lo is None or np.all(v > lo)) and (hi is None or np.all(v < hi)))
+
+
+def _check_domain(plan, theta, rest):
+    """Refuse a fit that ended where the model is not a Lindblad model (a negative rate, a Gamma
+    that is not positive semidefinite, a NaN): inside the traced fit the noise of such a point
+    has its rates clipped at zero while the drift keeps them, so the optimizer may prefer it (an
+    anti-damped, noise-free model) and would report it, converged, with error bars."""
+    try:
+        plan.values_at(_engine.combine_params(theta, rest))
+    except ValueError as e:
+        raise ValueError(
+            f"the fit ended at {_fmt(theta)}, where the model is not valid: {e}. The optimizer left the physical "
+            "domain (inside the fit the noise of a negative rate is clipped at zero, the drift is not), so this "
+            "point is not a fit of the model; bound the parameters, e.g. bounds={name: (0, None)} for a rate"
+        ) from e
 
 
 def _fmt(theta):
