@@ -182,7 +182,7 @@ def test_to_xarray(result):
 
 
 def test_to_xarray_layout_and_attrs():
-    r = _hand_result()
+    r = _hand_result(dims={"n": ("mode",)})
     ds = r.to_xarray()
     assert ds["n"].dims == ("time", "mode") and ds["n_sem"].dims == ("time", "mode")
     assert ds["n_average"].dims == ("mode",) and ds["sz_average"].dims == ()
@@ -341,7 +341,7 @@ def test_simulated_two_modes_default_dims(two_mode, tmp_path):
     import matplotlib.pyplot as plt
 
     r = two_mode
-    assert r.mean["n"].shape == (2, 2) and r.n_traj == 16 and r.dims is None
+    assert r.mean["n"].shape == (2, 2) and r.n_traj == 16 and r.dims == {"n": ("mode",)}
     text = repr(r)
     assert "n[mode=0] final" in text and "n[mode=1] final" in text
     ds = r.to_xarray()
@@ -356,7 +356,7 @@ def test_simulated_two_modes_default_dims(two_mode, tmp_path):
             np.testing.assert_array_equal(r2.mean[name], np.asarray(r.mean[name]))
             np.testing.assert_array_equal(r2.sem[name], np.asarray(r.sem[name]))
         assert (r2.n_traj, r2.solver, r2.dt, r2.n_steps, r2.key) == (r.n_traj, r.solver, r.dt, r.n_steps, r.key)
-        assert r2.params["w"] == 1.0 and r2.dims is None and repr(r2).splitlines()[1:] == text.splitlines()[1:]
+        assert r2.params["w"] == 1.0 and r2.dims == r.dims and repr(r2).splitlines()[1:] == text.splitlines()[1:]
     ax = r.plot()
     expected = {"n": ["n[mode=0]", "n[mode=1]"]}
     assert [line.get_label() for line in ax.lines] == [lab for n in r.mean for lab in expected.get(n, [n])]
@@ -422,7 +422,7 @@ def test_xarray_names_per_mode_trajectories_and_float64_time(tmp_path):
     ds.to_zarr(tmp_path / "m.zarr")
     for path in (tmp_path / "m.nc", tmp_path / "m.zarr"):
         r2 = Result.from_xarray(path)
-        assert r2.dims is None and list(r2.trajectories) == list(r.trajectories)
+        assert r2.dims == r.dims and list(r2.trajectories) == list(r.trajectories)
         for name in r.mean:
             for a, b in ((r.mean, r2.mean), (r.sem, r2.sem), (r.trajectories, r2.trajectories)):
                 np.testing.assert_array_equal(b[name], np.asarray(a[name]))
@@ -451,3 +451,22 @@ def test_compare_accepts_a_float32_run_against_a_float64_reference():
     c = tw.Result(ts=ts * (1 + 1e-4), mean={"x": np.zeros(51)}, sem={"x": np.zeros(51)}, n_traj=0)
     with pytest.raises(ValueError, match="different save times"):
         tw.compare(a, c)
+
+
+def test_the_mode_axis_is_decided_by_the_function_not_the_name():
+    """``mode`` names the axis of the package's per-mode observables (the default ``n``, the
+    outputs of ``boson_moments``) whatever they are called; a user's observable called ``n2``
+    with one value per spin keeps ``n2_dim1`` (it was labelled by mode, and ``to_xarray`` failed
+    on the conflicting sizes of ``mode``: 3 sites against 1 mode)."""
+    model = tw.Model(lambda s, a, p: jnp.sum(jnp.abs(a) ** 2) + 0.5 * jnp.sum(s[:, 2]), n_spins=3, n_bosons=1)
+    init = tw.states.product(spins=tw.states.spins_up(3), bosons=tw.states.coherent([1.0]))
+    ts = np.linspace(0, 0.1, 2)
+    moments = tw.observables.boson_moments()
+    obs = {"n": tw.boson_number, "n2": lambda s, a: (1 + s[:, 2]) / 2, "bm2": moments["n2"]}
+    r = tw.simulate(model, init, ts, n_traj=8, key=0, dt=0.05, observables=obs)
+    assert r.dims == {"n": ("mode",), "bm2": ("mode",)}
+    text = repr(r)
+    assert "n2[2] final" in text and "n2[mode" not in text and "bm2[mode=0] final" in text
+    ds = r.to_xarray()
+    assert ds["n2"].dims == ("time", "n2_dim1") and ds.sizes["n2_dim1"] == 3 and ds.sizes["mode"] == 1
+    assert ds["bm2"].dims == ("time", "mode")

@@ -57,6 +57,8 @@ def boson_number_mean_field(s, a):
 
 for _f in (spin_x, spin_y, spin_z, boson_number, boson_number_mean_field):
     _f.linear_per_site = True  # affine in each site's spin: the same-site check can skip it
+for _f in (boson_number, boson_number_mean_field):
+    _f.per_mode = True  # one value per boson mode: its axis is called "mode" (_result.mode_dims)
 
 
 def chunk_moments(x, weight):

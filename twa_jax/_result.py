@@ -79,9 +79,9 @@ class Result(eqx.Module):
         trajectories: ``{name: (k, n_times, ...)}`` observables of the first ``k`` trajectories
             (or None).
         dims: ``{name: tuple of names}`` for the non-time axes of observables (e.g.
-            ``{"n": ("mode",)}``); observables missing from it get default names: ``mode`` for
-            the package's per-mode observables (the default ``n`` and the outputs of
-            ``tw.observables.boson_moments``), ``<name>_dim<i>`` otherwise.
+            ``{"n": ("mode",)}``, which ``simulate`` and ``tw.exact.solve`` give the package's
+            per-mode observables: the default ``n`` and the outputs of
+            ``tw.observables.boson_moments``); observables missing from it get ``<name>_dim<i>``.
         xla_workaround: what the CPU-compiler workaround did at import (``_xla_workaround.apply``).
     """
 
@@ -135,8 +135,7 @@ class Result(eqx.Module):
                     "non-time axes"
                 )
             return tuple(d), True
-        dims = default_dims(name, extra_ndim)
-        return dims, dims == ("mode",)
+        return default_dims(name, extra_ndim), False
 
     def _components(self, name, extra_shape):
         """``[(index, label)]`` for each component of an observable with non-time shape
@@ -512,18 +511,19 @@ _NC3_RESERVED = {
 _INT32 = np.iinfo(np.int32)
 
 
-#: the package's per-mode observables (the default ``n`` and :func:`twa_jax.observables.boson_moments`)
-PER_MODE = ("n", "n2", "adag2_a2")
-
-
 def default_dims(name, ndim):
-    """Names of an observable's non-time axes when none are given: ``mode`` for the package's
-    per-mode observables (:data:`PER_MODE`: the occupation ``n`` and the other outputs of
-    ``tw.observables.boson_moments``), else ``<name>_dim<i>`` (used by ``Result`` and by
-    ``tw.sweep``)."""
-    if name in PER_MODE and ndim == 1:
-        return ("mode",)
+    """Names of an observable's non-time axes when none are given: ``<name>_dim<i>`` (used by
+    ``Result`` and by ``tw.sweep``)."""
     return tuple(f"{name}_dim{i}" for i in range(1, ndim + 1))
+
+
+def mode_dims(observables) -> dict | None:
+    """``{name: ("mode",)}`` for the package's per-mode observables among ``{name: f}`` (the
+    default ``n`` and the outputs of ``tw.observables.boson_moments``, marked ``f.per_mode``),
+    whatever their names; ``None`` if there are none. Decided by the function, not the name: a
+    user's observable called ``n2`` may have one value per site."""
+    out = {name: ("mode",) for name, f in observables.items() if getattr(f, "per_mode", False)}
+    return out or None
 
 
 def _fmt(v):

@@ -20,7 +20,7 @@ from ._checks import all_concrete, is_concrete
 from ._model import Model
 from ._observables import finalize, finalize_all
 from ._plan import make_plan
-from ._result import Result
+from ._result import Result, mode_dims
 
 
 def simulate(
@@ -181,6 +181,7 @@ def simulate(
         average=average,
         average_sem=average_sem,
         trajectories=kept,
+        dims=mode_dims(plan.observables),
         xla_workaround=getattr(_xla_workaround, "STATUS", None),
     )
 

@@ -32,7 +32,7 @@ from ._cpu_devices import default_devices
 from ._model import Model
 from ._observables import finalize
 from ._plan import as_arrays, balanced_chunk, bytes_per_trajectory, choose_layout, chunk_budget, make_plan
-from ._result import default_dims
+from ._result import default_dims, mode_dims
 from ._store import SweepStore
 
 RANDOM_NUMBERS = ("common", "independent")
@@ -775,12 +775,13 @@ def _dataset(axes, values, points, results, probe, signature, ts_np):
         coords = {a: ("point", np.asarray([p[a] for p in points])) for a in axes}
     coords["time"] = ts_np
     data = {}
+    modes = mode_dims(probe.observables) or {}
     for key, arr in arrays0.items():
         role, name = key.split("/", 1)
         arr = np.asarray(arr)
         timed = role in ("mean", "sem")
         extra = arr.shape[1:] if timed else arr.shape
-        dims = lead_dims + (("time",) if timed else ()) + default_dims(name, len(extra))
+        dims = lead_dims + (("time",) if timed else ()) + modes.get(name, default_dims(name, len(extra)))
         fill = np.full(lead + arr.shape, np.nan, dtype=np.result_type(arr.dtype, np.float32))
         for pid, idx in index.items():
             r = results.get(pid)

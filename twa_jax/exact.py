@@ -53,7 +53,7 @@ from ._checks import check_gamma_matrix, check_psd, default_float
 from ._observables import default_observables
 from ._protocol import check_pulses
 from ._quantize import polynomials, quantize, space_dims, warn_same_site
-from ._result import Result
+from ._result import Result, mode_dims
 from ._states import GaussianBosonState, ProductState, SpinCoherentState, SpinHalfState
 
 METHODS = ("auto", "full", "piqs", "mcsolve")
@@ -96,6 +96,8 @@ class QuantumModel:
             dissipation in the Dicke basis), acting on the first tensor factor.
         cutoff: boson Fock-space cutoff (highest kept level), or ``None`` without bosons.
         boson_top: projectors on each mode's top Fock level (the cutoff check).
+        dims: ``{name: tuple of names}`` of observables' axes (``Result.dims``): ``("mode",)``
+            for the package's per-mode observables.
     """
 
     H: qt.Qobj
@@ -106,6 +108,7 @@ class QuantumModel:
     dicke_liouvillian: qt.Qobj | None = None
     cutoff: int | None = None
     boson_top: tuple = field(default=())
+    dims: dict | None = None
 
     def liouvillian(self) -> qt.Qobj:
         """The full Liouvillian superoperator (QuTiP column-stacking convention)."""
@@ -319,7 +322,8 @@ def twin(model, params=None, *, cutoff: int | None = 20, observables=None, t: fl
         factors = [qt.qeye(d) for d in dims]
         factors[N + m] = qt.fock_dm(cut + 1, cut)
         tops.append(qt.tensor(factors))
-    return QuantumModel(H, c_ops, qobs, lambda state: state_twin(state, cut), "full", None, cut, tuple(tops))
+    return QuantumModel(H, c_ops, qobs, lambda state: state_twin(state, cut), "full", None, cut, tuple(tops),
+                        mode_dims(obs))
 
 
 def _checked_params(model, params):
@@ -601,6 +605,7 @@ def solve(
         solver="qutip.mcsolve" if method == "mcsolve" else f"DOP853 on {info['reachable']} of {info['dim']} components",
         params={k: np.asarray(v) for k, v in p.items()},
         wall_time=time.perf_counter() - t_start,
+        dims=qm.dims,
     )
 
 

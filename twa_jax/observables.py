@@ -32,11 +32,23 @@ __all__ = ["boson_moments", "collective_spin", "g2", "number_variance", "squeezi
 def boson_moments() -> dict:
     """``{"n", "n2", "adag2_a2"}``: Weyl symbols of ``a^dag a``, ``(a^dag a)^2`` and
     ``a^dag a^dag a a`` of every mode (each observable has shape ``(n_bosons,)``)."""
-    return {
-        "n": lambda s, a: weyl.number(a),
-        "n2": lambda s, a: weyl.number_squared(a),
-        "adag2_a2": lambda s, a: jnp.real(weyl.normal_ordered(a, 2, 2)),
-    }
+    return {"n": _number, "n2": _number_squared, "adag2_a2": _adag2_a2}
+
+
+def _number(s, a):
+    return weyl.number(a)
+
+
+def _number_squared(s, a):
+    return weyl.number_squared(a)
+
+
+def _adag2_a2(s, a):
+    return jnp.real(weyl.normal_ordered(a, 2, 2))
+
+
+for _f in (_number, _number_squared, _adag2_a2):
+    _f.per_mode = True  # one value per boson mode: its axis is called "mode"
 
 
 def number_variance(result, *, n="n", n2="n2"):

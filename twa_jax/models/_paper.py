@@ -252,7 +252,8 @@ def tavis_cummings(n: int, omega=1.0, eps=1.0, g=1.0, kappa=1.0, gamma_down=0.0,
             A = wrap(a)
             Hq = float(p["omega"]) * A.dag() * A + h["eps"] * jz + h["g"] / np.sqrt(n) * (A.dag() * jm + A * jm.dag())
             obs = {"sx": 2 * jx / n, "sy": 2 * jy / n, "sz": 2 * jz / n, "n": [A.dag() * A]}
-            return ex.QuantumModel(Hq, (np.sqrt(float(p["kappa"])) * A,), obs, initial, "piqs", Ld, cutoff, (wrap(top),))
+            return ex.QuantumModel(Hq, (np.sqrt(float(p["kappa"])) * A,), obs, initial, "piqs", Ld, cutoff, (wrap(top),),
+                                   {"n": ("mode",)})
         return None  # the full space: the twin read off H, L and the observables
 
     return Model(
