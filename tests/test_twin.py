@@ -456,8 +456,18 @@ def test_compare_against_a_hand_computation():
     assert np.isclose(c["x"].max_abs, 0.6) and c["x"].t == 2.0 and np.isclose(c["x"].sem, 0.5)
     assert np.isclose(c["x"].max_sigma, 3.0) and c["x"].sigma_t == 1.0  # 0.3/0.1 at t = 1 beats 0.6/0.5
     assert np.isclose(c["v"].max_abs, 0.3) and c["v"].index == (1,) and c["v"].t == 2.0
-    assert np.isclose(c["v"].max_sigma, 6.0)
+    assert np.isclose(c["v"].max_sigma, 6.0) and c["v"].sigma_index == (1,)
     assert "max |dev|" in str(c)
+    # the largest deviation and the largest in standard errors in different components: each
+    # column names its own (the table showed the first's label beside the second's 50 sem)
+    w = tw.compare(tw.Result(ts=ts, mean={"w": np.array([[0.0, 0.0], [0.0, 1.05], [0.5, 1.0]])},
+                             sem={"w": np.array([[0.5, 0.001]] * 3)}, n_traj=100),
+                   tw.Result(ts=ts, mean={"w": np.array([[0.0, 0.0], [0.0, 1.0], [0.0, 1.0]])},
+                             sem={"w": np.zeros((3, 2))}, n_traj=0))
+    d = w["w"]
+    assert (d.index, d.t, np.isclose(d.max_abs, 0.5)) == ((0,), 2.0, True)
+    assert (d.sigma_index, d.sigma_t, np.isclose(d.max_sigma, 50.0)) == ((1,), 1.0, True)
+    assert str(w).splitlines()[1].split() == ["w", "0.5", "2", "[0]", "0.5", "50", "1", "[1]"]
     fig = c.plot()
     assert len(fig.axes) == 2
     with pytest.raises(ValueError, match="different save times"):

@@ -20,7 +20,8 @@ class Deviation:
             ``sqrt(sem_twa^2 + sem_ref^2)``, over the points where that is positive (NaN if none).
         t: the time of ``max_abs``; ``index``: its component (``()`` for a scalar observable).
         sem: the combined standard error at that point.
-        sigma_t: the time of ``max_sigma``.
+        sigma_t: the time of ``max_sigma``; ``sigma_index``: its component (it may differ from
+            ``index``: a small deviation with a tiny error bar beats a large one with a large).
     """
 
     max_abs: float
@@ -29,6 +30,7 @@ class Deviation:
     index: tuple
     sem: float
     sigma_t: float
+    sigma_index: tuple = ()
 
 
 @dataclass(frozen=True)
@@ -46,12 +48,14 @@ class Comparison:
 
     def __str__(self):
         at = f"at {self.time}"
-        rows = [f"{'observable':<16} {'max |dev|':>10} {at:>8} {'sem there':>10} {'max dev/sem':>12} {at:>8}"]
+        rows = [f"{'observable':<16} {'max |dev|':>10} {at:>12} {'sem there':>10} {'max dev/sem':>12} {at:>12}"]
+
+        def where(t, index):  # the time, and the component of a vector observable
+            return f"{t:.3g}" + (f" {list(index)}" if index else "")
+
         for name, d in self.deviations.items():
-            label = name + (str(list(d.index)) if d.index else "")
-            rows.append(
-                f"{label:<16} {d.max_abs:>10.4g} {d.t:>8.3g} {d.sem:>10.2g} {d.max_sigma:>12.3g} {d.sigma_t:>8.3g}"
-            )
+            rows.append(f"{name:<16} {d.max_abs:>10.4g} {where(d.t, d.index):>12} {d.sem:>10.2g} "
+                        f"{d.max_sigma:>12.3g} {where(d.sigma_t, d.sigma_index):>12}")
         for which, res in (("the TWA result", self.twa), ("the reference", self.reference)):
             if _single_sampled(res):
                 rows.append(f"{which} has 1 trajectory: no error bar, so sem and dev/sem are nan")
@@ -170,9 +174,10 @@ def compare(twa, reference, *, names=None) -> Comparison:
         with np.errstate(divide="ignore", invalid="ignore"):
             z = np.where(sem > 0, dev / sem, np.nan)
         if np.all(np.isnan(z)):
-            zmax, zt = float("nan"), float("nan")
+            zmax, zt, zi = float("nan"), float("nan"), ()
         else:
             j = np.unravel_index(int(np.nanargmax(z)), z.shape)
-            zmax, zt = float(z[j]), float(ts[j[0]])
-        out[name] = Deviation(float(dev[i]), zmax, float(ts[i[0]]), tuple(int(k) for k in i[1:]), float(sem[i]), zt)
+            zmax, zt, zi = float(z[j]), float(ts[j[0]]), tuple(int(k) for k in j[1:])
+        out[name] = Deviation(float(dev[i]), zmax, float(ts[i[0]]), tuple(int(k) for k in i[1:]), float(sem[i]), zt,
+                              zi)
     return Comparison(out, twa, reference, time)
