@@ -402,6 +402,23 @@ def test_weyl_symbols_quantize_to_their_orderings():
         tw.weyl.normal_ordered(1.0, -1, 1)
 
 
+def test_collective_spin_along_any_direction_quantizes_to_n_dot_J():
+    """``weyl.collective(s, n)`` is the symbol of ``n . J`` with ``n`` normalized (as
+    ``tw.states.spins`` normalizes directions): ``[1, 1, 0]`` is ``(J_x + J_y) / sqrt 2`` (it was
+    used unnormalized, sqrt 2 too large: a pulse built on it over-rotated)."""
+    n = 2
+    qm = tw.exact.twin(tw.Model(lambda s, a, p: 0.0 * s[0, 2], n_spins=n),
+                       observables={"j": lambda s, a: tw.weyl.collective(s, [1.0, 1.0, 0.0]),
+                                    "jz": lambda s, a: tw.weyl.collective(s, "z")})
+    ops = [[qt.tensor([op if k == i else qt.qeye(2) for k in range(n)]) / 2 for i in range(n)]
+           for op in (qt.sigmax(), qt.sigmay(), qt.sigmaz())]
+    jx, jy, jz = (sum(o) for o in ops)
+    assert _max_diff(qm.observables["j"], (jx + jy) / np.sqrt(2)) < 1e-12
+    assert _max_diff(qm.observables["jz"], jz) < 1e-12
+    with pytest.raises(ValueError, match="nonzero 3-vector"):
+        tw.weyl.collective(np.ones((2, 3)), [0, 0, 0])
+
+
 @pytest.mark.parametrize("state, g2, var", [(S.coherent(1.2), 1.0, 1.44), (S.thermal(0.8), 2.0, 0.8**2 + 0.8)])
 def test_boson_moments_g2_and_variance(state, g2, var):
     """Coherent and thermal states: sampled moments against g2 and Var(n) of the quantum states

@@ -67,7 +67,7 @@ def simulate(
             them, else site-averaged ``sx, sy, sz`` and the per-mode occupation ``n = <a^dag a>``.
         dt: time step; default ``0.02 / (fastest rate of the model)`` (reported as ``Result.dt``).
             Each interval between save times is split into equal steps no longer than ``dt``. A
-            ``dt`` more than 10 times the default gets a warning. New parameter values reuse the
+            ``dt`` more than 25 times the default gets a warning. New parameter values reuse the
             compiled program when the number of steps stays the same, so fix ``dt`` to scan a
             parameter cheaply.
         solver: ``"rotation_heun"`` (default; norm-preserving) or ``"heun"`` (plain stochastic

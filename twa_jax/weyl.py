@@ -24,7 +24,9 @@ from __future__ import annotations
 import math
 import numbers
 
+import jax
 import jax.numpy as jnp
+import numpy as np
 
 __all__ = [
     "anti_normal_ordered",
@@ -107,7 +109,8 @@ def _check_powers(p, q):
 
 def collective(s, direction):
     """Weyl symbol of the collective spin ``J_n = sum_i n . sigma_i / 2`` along ``direction``
-    (``"x"``, ``"y"``, ``"z"`` or a unit 3-vector) for Pauli-normalized spins ``s (n, 3)``.
+    (``"x"``, ``"y"``, ``"z"`` or a 3-vector, normalized here as ``tw.states.spins`` does) for
+    Pauli-normalized spins ``s (n, 3)``.
 
     As a pulse generator, ``tw.Pulse(t, lambda s, a, p: tw.weyl.collective(s, "x"), theta)``
     rotates every spin by ``theta`` about x (``exp(-i theta J_x)``). For ``spin_S`` models
@@ -119,4 +122,7 @@ def collective(s, direction):
     n = jnp.asarray(direction)
     if n.shape != (3,):
         raise ValueError(f"direction must be 'x', 'y', 'z' or a 3-vector, got shape {n.shape}")
-    return 0.5 * jnp.sum(s @ n)
+    norm = jnp.linalg.norm(n)
+    if not isinstance(norm, jax.core.Tracer) and not float(norm) > 0:
+        raise ValueError(f"direction must be a nonzero 3-vector, got {np.asarray(direction).tolist()}")
+    return 0.5 * jnp.sum(s @ (n / norm))
