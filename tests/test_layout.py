@@ -115,6 +115,15 @@ def test_pulses(monkeypatch):
     pulses = [tw.Pulse(0.0, jx, 0.7), tw.Pulse(0.5, jx, "Omega")]
     res = both(monkeypatch, lambda: tw.simulate(model, init, TS, params={"Omega": 1.1}, pulses=pulses, **KW))
     assert_same_results(res["batch_first"], res["batch_last"])
+    # a boson displacement and a generator nonlinear in the state (substeps), in a sweep of
+    # points solved together: the pulse runs in the state's layout (no transpose in the step)
+    model, init = _case("tavis_cummings")
+    pulses = [tw.Pulse(0.2, lambda s, a, p: 2 * jnp.real(a[0]), 0.3),
+              tw.Pulse(0.5, lambda s, a, p: jnp.sum(s[:-1, 2] * s[1:, 2]) / 4, "g", steps=3)]
+    kw = {k: v for k, v in KW.items() if k != "keep_trajectories"}
+    res = both(monkeypatch, lambda: tw.sweep((model, init), {"g": [0.6, 0.9]}, TS, pulses=pulses, **kw))
+    for k in ("sz", "sz_sem", "n"):
+        np.testing.assert_allclose(res["batch_first"][k], res["batch_last"][k], rtol=1e-10, atol=1e-12)
 
 
 def test_sweep_points(monkeypatch):

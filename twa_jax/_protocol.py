@@ -22,7 +22,8 @@ import jax.numpy as jnp
 import numpy as np
 
 from ._brackets import rotate, symbol_generator, to_internal
-from ._checks import all_concrete
+from ._checks import abstract_signature, all_concrete, memo
+from ._lanes import Unsupported, batch_last_call
 from ._quantize import SameSiteWarning, _user_stacklevel, same_site_terms
 
 #: substeps of the flow of a generator that is not linear in the state (a pulse's ``steps``)
@@ -84,27 +85,39 @@ class Pulse(eqx.Module):
     def angle(self, params):
         return params[self.angle_name] if self.angle_name is not None else self.angle_value
 
-    def apply(self, model, y, params):
-        """The flow of ``G`` for a time ``angle`` on a batch of internal states ``y`` (leading axes:
-        trajectories)."""
+    def apply(self, model, y, params, batch_last=False):
+        """The flow of ``G`` for a time ``angle`` on a batch of internal states ``y``: leading axes
+        trajectories, or with ``batch_last`` the trajectories on the last axis, ``(3, N, n)`` (the
+        generator's jaxpr evaluated batch last, :mod:`twa_jax._lanes`, with no transpose: a
+        transposing pulse inside the solve's step made XLA keep the state transposed around it
+        and copy it twice in every step)."""
         angle = self.angle(params)
 
-        def gen(y1):
+        def gen1(y1):
             return symbol_generator(model, self.generator, y1, params)
 
-        lead = y[0].ndim - 2
-        for _ in range(lead):
-            gen = jax.vmap(gen)
+        if batch_last:
+            n, axis = y[0].shape[-1], -3
+
+            def gen(y):
+                try:
+                    return batch_last_call(gen1, (y,), (True,), n)
+                except Unsupported:  # no rule for a primitive of G: vmap over the last axis
+                    return jax.vmap(gen1, in_axes=-1, out_axes=-1)(y)
+        else:
+            gen, axis = gen1, -2
+            for _ in range(y[0].ndim - 2):
+                gen = jax.vmap(gen)
         h = jnp.asarray(angle, y[0].dtype) / self.n_sub
 
         def step(_, y):
             s0, b0 = y
             om0, vb0 = gen(y)
             if self._linear:  # a state-independent generator: one exact step
-                return rotate(s0, h * om0), b0 + h * vb0
-            y_pred = (rotate(s0, h * om0), b0 + h * vb0)
+                return rotate(s0, h * om0, axis), b0 + h * vb0
+            y_pred = (rotate(s0, h * om0, axis), b0 + h * vb0)
             om1, vb1 = gen(y_pred)
-            return rotate(s0, 0.5 * h * (om0 + om1)), b0 + 0.5 * h * (vb0 + vb1)
+            return rotate(s0, 0.5 * h * (om0 + om1), axis), b0 + 0.5 * h * (vb0 + vb1)
 
         return jax.lax.fori_loop(0, self.n_sub, step, y)
 
@@ -135,22 +148,28 @@ def check_pulses(pulses, model, params, initial, ts_np, dtype):
                 raise ValueError(f"pulse {k}: angle {p.angle_name!r} is not a parameter; parameters: {names}")
             if np.ndim(params[p.angle_name]) != 0:
                 raise ValueError(f"pulse {k}: parameter {p.angle_name!r} must be a scalar to be a pulse angle")
-        s = jax.ShapeDtypeStruct((model.n_spins, 3), dtype)
-        a = jax.ShapeDtypeStruct((model.n_bosons,), jnp.result_type(dtype, jnp.complex64))
-        try:
-            g = jax.eval_shape(p.generator, s, a, params)
-        except Exception as e:
-            raise TypeError(f"pulse {k}: calling generator(spins, bosons, params) failed: {type(e).__name__}: {e}") from e
-        if not hasattr(g, "shape") or g.shape != () or not jnp.issubdtype(g.dtype, jnp.floating):
-            raise TypeError(
-                f"pulse {k}: the generator must return a real scalar (the Weyl symbol of a Hermitian "
-                f"operator), got {getattr(g, 'shape', g)} {getattr(g, 'dtype', '')}"
-            )
-        _warn_same_site(model, p.generator, params, k)
+        sig = ("pulse generator", abstract_signature(params), model.n_spins, model.n_bosons, model.spin_S,
+               jnp.dtype(dtype))  # traced once per generator and shapes, not in every run
+        memo(p.generator, sig, lambda p=p, k=k: _check_generator(p.generator, k, model, params, dtype))
         n_sub = 1 if p.steps is None and _is_linear(model, p.generator, params, initial, dtype) else (p.steps or DEFAULT_PULSE_STEPS)
         out.append(Pulse(p.time, p.generator, p.angle_name if p.angle_name is not None else p.angle_value,
                          steps=p.steps, n_sub=n_sub))
     return tuple(out)
+
+
+def _check_generator(G, k, model, params, dtype):
+    s = jax.ShapeDtypeStruct((model.n_spins, 3), dtype)
+    a = jax.ShapeDtypeStruct((model.n_bosons,), jnp.result_type(dtype, jnp.complex64))
+    try:
+        g = jax.eval_shape(G, s, a, params)
+    except Exception as e:
+        raise TypeError(f"pulse {k}: calling generator(spins, bosons, params) failed: {type(e).__name__}: {e}") from e
+    if not hasattr(g, "shape") or g.shape != () or not jnp.issubdtype(g.dtype, jnp.floating):
+        raise TypeError(
+            f"pulse {k}: the generator must return a real scalar (the Weyl symbol of a Hermitian "
+            f"operator), got {getattr(g, 'shape', g)} {getattr(g, 'dtype', '')}"
+        )
+    _warn_same_site(model, G, params, k)
 
 
 def _is_linear(model, G, params, initial, dtype) -> bool:
@@ -159,18 +178,27 @@ def _is_linear(model, G, params, initial, dtype) -> bool:
     are traced (the flow is then integrated)."""
     if not all_concrete(params):
         return False
-    pts = [initial.mean()] + [initial.sample(k) for k in jax.random.split(jax.random.key(1), 2)]
     # spins perturbed off the initial state's symmetric points, so a term like s_z^2 shows up
     rng = np.random.default_rng(0)
-    gens = []
-    for s, a in pts:
-        s = np.asarray(s, float) + rng.normal(size=np.shape(s)) * 0.3
-        a = np.asarray(a, complex) + rng.normal(size=np.shape(a)) * 0.3
-        om, vb = symbol_generator(model, G, to_internal(s, a, dtype), params)
-        gens.append(np.concatenate([np.ravel(om), np.ravel(vb)]))
+    shifts = [(rng.normal(size=(model.n_spins, 3)) * 0.3, rng.normal(size=model.n_bosons) * 0.3 + 0j) for _ in range(3)]
+    gens = [np.asarray(g) for g in _generators_at(model, G, params, initial, shifts, np.dtype(dtype))]
     scale = max(np.max(np.abs(g), initial=0.0) for g in gens)
     tol = 1e3 * np.finfo(np.dtype(dtype)).eps * max(scale, 1e-30)
     return all(np.max(np.abs(g - gens[0]), initial=0.0) <= tol for g in gens[1:])
+
+
+@eqx.filter_jit
+def _generators_at(model, G, params, initial, shifts, dtype):
+    """The flow's generators of ``G`` (flattened) at the initial mean point and two samples, each
+    shifted by ``shifts``: one compiled call per generator and model (op by op it cost 27 ms per
+    pulse in every run: a correlation's kicks are pulses)."""
+    pts = [initial.mean()] + [initial.sample(k) for k in jax.random.split(jax.random.key(1), 2)]
+    out = []
+    for (s, a), (ds, da) in zip(pts, shifts):
+        y = to_internal(jnp.asarray(s, dtype) + jnp.asarray(ds, dtype), jnp.asarray(a) + da, dtype)
+        om, vb = symbol_generator(model, G, y, params)
+        out.append(jnp.concatenate([jnp.ravel(om), jnp.ravel(vb)]))
+    return out
 
 
 def pulse_label(generator, k) -> str:

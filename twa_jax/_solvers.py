@@ -274,18 +274,12 @@ class TWATerm(dfx.AbstractTerm):
 
     def apply_pulses(self, t, y, args):
         """The state after the pulses at time ``t`` (a grid point; none: ``y`` unchanged)."""
+        last = self.layout == "batch_last"
         for pulse in self.pulses:
-            def kick(y, pulse=pulse):
-                last = self.layout == "batch_last"
-                if last:  # pulses are rare: the batch moved to the front and back around them
-                    y = jax.tree_util.tree_map(lambda x: jnp.moveaxis(x, -1, -3), y)
+            def kick(y, pulse=pulse):  # in the state's layout: no transpose (see Pulse.apply)
                 if not self.points:
-                    y = pulse.apply(self.model, y, args)
-                else:
-                    y = jax.vmap(lambda y1, p1: pulse.apply(self.model, y1, p1))(y, args)
-                if last:
-                    y = jax.tree_util.tree_map(lambda x: jnp.moveaxis(x, -3, -1), y)
-                return y
+                    return pulse.apply(self.model, y, args, batch_last=last)
+                return jax.vmap(lambda y1, p1: pulse.apply(self.model, y1, p1, batch_last=last))(y, args)
 
             y = jax.lax.cond(t == pulse.at, kick, lambda y: y, y)
         return y
