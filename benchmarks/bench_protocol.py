@@ -7,7 +7,9 @@ full rank), 100 steps of a fixed dt, timed round-robin (minimum of the repeats):
 * ``drive(t)``: the same with Omega(t) = Omega (1 + sin t / 2) (only a scalar of H depends on time);
 * ``gamma(t)``: Gamma(t) = r(t) Gamma_0 as a function of time (factored at every stage, O(K^3));
 * ``jumps(t)``: the same master equation with sqrt(r(t)) in the jump operators and Gamma_0
-  constant (the cheap path ``docs/conventions.md`` recommends).
+  constant (the cheap path ``docs/conventions.md`` recommends);
+* ``2 pulses``, ``8 pulses``: the constant model with instantaneous rotations of every spin
+  (``tw.Pulse``): two at t = 0.5 (about x and y), and eight at t = 0.1 .. 0.8.
 
 The final <sigma^z> of ``gamma(t)`` and ``jumps(t)`` agree within their standard errors (the same
 master equation). Usage: ``python benchmarks/bench_protocol.py [--n-spins 10] [--n-traj 10000]
@@ -64,18 +66,22 @@ def main():
     ts = np.linspace(0, 1, 11)
     dt = 1.0 / args.n_steps
     init = tw.states.spins_down(N)
-    ms = models(N)
+    ms = {name: (m, {}) for name, m in models(N).items()}
+    jx = lambda s, a, p: tw.weyl.collective(s, "x")  # noqa: E731
+    jy = lambda s, a, p: tw.weyl.collective(s, "y")  # noqa: E731
+    ms["2 pulses"] = (ms["constant"][0], dict(pulses=[tw.Pulse(0.5, jx, np.pi / 2), tw.Pulse(0.5, jy, np.pi / 4)]))
+    ms["8 pulses"] = (ms["constant"][0], dict(pulses=[tw.Pulse(0.1 * k, jx, 0.2) for k in range(1, 9)]))
     first, times, final = {}, {k: [] for k in ms}, {}
-    for name, m in ms.items():
+    for name, (m, extra) in ms.items():
         t0 = time.perf_counter()
-        res = tw.simulate(m, init, ts, n_traj=n_traj, key=0, dt=dt, progress=False)
+        res = tw.simulate(m, init, ts, n_traj=n_traj, key=0, dt=dt, progress=False, **extra)
         jax.block_until_ready(res.mean["sz"])
         first[name] = time.perf_counter() - t0
         final[name] = (float(res.mean["sz"][-1]), float(res.sem["sz"][-1]))
     for _ in range(args.repeats):
-        for name, m in ms.items():
+        for name, (m, extra) in ms.items():
             t0 = time.perf_counter()
-            res = tw.simulate(m, init, ts, n_traj=n_traj, key=0, dt=dt, progress=False)
+            res = tw.simulate(m, init, ts, n_traj=n_traj, key=0, dt=dt, progress=False, **extra)
             jax.block_until_ready(res.mean["sz"])
             times[name].append(time.perf_counter() - t0)
     base = min(times["constant"])
