@@ -3,6 +3,8 @@ options everywhere, and what falls out of the engine (target_sem, time averages,
 trajectories, user-defined initial states). References: hand-derived dynamics, finite
 differences with the same key, and statistics recomputed from kept trajectories."""
 
+import functools
+import re
 import warnings
 
 import equinox as eqx
@@ -327,6 +329,31 @@ def test_out_of_range_index_in_a_model_function_is_named():
     with pytest.raises(IndexError, match=r"observable 'bad' indexes out of range"):
         tw.simulate(tw.Model(lambda s, a, p: s[2, 0], n_spins=3), tw.states.spins_down(3), TS, n_traj=2, key=0,
                     dt=0.05, observables={"bad": lambda s, a: s[3, 2]})
+
+
+def test_value_checks_are_kept_only_for_the_same_values():
+    """The index check and the step estimate are kept for the last parameter values and state of
+    a model (a repeated run skips their device calls): an index that depends on a parameter's
+    value is still caught at a new value, a warning repeats on every run, and the estimate
+    follows new values of the parameters and of the initial state."""
+    model = tw.Model(lambda s, a, p: p["w"] * s[p["i"], 0], n_spins=3, params={"w": 1.0, "i": np.int32(0)})
+    run = functools.partial(tw.simulate, model, tw.states.spins_down(3), n_traj=2, key=0)
+    run(TS, dt=0.05, params={"i": np.int32(2)})
+    with pytest.raises(IndexError, match=r"hamiltonian indexes out of range.*index 3 is out of bounds"):
+        run(TS, dt=0.05, params={"i": np.int32(3)})
+    run(TS, dt=0.05, params={"i": np.int32(2)})
+
+    def estimate_warned(w):
+        with pytest.warns(RuntimeWarning, match="times the estimated stable step") as record:
+            run(np.array([0.0, 20.0]), dt=10.0, params={"w": w})
+        return float(re.search(r"estimated stable step ([0-9.e-]+) ", str(record[0].message)).group(1))
+
+    first, again, faster = estimate_warned(1.0), estimate_warned(1.0), estimate_warned(10.0)  # a kept estimate warns
+    assert again == first and faster == pytest.approx(first / 10, rel=0.2)  # ... and follows the rate (dt ladder)
+    boson = tw.Model(lambda s, a, p: jnp.abs(a[0]) ** 4, n_bosons=1)
+    small, large = (_plan.estimate_dt(boson, None, tw.states.coherent(c), {}, np.float32, n_samples=0)
+                    for c in (0.5, 5.0))
+    assert large < small / 10  # the rate grows with |alpha|^2: the state's values are part of the key
 
 
 def test_dt_far_above_the_estimate_warns_naming_both():

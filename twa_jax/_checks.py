@@ -112,6 +112,38 @@ def memo(obj, signature, compute):
     return out
 
 
+def host_values(tree):
+    """A hashable record of ``tree``'s values (structure, and each leaf's shape, dtype and bytes),
+    or ``None`` when a leaf lives on a device or is traced (reading it would be a transfer, or
+    impossible). The plan keeps its parameters as NumPy arrays, so this costs no device work."""
+    leaves, treedef = jax.tree_util.tree_flatten(tree)
+    out = []
+    for x in leaves:
+        if isinstance(x, (bool, int, float, complex)):
+            out.append((type(x), x))
+        elif isinstance(x, (np.ndarray, np.generic)):
+            a = np.ascontiguousarray(x)
+            out.append((a.shape, a.dtype.str, a.tobytes()))
+        else:
+            return None
+    return treedef, tuple(out)
+
+
+def memo_last(obj, kind, values, compute):
+    """``compute()``, kept for the last ``values`` (see :func:`host_values`; ``None``: not kept)
+    of its ``kind`` on ``obj``: a repeated run with the same values (a new seed, more
+    trajectories) skips a value check's device call and read back (a synchronization on a GPU),
+    and a loop over many values keeps one entry, not one per value."""
+    if values is None:
+        return compute()
+    last = memo(obj, ("last", kind), dict)
+    if values not in last:
+        result = compute()  # a check that raises is not kept
+        last.clear()
+        last[values] = result
+    return last[values]
+
+
 # --------------------------------------------------------------------------- numbers
 def check_int(v, name: str, minimum: int = 1) -> int:
     """An int ``>= minimum`` (``TypeError`` for a non-int, ``ValueError`` below the minimum)."""

@@ -24,6 +24,7 @@ new values reuse the compiled program; sizes and options are static.
 from __future__ import annotations
 
 import contextlib
+import copy
 import dataclasses
 import hashlib
 import math
@@ -240,9 +241,13 @@ def estimate_dt(model, noise, initial, params, dtype, *, n_samples=4, ts_np=None
     run (:func:`rate_times`), with the rate of change of its drift (see :func:`_scale_at`).
 
     One compiled call, cached for the model and state (a new parameter value reuses it): op by op,
-    the first evaluation of a model compiles every primitive on its own, which cost 4-9 s."""
+    the first evaluation of a model compiles every primitive on its own, which cost 4-9 s. Its
+    result is kept for the last parameter values and state (:func:`~twa_jax._checks.memo_last`)."""
     times = rate_times(ts_np, dtype) if model.time_dependent else None
-    scale = float(_rate_scale(model, noise, initial, params, dtype, n_samples, times))  # one read from the device
+    values = _checks.host_values((params, initial, np.asarray(ts_np, float) if model.time_dependent else None))
+    scale = _checks.memo_last(  # the same values again (a new seed, more trajectories): no device call
+        model, ("rate scale", n_samples, jnp.dtype(dtype)), None if values is None else (type(initial), values),
+        lambda: float(_rate_scale(model, noise, initial, params, dtype, n_samples, times)))  # one read from the device
     if not np.isfinite(scale):
         where = "at the initial state" if times is None else \
             f"at the initial state at some time in [{ts_np[0]:g}, {ts_np[-1]:g}] (the model depends on time)"
@@ -397,24 +402,32 @@ def noise_of(model, params, ts_np=None, dtype=None, cache=None):
     if model.noise_basis is not None:  # a constant Gamma was validated and factored with the model
         return model.noise_basis
     if not model.gamma_depends_on_time:
-        with on_host():  # the user's function, eagerly: on the host CPU (it is read back at once)
-            g = model.gamma_of(params)
-        if not _checks.is_concrete(g):
-            return decompose(g)
-        g = np.ascontiguousarray(g)
-        key = (g.shape, g.dtype.str, hashlib.blake2b(g).hexdigest())  # a digest: Gamma may be large
-        if cache is None:  # the model's last Gamma only: a factor of N = 1e4 is 400 MB
-            cache = _checks.memo(model, "last Gamma factor", dict)
-            if key not in cache:
-                cache.clear()
-        if key not in cache:
-            cache[key] = decompose(g)
-        return cache[key]
+        if cache is None:  # the same parameter values again (a new seed): not even Gamma's function is called
+            return _checks.memo_last(model, "noise", _checks.host_values(params),
+                                     lambda: _static_noise(model, params, None))
+        return _static_noise(model, params, cache)
     times = rate_times(ts_np, dtype)
     gs = jax.vmap(lambda t: model.gamma_of(params, t))(times)
     for k in range(0, len(times), max(1, len(times) // 8)):  # validate (shape, Hermitian, PSD) at a few times
         decompose(gs[k], name=f"gamma(params, t={float(times[k]):.4g})")
     return decompose(jnp.mean(gs, axis=0), name="gamma averaged over the run")
+
+
+def _static_noise(model, params, cache):
+    """The factor of a Gamma that does not depend on time (see :func:`noise_of`)."""
+    with on_host():  # the user's function, eagerly: on the host CPU (it is read back at once)
+        g = model.gamma_of(params)
+    if not _checks.is_concrete(g):
+        return decompose(g)
+    g = np.ascontiguousarray(g)
+    key = (g.shape, g.dtype.str, hashlib.blake2b(g).hexdigest())  # a digest: Gamma may be large
+    if cache is None:  # the model's last Gamma only: a factor of N = 1e4 is 400 MB
+        cache = _checks.memo(model, "last Gamma factor", dict)
+        if key not in cache:
+            cache.clear()
+    if key not in cache:
+        cache[key] = decompose(g)
+    return cache[key]
 
 
 # --------------------------------------------------------------------------- the state's layout
@@ -576,13 +589,19 @@ def check_indexing(model, params, observables, dtype, pulses=()) -> None:
     JAX clamps out-of-range indices instead of raising (``s[5, 0]`` with three spins reads
     ``s[2, 0]``), so a wrong index in a model would run silently; ``checkify`` finds it. Skipped
     when ``params`` are traced."""
-    global _index_error_jit
     if not all_concrete(params):
         return
+    obs = tuple(observables.items())
+    values = None if pulses else _checks.host_values(params)  # same values: checked already
+    _checks.memo_last(model, "index check", None if values is None else (values, obs, jnp.dtype(dtype)),
+                      lambda: _check_indexing_once(model, params, obs, dtype, tuple(pulses)))
+
+
+def _check_indexing_once(model, params, obs, dtype, pulses):
+    global _index_error_jit
     if _index_error_jit is None:
         _index_error_jit = eqx.filter_jit(_index_error)
-    obs = tuple(observables.items())
-    if not _index_error_jit(model, params, obs, dtype, tuple(pulses)).get():
+    if not _index_error_jit(model, params, obs, dtype, pulses).get():
         return
     for name, fn in _index_checked(model, params, obs, dtype, pulses):  # only on error: name the culprit
         err, _ = checkify.checkify(fn, errors=checkify.index_checks)()
@@ -666,8 +685,11 @@ class Plan(eqx.Module):
         chunk loop's options, ``n_traj`` and ``n_steps`` as numbers: the device uses ``n_valid`` and
         ``t_end``), so that a new key, a new ``dt`` whose grid pads to the same length, or a new
         ``n_traj`` reuses the compiled program (static fields are part of the compilation key)."""
-        return dataclasses.replace(self, key_meta=None, dt=0.0, target_sem=None, progress=None, throw=False, n_traj=0,
-                                   n_steps=0)
+        part = copy.copy(self)  # every field is valid: dataclasses.replace would check all again (8x slower)
+        for name, value in dict(key_meta=None, dt=0.0, target_sem=None, progress=None, throw=False, n_traj=0,
+                                n_steps=0).items():
+            object.__setattr__(part, name, value)
+        return part
 
     def with_dt(self, ts_np, dt) -> "Plan":
         """The same plan on the time grid of step ``dt`` over the save times ``ts_np``."""
