@@ -98,6 +98,12 @@ def test_model_defaults_and_overrides():
         (lambda: tw.models.rydberg_chain(4, boundary="twisted"), "boundary"),
         (lambda: tw.models.dicke(3, gamma=-1.0), "rate 'gamma'"),
         (lambda: tw.models.dipole_array(np.zeros((2, 3))), "same position"),
+        # a NaN position made NaN couplings, refused later as "quadratic_form needs a symmetric M"
+        (lambda: tw.models.dipole_array(np.array([[0.0, 0, 0], [np.nan, 0, 0]])), "finite; atom 1"),
+        (lambda: tw.models.dipole_couplings(np.eye(3), 1.0, (np.nan, 0, 1)), "dipole must be finite"),
+        (lambda: tw.models.chain_positions(3, 0.0), "spacing must be a positive"),
+        (lambda: tw.models.chain_positions(3, float("nan")), "spacing must be a positive"),
+        (lambda: tw.models.chain_positions(3, 0.2, axis=(0, 0, 0)), "axis must be a non-zero"),
     ],
 )
 def test_model_builders_reject_bad_input(build, match):

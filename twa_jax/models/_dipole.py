@@ -33,17 +33,23 @@ def dipole_couplings(positions, wavelength, dipole, gamma0=1.0):
         ``(Gamma, J)``, both ``(N, N)`` real symmetric; Gamma is positive semidefinite.
 
     Raises:
-        ValueError: on bad shapes, coincident atoms, a zero dipole or a non-positive wavelength.
+        ValueError: on bad shapes, positions or a dipole that are not finite, coincident atoms, a zero
+            dipole or a non-positive wavelength.
     """
     r = jnp.asarray(positions)
     if r.shape[-1:] != (3,):
         raise ValueError(f"positions must have shape (..., 3), got {r.shape}")
     r = r.reshape(-1, 3)
+    if is_concrete(r) and not np.all(np.isfinite(np.asarray(r))):
+        bad = int(np.argmax(~np.all(np.isfinite(np.asarray(r)), axis=1)))
+        raise ValueError(f"positions must be finite; atom {bad} is at {np.asarray(r)[bad]}")
     p = jnp.asarray(dipole)
     if p.shape != (3,):
         raise ValueError(f"dipole must be a 3-vector, got shape {p.shape}")
     pn = jnp.sqrt(jnp.sum(jnp.abs(p) ** 2))
     if is_concrete(pn):
+        if not np.isfinite(float(pn)):
+            raise ValueError(f"dipole must be finite, got {np.asarray(p)}")
         if float(pn) == 0:
             raise ValueError("dipole must be non-zero")
     if is_concrete(wavelength) and not float(wavelength) > 0:

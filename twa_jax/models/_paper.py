@@ -356,7 +356,15 @@ def rydberg_chain(n: int, Omega=1.0, J=1.0, kappa=0.0, gamma_down=0.0, boundary:
 def chain_positions(n: int, spacing: float, axis=(1.0, 0.0, 0.0)) -> np.ndarray:
     """``(n, 3)`` positions of a straight chain with lattice constant ``spacing`` along ``axis``."""
     n = _check_n(n)
+    try:
+        ok = not isinstance(spacing, bool) and np.ndim(spacing) == 0 and np.isfinite(float(spacing)) and float(spacing) > 0
+    except (TypeError, ValueError):
+        ok = False
+    if not ok:
+        raise ValueError(f"spacing must be a positive finite number, got {spacing!r}")
     ax = np.asarray(axis, float)
+    if ax.shape != (3,) or not np.all(np.isfinite(ax)) or not np.any(ax):
+        raise ValueError(f"axis must be a non-zero finite 3-vector, got {axis!r}")
     return np.arange(n)[:, None] * spacing * ax / np.linalg.norm(ax)
 
 
