@@ -398,3 +398,25 @@ def test_fingerprint_refuses_other_numbers_and_tolerates_rounding(tmp_path):
     with pytest.raises(ValueError, match=r"at its point \{'g': 0.1, 'N': 4\}, hamiltonian give other values"):
         SweepStore(path, SIG, AXES, fingerprint=({"g": 0.1, "N": 4}, values(1.0, shift=10 * FINGERPRINT_RTOL)))
     SweepStore(path, SIG, AXES)  # a worker that passes none is not checked
+
+
+def test_fingerprint_at_other_parameter_values_is_optional_in_an_older_store(tmp_path):
+    """Stores written before the fingerprint recorded the functions at other parameter values
+    reopen (those quantities are compared only when the store has them); a store that has them
+    is refused when they differ."""
+    from twa_jax._store import OTHER_VALUES
+
+    def values(other=None):
+        def at(point):
+            out = {"hamiltonian": [point["g"]]}
+            if other is not None:
+                out["hamiltonian" + OTHER_VALUES] = [other]
+            return out
+        return at
+
+    old, new = tmp_path / "old.zarr", tmp_path / "new.zarr"
+    SweepStore(old, SIG, AXES, fingerprint=({"g": 0.0, "N": 4}, values()))
+    SweepStore(old, SIG, AXES, fingerprint=({"g": 0.0, "N": 4}, values(0.29)))
+    SweepStore(new, SIG, AXES, fingerprint=({"g": 0.0, "N": 4}, values(0.29)))
+    with pytest.raises(ValueError, match="hamiltonian at other parameter values give other values"):
+        SweepStore(new, SIG, AXES, fingerprint=({"g": 0.0, "N": 4}, values(0.145)))

@@ -192,6 +192,14 @@ def test_store_refuses_a_sweep_of_other_code_under_the_same_names(tmp_path):
     with pytest.raises(ValueError, match=r"at its point \{'N': 2, 'Omega': 0.0\}, hamiltonian"):
         tw.sweep(chain(0.5), {"N": [2], "Omega": [0.0]}, ts, store=path, **kw)
 
+    def drive(scale):  # other code whose change does not show at the store's first point, Omega = 0
+        return tw.Model(lambda s, a, p: scale * p["Omega"] * s[:, 0].sum(), n_spins=1, params={"Omega": 1.0})
+
+    path = str(tmp_path / "d.zarr")
+    tw.sweep((drive(1.0), tw.states.spins_down(1)), {"Omega": [0.0, 1.0]}, ts, store=path, **kw)
+    with pytest.raises(ValueError, match=r"hamiltonian at probe 0 at other parameter values"):
+        tw.sweep((drive(0.5), tw.states.spins_down(1)), {"Omega": [0.0, 1.0, 2.0]}, ts, store=path, **kw)
+
 
 def test_a_builder_must_return_the_model_and_its_state():
     with pytest.raises(TypeError, match=r"the builder only_model\(\*\*\{'N': 2\}\) must return \(model, initial\), "

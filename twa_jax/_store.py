@@ -166,10 +166,19 @@ def _clip(text: str, n: int) -> str:
 FINGERPRINT_RTOL = 1e-4
 
 
+#: the suffix of a fingerprint's quantities at other parameter values than the point's (the
+#: sweep's ``_other_values``); stores written before they were recorded lack them and are
+#: compared without them
+OTHER_VALUES = " at other parameter values"
+
+
 def _fingerprint_diffs(old: dict, new: dict) -> list[str]:
     """The quantities of two fingerprints ``{quantity: [floats]}`` that differ (or are missing)."""
     out = []
-    for k in list(old) + [k for k in new if k not in old]:
+    # quantities at other parameter values: a store written before they were recorded lacks them
+    newer = [k for k in new if k not in old and not (k.endswith(OTHER_VALUES) and not any(
+        j.endswith(OTHER_VALUES) for j in old))]
+    for k in list(old) + newer:
         a, b = old.get(k), new.get(k)
         if a is None or b is None or len(a) != len(b):
             out.append(k)

@@ -33,7 +33,7 @@ from ._model import Model
 from ._observables import finalize
 from ._plan import as_arrays, balanced_chunk, bytes_per_trajectory, choose_layout, chunk_budget, make_plan
 from ._result import default_dims, mode_dims
-from ._store import SweepStore
+from ._store import OTHER_VALUES, SweepStore
 
 RANDOM_NUMBERS = ("common", "independent")
 #: the most points one compiled batch holds by default
@@ -134,8 +134,12 @@ def fingerprint(model, initial, params, observables=None, pulses=None) -> dict:
     probes = tuple((jnp.asarray(rng.normal(size=(n, 3)), default_float()),
                     jnp.asarray(rng.normal(size=m) + 1j * rng.normal(size=m))) for _ in range(2))
     obs = observables if observables is not None else (model.observables or {})
-    values = jax.device_get(_probe_values(model, initial, as_arrays(model.with_params(params)), obs,
-                                          tuple(pulses or ()), probes))
+    p = as_arrays(model.with_params(params))
+    values = jax.device_get(_probe_values(model, initial, p, obs, tuple(pulses or ()), probes))
+    # and the model's functions at other parameter values: a change of code that does not show at
+    # the store's first point (Omega * x against Omega / 2 * x at Omega = 0) shows there
+    other = jax.device_get(_probe_values(model, initial, _other_values(p), obs, tuple(pulses or ()), probes))
+    values += [(name + OTHER_VALUES, x) for name, x in other if name.startswith(("hamiltonian", "jumps", "gamma", "pulse"))]
     out = {}
     for name, x in values:
         x = np.ravel(np.asarray(x))
@@ -148,6 +152,17 @@ def fingerprint(model, initial, params, observables=None, pulses=None) -> dict:
         x = np.nan_to_num(np.concatenate(parts), nan=-1.2345e300, posinf=1.2345e300, neginf=-1.2345e299)
         out[name] = [float(v) for v in x]
     return out
+
+
+def _other_values(params):
+    """Fixed other values of the floating parameters (``1.37 x + 0.29``), integers kept (they may
+    be indices)."""
+    def other(x):
+        if isinstance(x, (np.ndarray, jax.Array)) and jnp.issubdtype(x.dtype, jnp.inexact):
+            return x * 1.37 + 0.29
+        return x
+
+    return jax.tree_util.tree_map(other, params)
 
 
 @eqx.filter_jit
