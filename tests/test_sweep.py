@@ -108,6 +108,22 @@ def test_failures_are_recorded_and_the_sweep_goes_on():
     assert np.all(np.isfinite(ds["n"].sel(U=0.0))) and np.all(np.isnan(ds["n"].sel(U=1000.0)))
 
 
+def test_a_point_refused_by_validation_is_a_failure_in_the_store(tmp_path):
+    """A point whose values the plan refuses (a negative rate) is recorded in the store as a
+    failure, as a failed run is (it was only in the returned Dataset: the store's status called
+    it pending and a rerun computed it again), and a rerun skips it unless retry_failed."""
+    from twa_jax._store import SweepStore
+
+    path, model, init = str(tmp_path / "v.zarr"), *_spin()
+    with pytest.warns(RuntimeWarning, match="1 of 2 points failed"):
+        ds = tw.sweep((model, init), {"gamma_down": [0.1, -0.1]}, TS, store=path, **KW)
+    assert "rates must be non-negative" in str(ds["failed"].sel(gamma_down=-0.1).values)
+    failed = os.listdir(os.path.join(path, "_sweep", "failed"))
+    assert len(failed) == 1 and SweepStore.point_id({"gamma_down": -0.1}) in failed[0]
+    with pytest.warns(RuntimeWarning, match="1 of 2 points failed"):
+        tw.sweep((model, init), {"gamma_down": [0.1, -0.1]}, TS, store=path, **KW)
+
+
 def test_default_dt_is_each_points_own():
     """Without dt each point runs at simulate's default dt for that point, whatever the other
     points of the grid: a point's numbers do not depend on its neighbours, on the task split or
@@ -129,6 +145,10 @@ def test_observable_names_that_would_overwrite_a_variable_are_refused_before_any
                       ({"Omega": z}, "the grid axis 'Omega'"), ({"n_failed": z}, "the sweep's own 'n_failed'")]:
         with pytest.raises(ValueError, match=f"would overwrite {what}: rename the observable"):
             tw.sweep((model, init), {"Omega": [0.5, 1.0]}, TS, observables=obs, **KW)
+    # a grid axis named like an observable's own axis failed inside xarray after every point had run
+    with pytest.raises(ValueError, match="grid axis 'mode' has the name of an axis of observable 'n'"):
+        tw.sweep(lambda mode: (tw.models.tavis_cummings(2), tw.states.product(
+            spins=tw.states.spins_up(2), bosons=tw.states.vacuum(1))), {"mode": [1, 2]}, TS, **KW)
 
 
 def test_points_over_several_chunks_equal_point_by_point_runs():

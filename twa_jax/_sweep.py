@@ -195,12 +195,20 @@ def _probe_values(model, initial, p, obs, pulses, probes) -> list:
 _OWN_NAMES = ("dt", "n_failed", "failed", "status", "time", "point")
 
 
-def _check_variable_names(observables, time_average, axes):
+def _check_variable_names(observables, time_average, axes, shapes=None):
     """Every variable of the sweep's Dataset gets its own name: an observable called ``dt`` or
     ``sz_sem`` (next to ``sz``) or like a grid axis would overwrite another variable, silently or
-    after every point has run."""
+    after every point has run; a grid axis named like an observable's own axis (``mode`` of the
+    default ``n``, ``<name>_dim1``; ``shapes``: ``{name: shape}``) would fail after every point
+    has run."""
     taken = {name: f"the sweep's own {name!r}" for name in _OWN_NAMES}
     taken.update({a: f"the grid axis {a!r}" for a in axes})
+    modes = mode_dims(observables) or {}
+    for name, shape in (shapes or {}).items():
+        for dim in modes.get(name, default_dims(name, len(shape))):
+            if dim in axes:
+                raise ValueError(f"the grid axis {dim!r} has the name of an axis of observable {name!r} (its "
+                                 f"values per {'mode' if dim == 'mode' else 'entry'}): rename the grid axis")
     made = [(name, f"the mean of observable {name!r}") for name in observables]
     made += [(f"{name}_sem", f"the standard error of observable {name!r}") for name in observables]
     made += [(f"{name}_average{x}", f"the time average{x and ' error'} of observable {name!r}")
@@ -258,6 +266,10 @@ def run_points(model, initial, ts, points, param_axes, opts, store=None, on_poin
                 values[pid] = base.values_at(params, estimate_step=opts["dt"] is None, factors=factors)
         except (TypeError, ValueError, IndexError) as e:
             out[pid] = {"failed": f"{type(e).__name__}: {e}"}
+            if store is not None:  # recorded as every failure is: a rerun skips it unless retry_failed
+                store.write_failure(p, out[pid]["failed"])
+            if on_point is not None:
+                on_point(pid)
     if not values:
         return out
     by_id = {SweepStore.point_id(p): p for p in points}
@@ -518,7 +530,7 @@ def sweep(
     probe = make_plan(model0, init0, ts_np, n_traj=n_traj, key=key, params={a: points[0][a] for a in param_axes},
                       observables=observables, dt=dt, solver=solver, method=method, chunk_size=chunk_size,
                       devices=devices, time_average=time_average, progress=False, pulses=pulses)
-    _check_variable_names(probe.observables, time_average or {}, axes)
+    _check_variable_names(probe.observables, time_average or {}, axes, probe.shapes)
     signature = dict(
         model=_spec_name(spec), ts=ts_np.tolist(), n_traj=n_traj, key=str(key), observables=sorted(probe.observables),
         dt=None if dt is None else float(dt), solver=probe.solver_name, method=method, random_numbers=random_numbers,

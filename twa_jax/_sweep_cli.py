@@ -28,8 +28,9 @@ Executors (--executor):
   processes  concurrent.futures.ProcessPoolExecutor, --workers N processes (default: the
              CPU count) started with "spawn" (JAX and fork don't mix). For CPU hosts: on one
              GPU several processes only compete for its memory.
-  slurm      submitit.AutoExecutor: one SLURM job per sweep task (task_size points, default
-             128; --task-size or SWEEP["task_size"] sets it so a job fits --slurm-time).
+  slurm      submitit.AutoExecutor: one SLURM job array, one array task per block of points
+             (default: about 1e10 coordinate x trajectory x step updates a task, at most 128 points;
+             --task-size or SWEEP["task_size"] sets it so a task fits --slurm-time).
              --slurm-gpus-per-task G asks for G GPUs per job (one task per job). Without
              SLURM (no sbatch) submitit falls back to a local executor; --slurm-local
              (= --slurm-cluster local) forces that, --slurm-cluster debug runs the jobs in
