@@ -211,6 +211,20 @@ def test_peak_time_of_a_parabola():
     assert ax.get_ylabel() == "time of the peak of R"
 
 
+def test_reductions_of_a_lazy_store_view_and_of_float32_data():
+    """A store's view (``xr.open_zarr``) is lazy (dask): ``reduce_time(.., "max")`` and ``peak``
+    indexed it with a lazy argmax and failed; they now equal the loaded Dataset's. A sweep's
+    float32 means get the peak time's sem of their float64 copies (the central differences step by
+    1e-6 of the value, 8 ulps of a float32: it differed by 0.7-1.7 %)."""
+    pytest.importorskip("dask")
+    ds, _, _ = grid_ds()
+    lazy = ds.chunk({"N": 1})
+    xr.testing.assert_allclose(sp.reduce_time(lazy, "R", "max").compute(), sp.reduce_time(ds, "R", "max"))
+    xr.testing.assert_allclose(sp.peak(lazy, "R").compute(), sp.peak(ds, "R"))
+    f32 = ds.assign(R=ds["R"].astype(np.float32), R_sem=ds["R_sem"].astype(np.float32))
+    np.testing.assert_allclose(sp.peak(f32, "R")["peak_time_sem"], sp.peak(ds, "R")["peak_time_sem"], rtol=1e-4)
+
+
 def test_peak_at_the_edge_has_no_sem():
     ds, _, _ = grid_ds(fail=False)
     dec = ds.assign(R=ds["R"] * 0 + np.exp(-ds["time"]))  # monotone: the maximum is at t = 0

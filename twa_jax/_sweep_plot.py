@@ -109,7 +109,9 @@ def _reduce_pair(mean, sem, how):
     if "time" not in mean.dims:
         raise ValueError(f"{mean.name!r} has no time dimension to reduce (dims {mean.dims})")
     if how == "max":
-        i = mean.fillna(-np.inf).argmax("time")  # a failed (all-NaN) point: index 0, its mean stays NaN
+        # a failed (all-NaN) point: index 0, its mean stays NaN; computed (a lazy store view's dask
+        # index cannot index)
+        i = mean.fillna(-np.inf).argmax("time").compute()
         m, s = mean.isel(time=i), sem.isel(time=i)
     elif how == "final":
         m, s = mean.isel(time=-1), sem.isel(time=-1)
@@ -175,11 +177,12 @@ def peak(ds, var: str):
     height, height_sem = _reduce_pair(mean, sem, "max")
     t = np.asarray(mean["time"].values, dtype=float)
     n = t.size
-    i = mean.fillna(-np.inf).argmax("time")
+    i = mean.fillna(-np.inf).argmax("time").compute()  # a store view is lazy (dask)
     ok = (i > 0) & (i < n - 1) & mean.notnull().all("time")
     im, ip = np.clip(i - 1, 0, n - 1), np.clip(i + 1, 0, n - 1)
-    ys = [mean.isel(time=j).drop_vars("time").values for j in (im, i, ip)]
-    ss = [sem.isel(time=j).drop_vars("time").values for j in (im, i, ip)]
+    # in float64: the central differences below step by 1e-6 of the value, 8 ulps of a float32
+    ys = [mean.isel(time=j).drop_vars("time").values.astype(float) for j in (im, i, ip)]
+    ss = [sem.isel(time=j).drop_vars("time").values.astype(float) for j in (im, i, ip)]
     ts = [t[np.asarray(j.values)] for j in (im, i, ip)]
 
     def vertex(y0, y1, y2):
