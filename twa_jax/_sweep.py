@@ -121,9 +121,11 @@ _PROBE_SEED = 20261204
 def fingerprint(model, initial, params, observables=None, pulses=None) -> dict:
     """``{quantity: [floats]}``: the Hamiltonian, jump operators, Gamma, the observables and the
     pulses' generators at two fixed pseudo-random phase-space points (and, for a time-dependent
-    model, at two times), and the initial state's mean and one sample (fixed key). Two sweeps
-    whose functions have the same names but other code, captured constants or parameters give
-    other numbers, so a store can tell them apart. An array longer than 8 is kept as 8 evenly
+    model, at two times), and the initial state's mean and one sample (fixed key); the model's
+    functions also at other parameter values (:func:`_other_values`), so that a change of code
+    that does not show at ``params`` (a term proportional to a parameter that is 0 there) does.
+    Two sweeps whose functions have the same names but other code, captured constants or
+    parameters give other numbers, so a store can tell them apart. An array longer than 8 is kept as 8 evenly
     spaced entries, its sum, its sum of squares and the sum of every 7th entry (real and
     imaginary parts apart) without a copy of it: a dense Gamma of 1e4 sites is 1e8 entries.
 
